@@ -1,0 +1,420 @@
+//! Pusher Channels protocol 7 frames and error codes (PROTOCOL §1).
+//!
+//! A [`Frame`] is one WebSocket text message: a JSON object with `event`, optional `channel`,
+//! optional `data` (an object, or a JSON document carried as a string) and optional `user_id`.
+//! Invariant: [`Frame::parse`] checks the byte length before it reads a single byte of JSON, and
+//! the nesting depth before it builds a value tree, so hostile input costs at most one bounded scan.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::limits::{MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_LEN, MAX_FRAME_BYTES, MAX_JSON_DEPTH};
+
+/// A Pusher error or close code (4000–4399), with the reconnect advice its range carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PusherCode(pub u16);
+
+impl PusherCode {
+    /// The application only accepts TLS connections.
+    pub const SSL_ONLY: Self = Self(4000);
+    /// The app key in the URL names no app.
+    pub const APP_NOT_FOUND: Self = Self(4001);
+    pub const APP_DISABLED: Self = Self(4003);
+    pub const OVER_CONNECTION_QUOTA: Self = Self(4004);
+    pub const PATH_NOT_FOUND: Self = Self(4005);
+    pub const INVALID_VERSION_FORMAT: Self = Self(4006);
+    pub const UNSUPPORTED_PROTOCOL_VERSION: Self = Self(4007);
+    pub const NO_PROTOCOL_VERSION: Self = Self(4008);
+    /// Connection is unauthorized (bad subscription signature, forbidden channel).
+    pub const UNAUTHORIZED: Self = Self(4009);
+    pub const OVER_CAPACITY: Self = Self(4100);
+    pub const GENERIC_RECONNECT: Self = Self(4200);
+    pub const PONG_NOT_RECEIVED: Self = Self(4201);
+    pub const CLOSED_AFTER_INACTIVITY: Self = Self(4202);
+    /// Client event rejected: over the per-connection rate limit. Sent as `pusher:error`; the
+    /// connection stays open.
+    pub const CLIENT_EVENT_RATE_LIMIT: Self = Self(4301);
+
+    /// What a client should do after a close with this code (Pusher's documented ranges).
+    pub fn reconnect(self) -> Reconnect {
+        match self.0 {
+            4000..=4099 => Reconnect::Never,
+            4100..=4199 => Reconnect::AfterBackoff,
+            4200..=4299 => Reconnect::Immediately,
+            _ => Reconnect::Unspecified,
+        }
+    }
+
+    /// The constant's name, for messages; `None` for codes without one.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::SSL_ONLY => "ssl_only",
+            Self::APP_NOT_FOUND => "app_not_found",
+            Self::APP_DISABLED => "app_disabled",
+            Self::OVER_CONNECTION_QUOTA => "over_connection_quota",
+            Self::PATH_NOT_FOUND => "path_not_found",
+            Self::INVALID_VERSION_FORMAT => "invalid_version_format",
+            Self::UNSUPPORTED_PROTOCOL_VERSION => "unsupported_protocol_version",
+            Self::NO_PROTOCOL_VERSION => "no_protocol_version",
+            Self::UNAUTHORIZED => "unauthorized",
+            Self::OVER_CAPACITY => "over_capacity",
+            Self::GENERIC_RECONNECT => "generic_reconnect",
+            Self::PONG_NOT_RECEIVED => "pong_not_received",
+            Self::CLOSED_AFTER_INACTIVITY => "closed_after_inactivity",
+            Self::CLIENT_EVENT_RATE_LIMIT => "client_event_rate_limit",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for PusherCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => write!(f, "{} ({n})", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// Reconnect advice of a close code range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// 4000–4099: the same parameters will fail again.
+    Never,
+    /// 4100–4199: reconnect after at least one second, backing off.
+    AfterBackoff,
+    /// 4200–4299: reconnect at once.
+    Immediately,
+    /// Anything else, 4300–4399 included.
+    Unspecified,
+}
+
+/// The `data` member of a frame, kept in the form it arrived in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameData {
+    /// A JSON string; for Pusher events it usually holds a serialized JSON document.
+    Text(String),
+    /// Any other JSON value, usually an object.
+    Json(Value),
+}
+
+impl FrameData {
+    /// Size of the data as it travels on the wire: the string's bytes, or the serialized value's.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            FrameData::Text(s) => s.len(),
+            FrameData::Json(v) => serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The data as a JSON object: an object as is, or a string holding one.
+    pub fn to_object(&self) -> Result<Map<String, Value>, FrameError> {
+        let value = match self {
+            FrameData::Json(v) => v.clone(),
+            FrameData::Text(s) => {
+                check_depth(s.as_bytes(), MAX_JSON_DEPTH)?;
+                serde_json::from_str(s).map_err(|e| FrameError::DataNotJson {
+                    detail: e.to_string(),
+                })?
+            }
+        };
+        match value {
+            Value::Object(m) => Ok(m),
+            _ => Err(FrameError::DataNotObject),
+        }
+    }
+}
+
+/// One Pusher protocol message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub event: String,
+    pub channel: Option<String>,
+    pub data: Option<FrameData>,
+    pub user_id: Option<String>,
+}
+
+/// Limits applied by [`Frame::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    pub max_frame_bytes: usize,
+    pub max_depth: usize,
+    pub max_event_data_bytes: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            max_depth: MAX_JSON_DEPTH,
+            max_event_data_bytes: MAX_EVENT_DATA_BYTES,
+        }
+    }
+}
+
+/// A frame that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("frame is {len} bytes, over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame is not valid UTF-8")]
+    NotUtf8,
+    #[error("frame nests deeper than {max} levels")]
+    TooDeep { max: usize },
+    #[error("frame is not valid JSON: {detail}")]
+    NotJson { detail: String },
+    #[error("frame is not a JSON object")]
+    NotObject,
+    #[error("frame has no string `event` member")]
+    MissingEvent,
+    #[error("event name is {len} bytes, over the limit of {max}")]
+    EventNameTooLong { len: usize, max: usize },
+    #[error("frame member `{field}` must be a string")]
+    FieldNotString { field: &'static str },
+    #[error("event data is {len} bytes, over the limit of {max}")]
+    DataTooLarge { len: usize, max: usize },
+    #[error("event data is not valid JSON: {detail}")]
+    DataNotJson { detail: String },
+    #[error("event data is not a JSON object")]
+    DataNotObject,
+}
+
+impl FrameError {
+    /// Stable, language-neutral name of the failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FrameError::TooLarge { .. } => "frame.too_large",
+            FrameError::NotUtf8 => "frame.not_utf8",
+            FrameError::TooDeep { .. } => "frame.too_deep",
+            FrameError::NotJson { .. } => "frame.not_json",
+            FrameError::NotObject => "frame.not_object",
+            FrameError::MissingEvent => "frame.missing_event",
+            FrameError::EventNameTooLong { .. } => "frame.event_name_too_long",
+            FrameError::FieldNotString { .. } => "frame.field_not_string",
+            FrameError::DataTooLarge { .. } => "frame.data_too_large",
+            FrameError::DataNotJson { .. } => "frame.data_not_json",
+            FrameError::DataNotObject => "frame.data_not_object",
+        }
+    }
+}
+
+/// Fails when the bracket nesting of a JSON text exceeds `max`. Strings are skipped with their
+/// escapes, so brackets inside them do not count. Runs before the JSON parser, which would
+/// otherwise recurse once per level.
+fn check_depth(text: &[u8], max: usize) -> Result<(), FrameError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(FrameError::TooDeep { max });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Frame {
+    /// A frame with only an event name.
+    pub fn new(event: impl Into<String>) -> Self {
+        Frame {
+            event: event.into(),
+            channel: None,
+            data: None,
+            user_id: None,
+        }
+    }
+
+    /// Parses one text message. Checks, in order: size, UTF-8, nesting, JSON, shape, member types,
+    /// event name length and the event data limit.
+    pub fn parse(bytes: &[u8], limits: &FrameLimits) -> Result<Frame, FrameError> {
+        if bytes.len() > limits.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                len: bytes.len(),
+                max: limits.max_frame_bytes,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8)?;
+        check_depth(text.as_bytes(), limits.max_depth)?;
+        let value: Value = serde_json::from_str(text).map_err(|e| FrameError::NotJson {
+            detail: e.to_string(),
+        })?;
+        let Value::Object(mut obj) = value else {
+            return Err(FrameError::NotObject);
+        };
+        let event = match obj.remove("event") {
+            Some(Value::String(s)) => s,
+            _ => return Err(FrameError::MissingEvent),
+        };
+        if event.len() > MAX_EVENT_NAME_LEN {
+            return Err(FrameError::EventNameTooLong {
+                len: event.len(),
+                max: MAX_EVENT_NAME_LEN,
+            });
+        }
+        let channel = optional_string(&mut obj, "channel")?;
+        let user_id = optional_string(&mut obj, "user_id")?;
+        let data = match obj.remove("data") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(FrameData::Text(s)),
+            Some(v) => Some(FrameData::Json(v)),
+        };
+        if let Some(d) = &data {
+            let len = d.wire_len();
+            if len > limits.max_event_data_bytes {
+                return Err(FrameError::DataTooLarge {
+                    len,
+                    max: limits.max_event_data_bytes,
+                });
+            }
+        }
+        Ok(Frame {
+            event,
+            channel,
+            data,
+            user_id,
+        })
+    }
+
+    /// Serializes the frame as Pusher servers send it.
+    pub fn to_json(&self) -> String {
+        let mut obj = Map::new();
+        obj.insert("event".into(), Value::String(self.event.clone()));
+        if let Some(c) = &self.channel {
+            obj.insert("channel".into(), Value::String(c.clone()));
+        }
+        if let Some(d) = &self.data {
+            let v = match d {
+                FrameData::Text(s) => Value::String(s.clone()),
+                FrameData::Json(v) => v.clone(),
+            };
+            obj.insert("data".into(), v);
+        }
+        if let Some(u) = &self.user_id {
+            obj.insert("user_id".into(), Value::String(u.clone()));
+        }
+        Value::Object(obj).to_string()
+    }
+}
+
+fn optional_string(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, FrameError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(FrameError::FieldNotString { field }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Frame, FrameError> {
+        Frame::parse(s.as_bytes(), &FrameLimits::default())
+    }
+
+    #[test]
+    fn data_may_be_an_object_or_a_string() {
+        let a = parse(r#"{"event":"client-x","channel":"private-a","data":{"k":1}}"#).unwrap();
+        let b = parse(r#"{"event":"client-x","channel":"private-a","data":"{\"k\":1}"}"#).unwrap();
+        assert_eq!(
+            a.data.unwrap().to_object().unwrap(),
+            b.data.unwrap().to_object().unwrap()
+        );
+    }
+
+    #[test]
+    fn limits_apply_before_parsing() {
+        let limits = FrameLimits {
+            max_frame_bytes: 10,
+            ..FrameLimits::default()
+        };
+        // Not even JSON: the size check must answer first.
+        let err = Frame::parse(&[b'x'; 11], &limits).unwrap_err();
+        assert_eq!(err.code(), "frame.too_large");
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = Frame::parse(
+            deep.as_bytes(),
+            &FrameLimits {
+                max_frame_bytes: usize::MAX,
+                ..FrameLimits::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "frame.too_deep");
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let s = format!(r#"{{"event":"x","data":"{}\"]"}}"#, "[".repeat(100));
+        assert!(parse(&s).is_ok());
+    }
+
+    #[test]
+    fn shape_errors_are_typed() {
+        assert_eq!(parse("[1]").unwrap_err().code(), "frame.not_object");
+        assert_eq!(parse("{").unwrap_err().code(), "frame.not_json");
+        assert_eq!(
+            parse(r#"{"channel":"x"}"#).unwrap_err().code(),
+            "frame.missing_event"
+        );
+        assert_eq!(
+            parse(r#"{"event":"x","channel":5}"#).unwrap_err().code(),
+            "frame.field_not_string"
+        );
+        assert_eq!(
+            Frame::parse(b"{\"event\":\"\xff\"}", &FrameLimits::default())
+                .unwrap_err()
+                .code(),
+            "frame.not_utf8"
+        );
+        let big = format!(r#"{{"event":"x","data":"{}"}}"#, "a".repeat(10_241));
+        assert_eq!(parse(&big).unwrap_err().code(), "frame.data_too_large");
+    }
+
+    #[test]
+    fn close_code_ranges_map_to_reconnect_advice() {
+        assert_eq!(PusherCode::APP_NOT_FOUND.reconnect(), Reconnect::Never);
+        assert_eq!(PusherCode::OVER_CAPACITY.reconnect(), Reconnect::AfterBackoff);
+        assert_eq!(
+            PusherCode::PONG_NOT_RECEIVED.reconnect(),
+            Reconnect::Immediately
+        );
+        assert_eq!(
+            PusherCode::CLIENT_EVENT_RATE_LIMIT.reconnect(),
+            Reconnect::Unspecified
+        );
+        assert_eq!(
+            PusherCode::UNAUTHORIZED.to_string(),
+            "4009 (unauthorized)"
+        );
+    }
+
+    #[test]
+    fn serializes_back_to_an_equal_frame() {
+        let f = parse(r#"{"event":"client-x","channel":"private-a","data":{"k":[1,2]},"user_id":"u"}"#)
+            .unwrap();
+        assert_eq!(parse(&f.to_json()).unwrap(), f);
+    }
+}
