@@ -253,7 +253,11 @@ impl ChannelName {
             ScopeId::parse,
             next(ChannelPart::ScopeId)?,
         )?;
-        let call_id = part(ChannelPart::CallId, CallId::parse, next(ChannelPart::CallId)?)?;
+        let call_id = part(
+            ChannelPart::CallId,
+            CallId::parse,
+            next(ChannelPart::CallId)?,
+        )?;
         Ok(ChannelName::Call(CallChannel {
             kind,
             scope,

@@ -202,7 +202,9 @@ impl SealedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
-    #[error("{kind} is not a sensitive event; only offer, answer, ice_candidate and media_state are sealed")]
+    #[error(
+        "{kind} is not a sensitive event; only offer, answer, ice_candidate and media_state are sealed"
+    )]
     NotSensitive { kind: EventKind },
     #[error("only client events are sealed")]
     NotClientEvent,

@@ -216,9 +216,13 @@ impl PartyId {
 }
 
 fn check_device_party_id(s: &str) -> Result<(), TokenError> {
-    check_token(s, MIN_PARTY_ID_LEN, MAX_PARTY_ID_LEN, "[A-Za-z0-9_-]", |_, c| {
-        c.is_ascii_alphanumeric() || c == '_' || c == '-'
-    })
+    check_token(
+        s,
+        MIN_PARTY_ID_LEN,
+        MAX_PARTY_ID_LEN,
+        "[A-Za-z0-9_-]",
+        |_, c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
+    )
 }
 
 string_token! {

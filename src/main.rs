@@ -1,5 +1,20 @@
-fn main() {
-    for (name, contents) in domvia_calls::schema::files() {
-        if name == "call.ice_candidate.json" || name == "call.ringing.json" || name=="call.started.json" { println!("== {name}\n{contents}"); }
+//! The `domvia-calls` command: a thin shell over the library. It reads files and flags, calls the
+//! pure core, prints, and sets the exit code (0 success, 1 a check failed, 2 bad usage or I/O).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }

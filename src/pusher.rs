@@ -396,7 +396,10 @@ mod tests {
     #[test]
     fn close_code_ranges_map_to_reconnect_advice() {
         assert_eq!(PusherCode::APP_NOT_FOUND.reconnect(), Reconnect::Never);
-        assert_eq!(PusherCode::OVER_CAPACITY.reconnect(), Reconnect::AfterBackoff);
+        assert_eq!(
+            PusherCode::OVER_CAPACITY.reconnect(),
+            Reconnect::AfterBackoff
+        );
         assert_eq!(
             PusherCode::PONG_NOT_RECEIVED.reconnect(),
             Reconnect::Immediately
@@ -405,16 +408,14 @@ mod tests {
             PusherCode::CLIENT_EVENT_RATE_LIMIT.reconnect(),
             Reconnect::Unspecified
         );
-        assert_eq!(
-            PusherCode::UNAUTHORIZED.to_string(),
-            "4009 (unauthorized)"
-        );
+        assert_eq!(PusherCode::UNAUTHORIZED.to_string(), "4009 (unauthorized)");
     }
 
     #[test]
     fn serializes_back_to_an_equal_frame() {
-        let f = parse(r#"{"event":"client-x","channel":"private-a","data":{"k":[1,2]},"user_id":"u"}"#)
-            .unwrap();
+        let f =
+            parse(r#"{"event":"client-x","channel":"private-a","data":{"k":[1,2]},"user_id":"u"}"#)
+                .unwrap();
         assert_eq!(parse(&f.to_json()).unwrap(), f);
     }
 }

@@ -35,7 +35,9 @@ fn generate<T: JsonSchema>() -> Schema {
 
 fn describe(kind: EventKind) -> &'static str {
     match kind {
-        EventKind::Started => "A call begins: sent on the call channel and, by the trusted server, to each callee's inbox.",
+        EventKind::Started => {
+            "A call begins: sent on the call channel and, by the trusted server, to each callee's inbox."
+        }
         EventKind::Ringing => "A callee device is alerting.",
         EventKind::Accepted => "This party answers the call.",
         EventKind::Offer => "An SDP offer to one party (late offer: only after call.accepted).",

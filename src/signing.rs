@@ -76,7 +76,9 @@ pub enum SignatureError {
     UnsupportedVersion { found: String },
     #[error("auth_timestamp `{found}` is not a Unix time in seconds")]
     BadTimestamp { found: String },
-    #[error("auth_timestamp is {skew_secs} s away from the server clock, outside ±{HTTP_API_TIMESTAMP_WINDOW_SECS} s")]
+    #[error(
+        "auth_timestamp is {skew_secs} s away from the server clock, outside ±{HTTP_API_TIMESTAMP_WINDOW_SECS} s"
+    )]
     StaleTimestamp { skew_secs: u64 },
     #[error("the request has a body but no body_md5")]
     BodyMd5Missing,
@@ -506,10 +508,16 @@ mod tests {
             auth,
             "278d425bdf160c739803:afaed3695da2ffd16931f457e338e6c9f2921fa133ce7dac49f529792be6304c"
         );
-        let member =
-            verify_channel(KEY, &secret(), &socket(), "presence-foobar", Some(data), &auth)
-                .unwrap()
-                .unwrap();
+        let member = verify_channel(
+            KEY,
+            &secret(),
+            &socket(),
+            "presence-foobar",
+            Some(data),
+            &auth,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(member.user_id, "10");
     }
 
@@ -573,7 +581,14 @@ mod tests {
         assert_eq!(err.unwrap_err().code(), "signature.mismatch");
         let err = verify_channel(KEY, &secret(), &socket(), "private-foobaz", None, &auth);
         assert_eq!(err.unwrap_err().code(), "signature.mismatch");
-        let err = verify_channel("otherkey", &secret(), &socket(), "private-foobar", None, &auth);
+        let err = verify_channel(
+            "otherkey",
+            &secret(),
+            &socket(),
+            "private-foobar",
+            None,
+            &auth,
+        );
         assert_eq!(err.unwrap_err().code(), "signature.wrong_key");
         let err = verify_channel(KEY, &secret(), &socket(), "private-foobar", None, "nocolon");
         assert_eq!(err.unwrap_err().code(), "signature.malformed_auth");
@@ -613,7 +628,10 @@ mod tests {
             parse_query("a=1&A=2").unwrap_err().code(),
             "signature.duplicate_param"
         );
-        assert_eq!(parse_query("a=%zz").unwrap_err().code(), "signature.bad_query");
+        assert_eq!(
+            parse_query("a=%zz").unwrap_err().code(),
+            "signature.bad_query"
+        );
     }
 
     #[test]
@@ -625,14 +643,24 @@ mod tests {
         let cred = turn_credential(&Secret::new("turn-secret"), "alice", 2_000);
         assert_eq!(cred.username, "2000:alice");
         assert_eq!(
-            verify_turn_credential(&Secret::new("turn-secret"), &cred.username, &cred.password, 1_999)
-                .unwrap(),
+            verify_turn_credential(
+                &Secret::new("turn-secret"),
+                &cred.username,
+                &cred.password,
+                1_999
+            )
+            .unwrap(),
             "alice"
         );
-        let expired =
-            verify_turn_credential(&Secret::new("turn-secret"), &cred.username, &cred.password, 2_000);
+        let expired = verify_turn_credential(
+            &Secret::new("turn-secret"),
+            &cred.username,
+            &cred.password,
+            2_000,
+        );
         assert_eq!(expired.unwrap_err().code(), "signature.turn_expired");
-        let wrong = verify_turn_credential(&Secret::new("other"), &cred.username, &cred.password, 0);
+        let wrong =
+            verify_turn_credential(&Secret::new("other"), &cred.username, &cred.password, 0);
         assert_eq!(wrong.unwrap_err().code(), "signature.mismatch");
     }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::event::{
-    AudioState, EventBody, MediaStateBody, OfferBody, ProtocolVersion, Sdp, Seq, ScreenState,
+    AudioState, EventBody, MediaStateBody, OfferBody, ProtocolVersion, ScreenState, Sdp, Seq,
     UnixMillis, VideoState,
 };
 use crate::ids::{CallId, PartyId, UserId};
@@ -63,7 +63,10 @@ fn seal_then_open_restores_the_event() {
     let e = offer(3, "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n");
     let sealed = seal(&key(), &channel(), &e, [1u8; 24]).unwrap();
     let data = sealed.to_data();
-    assert!(!data.contains_key("sdp"), "the SDP must not travel in clear");
+    assert!(
+        !data.contains_key("sdp"),
+        "the SDP must not travel in clear"
+    );
     assert_eq!(data["to_party_id"], "bob-laptop-1");
     let Incoming::Sealed(back) = reparse(&sealed) else {
         panic!("expected the sealed form")
@@ -82,7 +85,9 @@ fn key_derivation_depends_on_the_channel_and_round_trips_as_shared_secret() {
     assert_eq!(k, key());
     assert_eq!(k.kid().len(), 12);
     assert_eq!(
-        ChannelKey::from_shared_secret("c2hvcnQ=").unwrap_err().code(),
+        ChannelKey::from_shared_secret("c2hvcnQ=")
+            .unwrap_err()
+            .code(),
         "envelope.bad_shared_secret"
     );
     assert!(!format!("{k:?}").contains(&k.shared_secret()));
@@ -94,9 +99,7 @@ fn any_change_to_the_bound_fields_fails_authentication() {
     // Same bytes, replayed under another seq: the AAD differs.
     let mut data = sealed.to_data();
     data.insert("seq".into(), 4.into());
-    let Incoming::Sealed(moved) =
-        parse_event("client-call.offer", &data).unwrap()
-    else {
+    let Incoming::Sealed(moved) = parse_event("client-call.offer", &data).unwrap() else {
         panic!()
     };
     assert_eq!(
@@ -170,7 +173,13 @@ fn guard_rejects_downgrade_replay_and_unknown_keys() {
 fn a_forged_event_does_not_burn_a_sequence_number() {
     let mut guard = PrivacyGuard::new(channel(), Privacy::Strong);
     guard.install_key(key());
-    let forged = seal(&ChannelKey::from_bytes([1u8; 32]), &channel(), &media(5), [0; 24]).unwrap();
+    let forged = seal(
+        &ChannelKey::from_bytes([1u8; 32]),
+        &channel(),
+        &media(5),
+        [0; 24],
+    )
+    .unwrap();
     let mut data = forged.to_data();
     data["sealed"]["kid"] = key().kid().into();
     let Incoming::Sealed(forged) = parse_event("client-call.media_state", &data).unwrap() else {
@@ -229,14 +238,18 @@ fn plaintext_cannot_override_clear_members() {
 fn only_sensitive_client_events_are_sealed() {
     let ringing = CallEvent::new(Origin::Client, header(1), EventBody::Ringing).unwrap();
     assert_eq!(
-        seal(&key(), &channel(), &ringing, [0; 24]).unwrap_err().code(),
+        seal(&key(), &channel(), &ringing, [0; 24])
+            .unwrap_err()
+            .code(),
         "envelope.not_sensitive"
     );
     let mut data = seal(&key(), &channel(), &media(1), [0; 24])
         .unwrap()
         .to_data();
     assert_eq!(
-        parse_event("client-call.ringing", &data).unwrap_err().code(),
+        parse_event("client-call.ringing", &data)
+            .unwrap_err()
+            .code(),
         "event.sealed_not_allowed"
     );
     data.insert("party_id".into(), "server".into());

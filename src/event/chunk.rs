@@ -16,8 +16,7 @@ use crate::event::{
 };
 use crate::ids::{ChunkId, PartyId};
 use crate::limits::{
-    CHUNK_REASSEMBLY_TIMEOUT_MS, MAX_CHUNKS, MAX_PARTIES_PER_CALL,
-    MAX_PENDING_CHUNK_SETS_PER_PARTY,
+    CHUNK_REASSEMBLY_TIMEOUT_MS, MAX_CHUNKS, MAX_PARTIES_PER_CALL, MAX_PENDING_CHUNK_SETS_PER_PARTY,
 };
 
 /// A chunk that cannot be accepted, or an SDP that cannot be split.
@@ -198,11 +197,7 @@ impl ChunkAssembler {
     /// Takes one received event. Events without `chunk` pass through; a chunk completing its set
     /// yields the joined event (with the header of the chunk with the highest `seq`); other chunks
     /// yield `None`.
-    pub fn push(
-        &mut self,
-        event: CallEvent,
-        now_ms: u64,
-    ) -> Result<Option<CallEvent>, ChunkError> {
+    pub fn push(&mut self, event: CallEvent, now_ms: u64) -> Result<Option<CallEvent>, ChunkError> {
         self.expire(now_ms);
         let Some((sdp, Some(chunk))) = sdp_parts(event.body()) else {
             return Ok(Some(event));
@@ -317,7 +312,9 @@ mod tests {
     fn big_sdp(lines: usize) -> String {
         let mut s = String::from("v=0\r\n");
         for i in 0..lines {
-            s.push_str(&format!("a=candidate-like-line-{i}: some payload text here\r\n"));
+            s.push_str(&format!(
+                "a=candidate-like-line-{i}: some payload text here\r\n"
+            ));
         }
         s
     }

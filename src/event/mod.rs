@@ -22,7 +22,9 @@ use serde_json::{Map, Value};
 use crate::channel::{ChannelKind, ChannelName};
 use crate::envelope::SealedEvent;
 use crate::ids::{CallId, DevicePartyId, PartyId, UserId};
-use crate::limits::{MAX_CALLEES, MAX_CANDIDATES_PER_EVENT, MAX_EVENT_DATA_BYTES, PROTOCOL_VERSION};
+use crate::limits::{
+    MAX_CALLEES, MAX_CANDIDATES_PER_EVENT, MAX_EVENT_DATA_BYTES, PROTOCOL_VERSION,
+};
 use crate::pusher::{Frame, FrameError};
 pub use types::*;
 
@@ -231,7 +233,9 @@ pub enum EventError {
     },
     #[error("event data is missing")]
     MissingData,
-    #[error("protocol version {found} is not supported (this implementation speaks {PROTOCOL_VERSION})")]
+    #[error(
+        "protocol version {found} is not supported (this implementation speaks {PROTOCOL_VERSION})"
+    )]
     UnsupportedVersion { found: String },
     #[error("field `{path}` is missing")]
     MissingField { path: String },
@@ -318,9 +322,7 @@ impl EventError {
     /// The field at fault, for field-level errors.
     pub fn field(&self) -> Option<&str> {
         match self {
-            EventError::MissingField { path } | EventError::InvalidField { path, .. } => {
-                Some(path)
-            }
+            EventError::MissingField { path } | EventError::InvalidField { path, .. } => Some(path),
             _ => None,
         }
     }

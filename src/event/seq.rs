@@ -14,7 +14,9 @@ use crate::limits::MAX_PARTIES_PER_CALL;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SeqError {
-    #[error("seq {seq} from party {party} is not above the last accepted seq {last} (replay or reorder)")]
+    #[error(
+        "seq {seq} from party {party} is not above the last accepted seq {last} (replay or reorder)"
+    )]
     NotIncreasing { party: String, seq: u64, last: u64 },
     #[error("more than {MAX_PARTIES_PER_CALL} parties in one call")]
     TooManyParties,

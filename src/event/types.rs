@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::CallChannel;
 use crate::ids::{ChunkId, DevicePartyId, TokenError, UserId, check_token, string_token};
 use crate::limits::{
-    DEFAULT_RING_TIMEOUT_MS, MAX_CANDIDATE_LEN, MAX_CANDIDATES_PER_EVENT, MAX_CALLEES, MAX_CHUNKS,
+    DEFAULT_RING_TIMEOUT_MS, MAX_CALLEES, MAX_CANDIDATE_LEN, MAX_CANDIDATES_PER_EVENT, MAX_CHUNKS,
     MAX_RING_TIMEOUT_MS, MAX_SAFE_INTEGER, MAX_SDP_BYTES, MAX_SDP_MID_LEN, MAX_UFRAG_LEN,
     MIN_RING_TIMEOUT_MS, PROTOCOL_VERSION,
 };
@@ -108,7 +108,9 @@ impl JsonSchema for ProtocolVersion {
 }
 
 fn check_sdp(s: &str) -> Result<(), TokenError> {
-    check_token(s, 1, MAX_SDP_BYTES, "any character but NUL", |_, c| c != '\0')
+    check_token(s, 1, MAX_SDP_BYTES, "any character but NUL", |_, c| {
+        c != '\0'
+    })
 }
 
 string_token! {
@@ -202,9 +204,8 @@ impl Default for RingTimeoutMs {
 impl TryFrom<u64> for RingTimeoutMs {
     type Error = String;
     fn try_from(v: u64) -> Result<Self, String> {
-        Self::new(v).ok_or_else(|| {
-            format!("{v} is outside {MIN_RING_TIMEOUT_MS}..={MAX_RING_TIMEOUT_MS}")
-        })
+        Self::new(v)
+            .ok_or_else(|| format!("{v} is outside {MIN_RING_TIMEOUT_MS}..={MAX_RING_TIMEOUT_MS}"))
     }
 }
 
@@ -324,6 +325,7 @@ pub struct NoBody {}
 pub struct OfferBody {
     pub to_party_id: DevicePartyId,
     pub sdp: Sdp,
+    #[schemars(range(max = u32::MAX))]
     pub negotiation_id: u32,
     pub ice_restart: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,19 +338,21 @@ pub struct OfferBody {
 pub struct AnswerBody {
     pub to_party_id: DevicePartyId,
     pub sdp: Sdp,
+    #[schemars(range(max = u32::MAX))]
     pub negotiation_id: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<ChunkInfo>,
 }
 
-/// The JSON Schema form of "an unchunked `sdp` is a whole session description".
+/// The JSON Schema form of "an unchunked `sdp` is a whole session description". A `null` chunk
+/// counts as absent, as it does for the parser.
 fn whole_sdp_unless_chunked(schema: &mut Schema) {
     schema.insert(
         "if".into(),
-        serde_json::json!({ "not": { "required": ["chunk"] } }),
+        serde_json::json!({ "required": ["chunk"], "properties": { "chunk": { "type": "object" } } }),
     );
     schema.insert(
-        "then".into(),
+        "else".into(),
         serde_json::json!({ "properties": { "sdp": { "pattern": "^v=0\r?\n" } } }),
     );
 }
@@ -431,7 +435,7 @@ pub struct EndedBody {
 fn addressed_only_when_answered_elsewhere(schema: &mut Schema) {
     schema.insert(
         "if".into(),
-        serde_json::json!({ "required": ["to_party_id"] }),
+        serde_json::json!({ "required": ["to_party_id"], "properties": { "to_party_id": { "type": "string" } } }),
     );
     schema.insert(
         "then".into(),

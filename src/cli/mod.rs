@@ -1,0 +1,289 @@
+//! Command-line parsing and the file I/O of each command. Every protocol decision is made by the
+//! library; functions here only gather inputs and report results.
+
+mod sign;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use domvia_calls::{schema, spec, vectors};
+use serde_json::Value;
+
+/// Protocol specification and conformance kit for call signaling over a Pusher-compatible
+/// realtime service.
+#[derive(Debug, Parser)]
+#[command(name = "domvia-calls", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the built-in self-check: every conformance vector, the schema drift check and the
+    /// spec's requirement check (the default when no command is given).
+    Check {
+        /// Repository root to check on disk; without it the copies built into the binary are used.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Run the language-neutral conformance vectors against this implementation's core.
+    Vectors {
+        /// Directory of vector files; without it the vectors built into the binary are used.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print every case, not only failures.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Generate or check the JSON Schemas of the call events.
+    Schemas {
+        #[command(subcommand)]
+        action: SchemasAction,
+    },
+    /// Extract, export or check the requirement list of the spec.
+    Spec {
+        #[command(subcommand)]
+        action: SpecAction,
+    },
+    /// Compute or verify any signature of the protocol, showing the exact string that is signed.
+    Sign {
+        #[command(subcommand)]
+        kind: sign::SignKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemasAction {
+    /// Write the generated schemas into DIR.
+    Write {
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+    /// Exit non-zero if DIR differs from the generated schemas in any way.
+    Check {
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SpecAction {
+    /// Write `requirements.json` from the spec's markdown files.
+    Export {
+        #[arg(long, default_value = "spec")]
+        dir: PathBuf,
+    },
+    /// Check requirement markup and that `requirements.json` is current.
+    Check {
+        #[arg(long, default_value = "spec")]
+        dir: PathBuf,
+    },
+    /// Print the requirements, one line each.
+    List {
+        #[arg(long, default_value = "spec")]
+        dir: PathBuf,
+    },
+}
+
+pub type CliResult = Result<bool, String>;
+
+pub fn run(cli: Cli) -> CliResult {
+    match cli.command.unwrap_or(Command::Check { root: None }) {
+        Command::Check { root } => check_all(root.as_deref()),
+        Command::Vectors { dir, verbose } => run_vectors(dir.as_deref(), verbose),
+        Command::Schemas { action } => match action {
+            SchemasAction::Write { dir } => schemas_write(&dir),
+            SchemasAction::Check { dir } => schemas_check(&dir),
+        },
+        Command::Spec { action } => match action {
+            SpecAction::Export { dir } => spec_export(&dir),
+            SpecAction::Check { dir } => spec_check(&dir),
+            SpecAction::List { dir } => spec_list(&dir),
+        },
+        Command::Sign { kind } => sign::run(kind),
+    }
+}
+
+/// Vector files built into the binary, so `domvia-calls vectors` works from any directory.
+pub const EMBEDDED_VECTORS: [(&str, &str); 5] = [
+    (
+        "channel-names.json",
+        include_str!("../../conformance/vectors/channel-names.json"),
+    ),
+    (
+        "envelope.json",
+        include_str!("../../conformance/vectors/envelope.json"),
+    ),
+    (
+        "events.json",
+        include_str!("../../conformance/vectors/events.json"),
+    ),
+    (
+        "frames.json",
+        include_str!("../../conformance/vectors/frames.json"),
+    ),
+    (
+        "signatures.json",
+        include_str!("../../conformance/vectors/signatures.json"),
+    ),
+];
+
+fn read(path: &Path) -> Result<String, String> {
+    fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn json_files(dir: &Path) -> Result<Vec<String>, String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn run_vectors(dir: Option<&Path>, verbose: bool) -> CliResult {
+    let files: Vec<(String, String)> = match dir {
+        Some(dir) => json_files(dir)?
+            .into_iter()
+            .map(|n| read(&dir.join(&n)).map(|t| (n, t)))
+            .collect::<Result<_, _>>()?,
+        None => EMBEDDED_VECTORS
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect(),
+    };
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for (name, text) in files {
+        let doc: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{name} is not JSON: {e}"))?;
+        let results = vectors::run_file(&name, &doc);
+        let file_failed = results.iter().filter(|r| r.failure.is_some()).count();
+        for r in &results {
+            match &r.failure {
+                Some(f) => println!("FAIL {}/{}/{}: {f}", r.file, r.op, r.id),
+                None if verbose => println!("ok   {}/{}/{}", r.file, r.op, r.id),
+                None => {}
+            }
+        }
+        println!(
+            "{name}: {} passed, {file_failed} failed",
+            results.len() - file_failed
+        );
+        passed += results.len() - file_failed;
+        failed += file_failed;
+    }
+    println!("vectors: {passed} passed, {failed} failed");
+    Ok(failed == 0 && passed > 0)
+}
+
+fn schemas_write(dir: &Path) -> CliResult {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for stale in schema::drift(&json_files(dir)?, |_| None) {
+        if let schema::Drift::Extra(name) = stale {
+            fs::remove_file(dir.join(&name)).map_err(|e| format!("cannot remove {name}: {e}"))?;
+        }
+    }
+    let files = schema::files();
+    for (name, contents) in &files {
+        fs::write(dir.join(name), contents).map_err(|e| format!("cannot write {name}: {e}"))?;
+    }
+    println!("wrote {} schema files to {}", files.len(), dir.display());
+    Ok(true)
+}
+
+fn schemas_check(dir: &Path) -> CliResult {
+    let existing = if dir.is_dir() {
+        json_files(dir)?
+    } else {
+        Vec::new()
+    };
+    let drift = schema::drift(&existing, |name| fs::read_to_string(dir.join(name)).ok());
+    for d in &drift {
+        println!("drift: {d}");
+    }
+    if drift.is_empty() {
+        println!(
+            "schemas: {} files match the generated schemas",
+            schema::files().len()
+        );
+    }
+    Ok(drift.is_empty())
+}
+
+fn spec_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| read(&dir.join(&n)).map(|t| (n, t)))
+        .collect()
+}
+
+fn collect_spec(dir: &Path) -> Result<Vec<spec::Requirement>, String> {
+    spec::collect(&spec_files(dir)?).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("spec markup errors:\n{}", lines.join("\n"))
+    })
+}
+
+fn spec_export(dir: &Path) -> CliResult {
+    let reqs = collect_spec(dir)?;
+    let path = dir.join(spec::EXPORT_FILE);
+    fs::write(&path, spec::export(&reqs)).map_err(|e| format!("cannot write: {e}"))?;
+    println!("wrote {} requirements to {}", reqs.len(), path.display());
+    Ok(true)
+}
+
+fn spec_check(dir: &Path) -> CliResult {
+    let reqs = collect_spec(dir)?;
+    let current = fs::read_to_string(dir.join(spec::EXPORT_FILE)).unwrap_or_default();
+    if current != spec::export(&reqs) {
+        println!(
+            "drift: {} is not current (run `domvia-calls spec export`)",
+            spec::EXPORT_FILE
+        );
+        return Ok(false);
+    }
+    let musts = reqs.iter().filter(|r| r.level == spec::Level::Must).count();
+    println!(
+        "spec: {} requirements ({musts} MUST), IDs unique and well formed, export current",
+        reqs.len()
+    );
+    Ok(true)
+}
+
+fn spec_list(dir: &Path) -> CliResult {
+    for r in collect_spec(dir)? {
+        let level = format!("{:?}", r.level).to_uppercase();
+        println!(
+            "{:<10} {:<6} {:<32} {}",
+            r.id,
+            level,
+            r.subjects.join(","),
+            r.text
+        );
+    }
+    Ok(true)
+}
+
+fn check_all(root: Option<&Path>) -> CliResult {
+    let mut ok = match root {
+        Some(root) => run_vectors(Some(&root.join("conformance/vectors")), false)?,
+        None => run_vectors(None, false)?,
+    };
+    if let Some(root) = root {
+        ok &= schemas_check(&root.join("schemas"))?;
+        ok &= spec_check(&root.join("spec"))?;
+    }
+    println!("{}", if ok { "check: ok" } else { "check: FAILED" });
+    Ok(ok)
+}
