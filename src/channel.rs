@@ -1,4 +1,4 @@
-//! Call channel names (PROTOCOL §2): `{kind}-call.{scope}.{scope_id}.{call_id}` and the per-user
+//! Call channel names (`spec/02-channels.md`): `{kind}-call.{scope}.{scope_id}.{call_id}` and the per-user
 //! inbox `private-call-inbox.{user_id}`.
 //!
 //! Invariants: a [`CallChannel`] or [`InboxChannel`] always renders to a name of at most

@@ -1,4 +1,4 @@
-//! The strong-privacy envelope (PROTOCOL §5): sealing the bodies of sensitive events so the
+//! The strong-privacy envelope (`spec/05-strong-privacy.md`): sealing the bodies of sensitive events so the
 //! realtime server relays them without reading SDP, candidates or media state.
 //!
 //! - Key: `HKDF-SHA256(ikm = master key, salt = "domvia-calls/strong-privacy/v1", info = channel

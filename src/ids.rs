@@ -1,6 +1,6 @@
 //! Identifier newtypes: user ids, call ids, scope tokens, party ids, chunk ids and socket ids.
 //!
-//! Invariant: a value of any type here satisfies its grammar (PROTOCOL §2 and §4). The only way to
+//! Invariant: a value of any type here satisfies its grammar (`spec/02-channels.md`, `spec/04-events.md`). The only way to
 //! build one is `parse`/`FromStr`/`TryFrom<String>`/`Deserialize`, all of which run the same check,
 //! so code that holds a `CallId` never re-validates it. Every grammar is ASCII-only, so byte length
 //! and character count agree.

@@ -1,4 +1,4 @@
-//! Pusher Channels protocol 7 frames and error codes (PROTOCOL §1).
+//! Pusher Channels protocol 7 frames and error codes (`spec/01-transport.md`).
 //!
 //! A [`Frame`] is one WebSocket text message: a JSON object with `event`, optional `channel`,
 //! optional `data` (an object, or a JSON document carried as a string) and optional `user_id`.

@@ -1,4 +1,4 @@
-//! Every signature of the protocol (PROTOCOL §3), made and verified in one place.
+//! Every signature of the protocol (`spec/03-signing.md`), made and verified in one place.
 //!
 //! - Private channel: HMAC-SHA256 over `{socket_id}:{channel}`; presence adds `:{channel_data}`;
 //!   the auth string is `{key}:{hex}`.

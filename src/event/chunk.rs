@@ -1,4 +1,4 @@
-//! Splitting a large SDP into chunk events and joining them again (PROTOCOL §4, "Large SDP").
+//! Splitting a large SDP into chunk events and joining them again (`spec/04-events.md`, "Large SDP").
 //!
 //! Each chunk is a full `call.offer`/`call.answer` with its own `seq`, the same body members, one
 //! slice of `sdp` and `chunk {id, index, count}` (2 to 8 chunks). The receiver joins slices in

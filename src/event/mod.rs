@@ -1,4 +1,4 @@
-//! Call events (PROTOCOL §4): names, header, bodies, parsing from the wire and the rules that tie
+//! Call events (`spec/04-events.md`): names, header, bodies, parsing from the wire and the rules that tie
 //! fields together.
 //!
 //! Invariant: a [`CallEvent`] satisfies every rule that can be checked from the event alone

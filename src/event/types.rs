@@ -1,4 +1,4 @@
-//! The value types of call event fields and bodies (PROTOCOL §4).
+//! The value types of call event fields and bodies (`spec/04-events.md`).
 //!
 //! Field-level grammar lives in the types (a `Sdp` is never empty, a `Seq` never exceeds 2^53−1);
 //! rules that tie several fields together are checked once, in [`super::CallEvent::new`].
@@ -240,7 +240,7 @@ pub struct MediaSelection {
     pub screen: bool,
 }
 
-/// `standard`: bodies travel in the clear; `strong`: sensitive bodies are sealed (PROTOCOL §5).
+/// `standard`: bodies travel in the clear; `strong`: sensitive bodies are sealed so the realtime server cannot read them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Privacy {
