@@ -177,7 +177,7 @@ def main():
     for name in sorted(os.listdir(vectors)):
         if name.endswith(".json"):
             checker.run_file(os.path.join(vectors, name))
-    print("python vectors: %d passed, %d failed, %d skipped" % (checker.passed, checker.failed, checker.skipped))
+    print("python-vectors: %d passed, %d failed, %d skipped" % (checker.passed, checker.failed, checker.skipped))
     return 1 if checker.failed or not checker.passed else 0
 
 

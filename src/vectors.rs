@@ -117,7 +117,11 @@ fn raw_frame(case: &Value) -> Result<Vec<u8>, String> {
     }
     if let Some(repeat) = case.get("raw_repeat") {
         // {"prefix", "unit", "times", "suffix"}: lets a vector describe a huge frame compactly.
-        let times = u(repeat, "times")? as usize;
+        let times = u(repeat, "times")?;
+        if times > 1 << 20 {
+            return Err("raw_repeat.times above 2^20".into());
+        }
+        let times = times as usize;
         let mut out = s(repeat, "prefix")?.to_owned();
         out.push_str(&s(repeat, "unit")?.repeat(times));
         out.push_str(s(repeat, "suffix")?);
