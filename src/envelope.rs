@@ -14,7 +14,7 @@
 //! authenticates before it parses; [`PrivacyGuard`] records a `seq` only after the event carrying
 //! it authenticated, so a forged event cannot burn a sequence number.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
 use base64::Engine;
@@ -367,7 +367,8 @@ pub fn open(
 /// Keys of one channel by kid; holds the current key and a few predecessors during rotation.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
-    keys: BTreeMap<String, ChannelKey>,
+    /// Oldest first.
+    keys: VecDeque<ChannelKey>,
 }
 
 impl Keyring {
@@ -378,22 +379,22 @@ impl Keyring {
         Self::default()
     }
 
+    /// Adds a key as the newest; re-adding a known key makes it the newest again.
     pub fn insert(&mut self, key: ChannelKey) {
-        if self.keys.len() >= Self::CAPACITY && !self.keys.contains_key(key.kid()) {
-            // BTreeMap order is by kid, not age; rotation is rare enough that evicting any one old
-            // key is fine, as long as the newest is kept.
-            let victim = self.keys.keys().next().cloned();
-            if let Some(v) = victim {
-                self.keys.remove(&v);
-            }
+        self.keys.retain(|k| k.kid() != key.kid());
+        if self.keys.len() == Self::CAPACITY {
+            self.keys.pop_front();
         }
-        self.keys.insert(key.kid().to_owned(), key);
+        self.keys.push_back(key);
     }
 
     pub fn get(&self, kid: &str) -> Option<&ChannelKey> {
-        self.keys.get(kid)
+        self.keys.iter().find(|k| k.kid() == kid)
     }
 }
+
+/// Distinct unknown kids a guard refetches for before it stops refetching.
+const MAX_REFETCHED_KIDS: usize = 8;
 
 /// A receiver's checks for one call: downgrade, replay, unknown keys. Feed it every call event that
 /// arrived on the call channel; it returns the event to act on or why to drop it.
@@ -445,7 +446,11 @@ impl PrivacyGuard {
             (Incoming::Sealed(s), Privacy::Strong) => {
                 let kid = &s.sealed().kid;
                 let Some(key) = self.keyring.get(kid) else {
-                    return Err(if self.refetched.insert(kid.clone()) {
+                    // Bounded so a peer inventing kids cannot grow the set; past the bound every
+                    // unknown kid is dropped without a refetch.
+                    let first_miss = self.refetched.len() < MAX_REFETCHED_KIDS
+                        && self.refetched.insert(kid.clone());
+                    return Err(if first_miss {
                         EnvelopeError::RefetchKey { kid: kid.clone() }
                     } else {
                         EnvelopeError::UnknownKid { kid: kid.clone() }

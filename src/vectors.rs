@@ -168,7 +168,11 @@ pub fn event_frame(group: &Value, case: &Value) -> Result<Frame, String> {
 
 fn run_parse_event(group: &Value, case: &Value) -> Outcome {
     let frame = event_frame(group, case)?;
-    let got = parse_frame(&frame).map_err(|e| e.code().to_owned());
+    let parsed = parse_frame(&frame);
+    if let (Err(e), Some(field)) = (&parsed, opt_s(case, "field")) {
+        eq("field", e.field(), Some(field))?;
+    }
+    let got = parsed.map_err(|e| e.code().to_owned());
     let Some((_, incoming)) = expect_code(case, got)? else {
         return Ok(());
     };

@@ -82,6 +82,24 @@ fn schema_for(schemas: &Path, data: &Value, event: &str) -> Option<Value> {
     Some(serde_json::from_str(&fs::read_to_string(schemas.join(file)).unwrap()).unwrap())
 }
 
+/// `candidates[0].candidate` → (`/candidates/0/candidate`, `/candidates/0`, `candidate`).
+fn pointer_of(field: &str) -> (String, String, String) {
+    let segments: Vec<String> = field
+        .replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .map(str::to_owned)
+        .collect();
+    let pointer = format!("/{}", segments.join("/"));
+    let parent = format!("/{}", segments[..segments.len() - 1].join("/"));
+    let parent = if parent == "/" { String::new() } else { parent };
+    (
+        pointer,
+        parent,
+        segments.last().cloned().unwrap_or_default(),
+    )
+}
+
 #[test]
 fn schema_verdicts_match_the_vectors() {
     let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
@@ -107,6 +125,23 @@ fn schema_verdicts_match_the_vectors() {
                     "invalid"
                 };
                 checked += 1;
+                if let Some(field) = case.get("field").and_then(Value::as_str)
+                    && verdict == "invalid"
+                {
+                    let (pointer, parent, last) = pointer_of(field);
+                    let points_at_field = validator.iter_errors(&data).any(|e| {
+                        let at = e.instance_path().to_string();
+                        at == pointer
+                            || at.starts_with(&format!("{pointer}/"))
+                            || (at == parent && e.to_string().contains(&format!("\"{last}\"")))
+                    });
+                    if !points_at_field {
+                        mismatches.push(format!(
+                            "{name}/{}: no schema error points at `{field}`",
+                            case["id"]
+                        ));
+                    }
+                }
                 if verdict != expected {
                     let errors: Vec<String> = validator
                         .iter_errors(&data)

@@ -268,3 +268,32 @@ proptest! {
         prop_assert_eq!(open(&key(), &channel(), &back).unwrap(), e);
     }
 }
+
+#[test]
+fn keyring_evicts_the_oldest_key() {
+    let mut ring = Keyring::new();
+    let keys: Vec<ChannelKey> = (0u8..5).map(|i| ChannelKey::from_bytes([i; 32])).collect();
+    for k in &keys[..4] {
+        ring.insert(k.clone());
+    }
+    ring.insert(keys[0].clone()); // refreshed: now the newest
+    ring.insert(keys[4].clone());
+    assert!(ring.get(keys[1].kid()).is_none(), "the oldest is evicted");
+    for k in [&keys[0], &keys[2], &keys[3], &keys[4]] {
+        assert!(ring.get(k.kid()).is_some());
+    }
+}
+
+#[test]
+fn refetching_is_bounded() {
+    let mut guard = PrivacyGuard::new(channel(), Privacy::Strong);
+    let mut refetches = 0;
+    for i in 0..20u8 {
+        let k = ChannelKey::from_bytes([i; 32]);
+        let sealed = seal(&k, &channel(), &media(u64::from(i) + 1), [0; 24]).unwrap();
+        if guard.receive(reparse(&sealed)).unwrap_err().code() == "envelope.refetch_key" {
+            refetches += 1;
+        }
+    }
+    assert_eq!(refetches, MAX_REFETCHED_KIDS);
+}
