@@ -30,9 +30,9 @@ fn schemas_check_passes_on_the_repository_and_fails_on_drift() {
     let written = bin()
         .args(["schemas", "write", "--dir"])
         .arg(&dir)
-        .status()
+        .output()
         .unwrap();
-    assert!(written.success());
+    assert!(written.status.success());
     let check = || {
         bin()
             .args(["schemas", "check", "--dir"])
@@ -193,8 +193,9 @@ fn sign_http_round_trips_through_verify() {
                 "--now",
                 now,
             ])
-            .status()
+            .output()
             .unwrap()
+            .status
     };
     assert!(verify("1100").success());
     assert_eq!(verify("1601").code(), Some(1));
