@@ -24,6 +24,7 @@ pub mod event;
 pub mod ids;
 pub mod limits;
 pub mod pusher;
+pub mod realtime;
 pub mod schema;
 pub mod signing;
 pub mod spec;

@@ -5,8 +5,11 @@
 //! Invariant: [`Frame::parse`] checks the byte length before it reads a single byte of JSON, and
 //! the nesting depth before it builds a value tree, so hostile input costs at most one bounded scan.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::limits::{MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_LEN, MAX_FRAME_BYTES, MAX_JSON_DEPTH};
@@ -90,38 +93,65 @@ pub enum Reconnect {
     Unspecified,
 }
 
-/// The `data` member of a frame, kept in the form it arrived in.
-#[derive(Debug, Clone, PartialEq)]
+/// The `data` member of a frame, kept in the form it arrived in so that a relay can forward it
+/// byte for byte and a receiver parses it only when it needs to.
+#[derive(Debug, Clone)]
 pub enum FrameData {
-    /// A JSON string; for Pusher events it usually holds a serialized JSON document.
+    /// A JSON string, decoded; for Pusher events it usually holds a serialized JSON document.
     Text(String),
-    /// Any other JSON value, usually an object.
-    Json(Value),
+    /// Any other JSON value (usually an object), as the exact JSON text that arrived.
+    Json(Box<RawValue>),
+}
+
+impl PartialEq for FrameData {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (FrameData::Text(a), FrameData::Text(b)) => a == b,
+            (FrameData::Json(a), FrameData::Json(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
 }
 
 impl FrameData {
-    /// Size of the data as it travels on the wire: the string's bytes, or the serialized value's.
+    /// Data holding `value` as JSON (not as a string).
+    pub fn json(value: &Value) -> FrameData {
+        FrameData::Json(
+            RawValue::from_string(value.to_string()).expect("a Value serializes to valid JSON"),
+        )
+    }
+
+    /// Size of the data as it travels on the wire: the decoded string's bytes, or the JSON text's.
     pub fn wire_len(&self) -> usize {
         match self {
             FrameData::Text(s) => s.len(),
-            FrameData::Json(v) => serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX),
+            FrameData::Json(raw) => raw.get().len(),
+        }
+    }
+
+    /// The data as the JSON text to put in a frame's `data` member.
+    pub fn to_json_text(&self) -> String {
+        match self {
+            FrameData::Text(s) => Value::String(s.clone()).to_string(),
+            FrameData::Json(raw) => raw.get().to_owned(),
         }
     }
 
     /// The data as a JSON object: an object as is, or a string holding one.
     pub fn to_object(&self) -> Result<Map<String, Value>, FrameError> {
-        let value = match self {
-            FrameData::Json(v) => v.clone(),
+        let text = match self {
+            FrameData::Json(raw) => raw.get(),
             FrameData::Text(s) => {
                 check_depth(s.as_bytes(), MAX_JSON_DEPTH)?;
-                serde_json::from_str(s).map_err(|e| FrameError::DataNotJson {
-                    detail: e.to_string(),
-                })?
+                s.as_str()
             }
         };
-        match value {
-            Value::Object(m) => Ok(m),
-            _ => Err(FrameError::DataNotObject),
+        match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(FrameError::DataNotObject),
+            Err(e) => Err(FrameError::DataNotJson {
+                detail: e.to_string(),
+            }),
         }
     }
 }
@@ -254,14 +284,18 @@ impl Frame {
         }
         let text = std::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8)?;
         check_depth(text.as_bytes(), limits.max_depth)?;
-        let value: Value = serde_json::from_str(text).map_err(|e| FrameError::NotJson {
-            detail: e.to_string(),
-        })?;
-        let Value::Object(mut obj) = value else {
-            return Err(FrameError::NotObject);
+        // Members are read raw: `data` stays unparsed text until someone asks for it.
+        let members: BTreeMap<Cow<'_, str>, &RawValue> = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) if e.is_data() => return Err(FrameError::NotObject),
+            Err(e) => {
+                return Err(FrameError::NotJson {
+                    detail: e.to_string(),
+                });
+            }
         };
-        let event = match obj.remove("event") {
-            Some(Value::String(s)) => s,
+        let event = match member_string(&members, "event") {
+            Ok(Some(s)) => s,
             _ => return Err(FrameError::MissingEvent),
         };
         if event.len() > MAX_EVENT_NAME_LEN {
@@ -270,12 +304,17 @@ impl Frame {
                 max: MAX_EVENT_NAME_LEN,
             });
         }
-        let channel = optional_string(&mut obj, "channel")?;
-        let user_id = optional_string(&mut obj, "user_id")?;
-        let data = match obj.remove("data") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(FrameData::Text(s)),
-            Some(v) => Some(FrameData::Json(v)),
+        let channel = member_string(&members, "channel")?;
+        let user_id = member_string(&members, "user_id")?;
+        let data = match members.get("data") {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) if raw.get().starts_with('"') => Some(FrameData::Text(
+                serde_json::from_str(raw.get()).map_err(|e| FrameError::NotJson {
+                    detail: e.to_string(),
+                })?,
+            )),
+            Some(raw) => Some(FrameData::Json((*raw).to_owned())),
         };
         if let Some(d) = &data {
             let len = d.wire_len();
@@ -294,34 +333,41 @@ impl Frame {
         })
     }
 
-    /// Serializes the frame as Pusher servers send it.
+    /// Serializes the frame as Pusher servers send it; JSON `data` is copied byte for byte.
     pub fn to_json(&self) -> String {
-        let mut obj = Map::new();
-        obj.insert("event".into(), Value::String(self.event.clone()));
+        let mut out = String::with_capacity(64 + self.data.as_ref().map_or(0, FrameData::wire_len));
+        out.push_str("{\"event\":");
+        out.push_str(&Value::String(self.event.clone()).to_string());
         if let Some(c) = &self.channel {
-            obj.insert("channel".into(), Value::String(c.clone()));
+            out.push_str(",\"channel\":");
+            out.push_str(&Value::String(c.clone()).to_string());
         }
         if let Some(d) = &self.data {
-            let v = match d {
-                FrameData::Text(s) => Value::String(s.clone()),
-                FrameData::Json(v) => v.clone(),
-            };
-            obj.insert("data".into(), v);
+            out.push_str(",\"data\":");
+            out.push_str(&d.to_json_text());
         }
         if let Some(u) = &self.user_id {
-            obj.insert("user_id".into(), Value::String(u.clone()));
+            out.push_str(",\"user_id\":");
+            out.push_str(&Value::String(u.clone()).to_string());
         }
-        Value::Object(obj).to_string()
+        out.push('}');
+        out
     }
 }
 
-fn optional_string(
-    obj: &mut Map<String, Value>,
+fn member_string(
+    members: &BTreeMap<Cow<'_, str>, &RawValue>,
     field: &'static str,
 ) -> Result<Option<String>, FrameError> {
-    match obj.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+    match members.get(field).map(|raw| raw.get()) {
+        None | Some("null") => Ok(None),
+        Some(text) if text.starts_with('"') => {
+            serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| FrameError::NotJson {
+                    detail: e.to_string(),
+                })
+        }
         Some(_) => Err(FrameError::FieldNotString { field }),
     }
 }
@@ -409,6 +455,18 @@ mod tests {
             Reconnect::Unspecified
         );
         assert_eq!(PusherCode::UNAUTHORIZED.to_string(), "4009 (unauthorized)");
+    }
+
+    #[test]
+    fn json_data_is_kept_byte_for_byte() {
+        let text =
+            r#"{"event":"client-x","channel":"private-a","data":{"b":1,"a":2.50,"c":"\u00e9"}}"#;
+        let f = parse(text).unwrap();
+        assert_eq!(f.to_json(), text);
+        assert_eq!(
+            f.data.unwrap().wire_len(),
+            r#"{"b":1,"a":2.50,"c":"\u00e9"}"#.len()
+        );
     }
 
     #[test]

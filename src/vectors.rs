@@ -156,7 +156,7 @@ pub fn event_frame(group: &Value, case: &Value) -> Result<Frame, String> {
     let data = match &case["data"] {
         Value::String(t) => FrameData::Text(t.clone()),
         Value::Null => return Err("vector lacks `data`".into()),
-        v => FrameData::Json(v.clone()),
+        v => FrameData::json(v),
     };
     Ok(Frame {
         event: s(case, "event")?.to_owned(),

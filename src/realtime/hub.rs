@@ -1,0 +1,844 @@
+//! The realtime server's protocol state machine: every connection, channel and presence member of
+//! every app, and the decisions Pusher protocol 7 asks for.
+//!
+//! Driving rule (as in quinn-proto): the I/O shell feeds inputs with `open`, `message`, `closed`,
+//! `overflow`, `tick` and `http`, each with the current time in milliseconds on a monotonic clock,
+//! and after every input drains [`Hub::poll_output`] until it returns `None`, carrying out each
+//! [`Output`] in order. The hub never blocks, never reads a clock and never touches a socket.
+//!
+//! Invariants:
+//! - a connection id is in `conns` from a successful `open` until the hub emits `Output::Close`
+//!   for it or the shell reports `closed`; nothing is sent to it afterwards;
+//! - `channels` holds only occupied channels, and a channel's subscribers are exactly the
+//!   connections whose `subscriptions` name it;
+//! - a presence member exists while at least one of its user's connections is subscribed, so member
+//!   events fire once per user, not per connection.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use serde_json::{Map, Value, json};
+
+use crate::ids::SocketId;
+use crate::limits::{MAX_CHANNEL_NAME_LEN, MAX_FRAME_BYTES, MAX_JSON_DEPTH};
+use crate::pusher::{Frame, FrameData, FrameError, FrameLimits, PusherCode};
+use crate::realtime::AppConfig;
+use crate::signing;
+
+/// Identifies one WebSocket connection; chosen by the shell, unique for the hub's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send one text frame.
+    Send { conn: ConnId, text: String },
+    /// Send a close frame with this code and reason, then drop the connection.
+    Close {
+        conn: ConnId,
+        code: PusherCode,
+        reason: String,
+    },
+    /// Deliver one webhook event of the app with this index in the hub's app list.
+    Webhook { app: usize, event: Value },
+}
+
+/// A clock the hub sets from the time it is given, so rate limiters never read the system clock.
+#[derive(Debug, Clone, Default)]
+struct PassedClock(Arc<AtomicU64>);
+
+impl PassedClock {
+    fn set(&self, now_ms: u64) {
+        // Monotonic even if a caller's time steps back.
+        self.0.fetch_max(now_ms, Ordering::Relaxed);
+    }
+}
+
+impl Clock for PassedClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, PassedClock, NoOpMiddleware<Duration>>;
+
+struct Conn {
+    app: usize,
+    socket_id: SocketId,
+    limiter: Limiter,
+    /// Channel name → the presence user id this connection joined as (None on other channels).
+    subscriptions: BTreeMap<String, Option<String>>,
+    last_seen_ms: u64,
+    ping_sent_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    info: Value,
+    connections: usize,
+}
+
+#[derive(Default)]
+struct Channel {
+    subscribers: BTreeSet<ConnId>,
+    members: BTreeMap<String, Member>,
+}
+
+/// An HTTP API request as received; the path is the raw (undecoded) request path.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The answer to an HTTP API request: a status and a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl HttpResponse {
+    pub(super) fn ok(body: Value) -> Self {
+        HttpResponse { status: 200, body }
+    }
+    pub(super) fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
+        HttpResponse {
+            status,
+            body: json!({ "error": message.into(), "code": code }),
+        }
+    }
+}
+
+/// Pusher's channel-name characters: `[A-Za-z0-9_\-=@,.;]`.
+pub(crate) fn is_pusher_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-=@,.;".contains(&b))
+}
+
+fn is_protected(channel: &str) -> bool {
+    channel.starts_with("private-") || channel.starts_with("presence-")
+}
+
+/// `pusher:error` text with a stable `type` besides Pusher's `code` and `message`.
+fn error_frame(code: Option<PusherCode>, kind: &str, message: &str) -> String {
+    let data = json!({
+        "code": code.map(|c| c.0),
+        "message": message,
+        "type": kind,
+    });
+    Frame {
+        event: "pusher:error".into(),
+        channel: None,
+        data: Some(FrameData::json(&data)),
+        user_id: None,
+    }
+    .to_json()
+}
+
+/// A frame whose `data` is a JSON string, as Pusher servers send their own events.
+fn event_frame(event: &str, channel: Option<&str>, data: &Value) -> String {
+    Frame {
+        event: event.into(),
+        channel: channel.map(str::to_owned),
+        data: Some(FrameData::Text(data.to_string())),
+        user_id: None,
+    }
+    .to_json()
+}
+
+/// The realtime server's state.
+pub struct Hub {
+    apps: Vec<AppConfig>,
+    conns: HashMap<ConnId, Conn>,
+    channels: HashMap<(usize, String), Channel>,
+    clock: PassedClock,
+    out: VecDeque<Output>,
+    sockets_opened: u64,
+}
+
+impl Hub {
+    pub fn new(apps: Vec<AppConfig>) -> Hub {
+        Hub {
+            apps,
+            conns: HashMap::new(),
+            channels: HashMap::new(),
+            clock: PassedClock::default(),
+            out: VecDeque::new(),
+            sockets_opened: 0,
+        }
+    }
+
+    pub fn apps(&self) -> &[AppConfig] {
+        &self.apps
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The next thing the shell must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn send(&mut self, conn: ConnId, text: String) {
+        self.out.push_back(Output::Send { conn, text });
+    }
+
+    fn webhook(&mut self, app: usize, event: Value) {
+        if self.apps[app].webhook_url.is_some() {
+            self.out.push_back(Output::Webhook { app, event });
+        }
+    }
+
+    /// Refuses a connection attempt: a `pusher:error` then the close.
+    fn refuse(&mut self, conn: ConnId, code: PusherCode, message: String) {
+        let name = code.name().unwrap_or("error");
+        self.send(conn, error_frame(Some(code), name, &message));
+        self.out.push_back(Output::Close {
+            conn,
+            code,
+            reason: message,
+        });
+    }
+
+    /// A WebSocket connection was accepted at `path?query`. `random` is a fresh random number
+    /// from the shell; it makes socket ids unpredictable.
+    pub fn open(&mut self, conn: ConnId, path: &str, query: &str, random: u64, now_ms: u64) {
+        self.clock.set(now_ms);
+        let Some(key) = path.strip_prefix("/app/").filter(|k| !k.contains('/')) else {
+            return self.refuse(
+                conn,
+                PusherCode::PATH_NOT_FOUND,
+                format!("path {path} is not /app/{{key}}"),
+            );
+        };
+        let Some(app) = self.apps.iter().position(|a| a.key == key) else {
+            return self.refuse(
+                conn,
+                PusherCode::APP_NOT_FOUND,
+                format!("app key {key} does not exist"),
+            );
+        };
+        let protocol = query.split('&').find_map(|p| p.strip_prefix("protocol="));
+        match protocol.map(str::parse::<u32>) {
+            None => {
+                return self.refuse(
+                    conn,
+                    PusherCode::NO_PROTOCOL_VERSION,
+                    "no protocol version supplied (add ?protocol=7)".into(),
+                );
+            }
+            Some(Err(_)) => {
+                return self.refuse(
+                    conn,
+                    PusherCode::INVALID_VERSION_FORMAT,
+                    format!(
+                        "protocol version {:?} is not a number",
+                        protocol.unwrap_or("")
+                    ),
+                );
+            }
+            Some(Ok(v)) if !(5..=7).contains(&v) => {
+                return self.refuse(
+                    conn,
+                    PusherCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    format!("protocol version {v} is not supported (5 to 7 are)"),
+                );
+            }
+            Some(Ok(_)) => {}
+        }
+        let cfg = &self.apps[app];
+        if self.conns.values().filter(|c| c.app == app).count() >= cfg.max_connections {
+            return self.refuse(
+                conn,
+                PusherCode::OVER_CAPACITY,
+                format!(
+                    "app {} is at its limit of {} connections",
+                    cfg.id, cfg.max_connections
+                ),
+            );
+        }
+        self.sockets_opened += 1;
+        let socket_id = SocketId::parse(&format!(
+            "{}.{}",
+            random % 1_000_000_000,
+            self.sockets_opened
+        ))
+        .expect("digits.digits");
+        let quota = Quota::per_second(
+            NonZeroU32::new(cfg.client_events_per_second).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(cfg.client_event_burst).unwrap_or(NonZeroU32::MIN));
+        let established = json!({
+            "socket_id": socket_id.as_str(),
+            "activity_timeout": cfg.activity_timeout_secs,
+            "limits": {
+                "client_events_per_second": cfg.client_events_per_second,
+                "max_event_bytes": cfg.max_event_bytes,
+            },
+        });
+        self.conns.insert(
+            conn,
+            Conn {
+                app,
+                socket_id,
+                limiter: RateLimiter::direct_with_clock(quota, self.clock.clone()),
+                subscriptions: BTreeMap::new(),
+                last_seen_ms: now_ms,
+                ping_sent_ms: None,
+            },
+        );
+        self.send(
+            conn,
+            event_frame("pusher:connection_established", None, &established),
+        );
+    }
+
+    /// The socket of `conn` is gone (closed by the peer or failed).
+    pub fn closed(&mut self, conn: ConnId, _now_ms: u64) {
+        self.remove(conn);
+    }
+
+    /// The shell could not queue output for `conn`: the consumer is too slow. It is closed with
+    /// 4100 (over capacity) rather than allowed to grow memory without bound.
+    pub fn overflow(&mut self, conn: ConnId, _now_ms: u64) {
+        if self.conns.contains_key(&conn) {
+            self.out.push_back(Output::Close {
+                conn,
+                code: PusherCode::OVER_CAPACITY,
+                reason: "client is not reading fast enough; outbound queue full".into(),
+            });
+            self.remove(conn);
+        }
+    }
+
+    /// Closes every connection with 4200 so clients reconnect (to another node, or after restart).
+    pub fn shutdown(&mut self) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            self.out.push_back(Output::Close {
+                conn,
+                code: PusherCode::GENERIC_RECONNECT,
+                reason: "server shutting down".into(),
+            });
+            self.remove(conn);
+        }
+    }
+
+    /// Pings silent connections and closes those that did not answer in time.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.clock.set(now_ms);
+        let mut pings = Vec::new();
+        let mut dead = Vec::new();
+        for (&id, c) in &mut self.conns {
+            let cfg = &self.apps[c.app];
+            match c.ping_sent_ms {
+                Some(sent) if now_ms.saturating_sub(sent) >= cfg.pong_timeout_secs * 1000 => {
+                    dead.push(id)
+                }
+                None if now_ms.saturating_sub(c.last_seen_ms)
+                    >= cfg.activity_timeout_secs * 1000 =>
+                {
+                    c.ping_sent_ms = Some(now_ms);
+                    pings.push(id);
+                }
+                _ => {}
+            }
+        }
+        pings.sort();
+        dead.sort();
+        for id in pings {
+            self.send(id, event_frame("pusher:ping", None, &json!({})));
+        }
+        for id in dead {
+            self.out.push_back(Output::Close {
+                conn: id,
+                code: PusherCode::PONG_NOT_RECEIVED,
+                reason: "pong reply not received".into(),
+            });
+            self.remove(id);
+        }
+    }
+
+    /// One WebSocket message from `conn`. `binary` is true for binary messages, which are not part
+    /// of the Pusher protocol.
+    pub fn message(&mut self, conn: ConnId, bytes: &[u8], binary: bool, now_ms: u64) {
+        self.clock.set(now_ms);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_seen_ms = now_ms;
+        c.ping_sent_ms = None;
+        let app = c.app;
+        if binary {
+            return self.send(
+                conn,
+                error_frame(
+                    None,
+                    "frame.binary",
+                    "binary messages are not part of the Pusher protocol; send JSON text",
+                ),
+            );
+        }
+        let limits = FrameLimits {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            max_depth: MAX_JSON_DEPTH,
+            max_event_data_bytes: self.apps[app].max_event_bytes,
+        };
+        let frame = match Frame::parse(bytes, &limits) {
+            Ok(f) => f,
+            Err(e) => return self.send(conn, error_frame(None, e.code(), &e.to_string())),
+        };
+        match frame.event.as_str() {
+            "pusher:ping" => self.send(conn, event_frame("pusher:pong", None, &json!({}))),
+            "pusher:pong" => {}
+            "pusher:subscribe" => self.subscribe(conn, &frame),
+            "pusher:unsubscribe" => self.unsubscribe_frame(conn, &frame),
+            "pusher:signin" => self.signin(conn, &frame),
+            e if e.starts_with("client-") => self.client_event(conn, frame),
+            other => {
+                let message = format!("event {other:?} is not a protocol event or a client- event");
+                self.send(conn, error_frame(None, "event.unsupported", &message));
+            }
+        }
+    }
+
+    fn data_object(&mut self, conn: ConnId, frame: &Frame) -> Option<Map<String, Value>> {
+        let result = frame
+            .data
+            .as_ref()
+            .ok_or(FrameError::DataNotObject)
+            .and_then(FrameData::to_object);
+        match result {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let message = format!("{}: {e}", frame.event);
+                self.send(conn, error_frame(None, e.code(), &message));
+                None
+            }
+        }
+    }
+
+    fn subscription_error(
+        &mut self,
+        conn: ConnId,
+        channel: &str,
+        kind: &str,
+        status: u16,
+        message: &str,
+    ) {
+        let data = json!({ "type": kind, "error": message, "status": status });
+        self.send(
+            conn,
+            event_frame("pusher:subscription_error", Some(channel), &data),
+        );
+    }
+
+    fn subscribe(&mut self, conn: ConnId, frame: &Frame) {
+        let Some(data) = self.data_object(conn, frame) else {
+            return;
+        };
+        let Some(channel) = data
+            .get("channel")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return self.send(
+                conn,
+                error_frame(
+                    None,
+                    "subscribe.missing_channel",
+                    "pusher:subscribe needs a string `channel`",
+                ),
+            );
+        };
+        if !is_pusher_channel_name(&channel) {
+            let message = format!(
+                "channel name {channel:?} is invalid: 1 to {MAX_CHANNEL_NAME_LEN} characters of [A-Za-z0-9_-=@,.;]"
+            );
+            return self.subscription_error(conn, &channel, "InvalidChannel", 400, &message);
+        }
+        let c = &self.conns[&conn];
+        let app = c.app;
+        if c.subscriptions.contains_key(&channel) {
+            // Already subscribed: confirm again, without member events.
+            return self.subscribed(conn, app, &channel);
+        }
+        let auth = data.get("auth").and_then(Value::as_str);
+        let channel_data = data.get("channel_data").and_then(Value::as_str);
+        let mut member = None;
+        if is_protected(&channel) {
+            let cfg = &self.apps[app];
+            let verified = match auth {
+                None => Err(format!("subscribing to {channel} needs `auth`")),
+                Some(auth) => signing::verify_channel(
+                    &cfg.key,
+                    &cfg.secret,
+                    &c.socket_id,
+                    &channel,
+                    channel_data.filter(|_| channel.starts_with("presence-")),
+                    auth,
+                )
+                .map_err(|e| format!("invalid signature for {channel} [{}]: {e}", e.code())),
+            };
+            match verified {
+                Ok(m) => member = m,
+                Err(message) => {
+                    return self.subscription_error(conn, &channel, "AuthError", 401, &message);
+                }
+            }
+        }
+        if let Some(m) = &member {
+            let cfg = &self.apps[app];
+            let present = self.channels.get(&(app, channel.clone()));
+            let count = present.map_or(0, |ch| ch.members.len());
+            let known = present.is_some_and(|ch| ch.members.contains_key(&m.user_id));
+            if !known && count >= cfg.max_presence_members {
+                let message = format!(
+                    "presence channel {channel} already has the maximum of {} members",
+                    cfg.max_presence_members
+                );
+                return self.subscription_error(conn, &channel, "LimitReached", 403, &message);
+            }
+        }
+        let key = (app, channel.clone());
+        let newly_occupied = !self.channels.contains_key(&key);
+        let ch = self.channels.entry(key).or_default();
+        ch.subscribers.insert(conn);
+        let mut added = None;
+        if let Some(m) = &member {
+            let entry = ch.members.entry(m.user_id.clone()).or_insert_with(|| {
+                added = Some(m.user_id.clone());
+                Member {
+                    info: m.user_info.clone().unwrap_or(Value::Null),
+                    connections: 0,
+                }
+            });
+            entry.connections += 1;
+        }
+        self.conns
+            .get_mut(&conn)
+            .expect("checked above")
+            .subscriptions
+            .insert(channel.clone(), member.as_ref().map(|m| m.user_id.clone()));
+        if newly_occupied {
+            self.webhook(
+                app,
+                json!({ "name": "channel_occupied", "channel": channel }),
+            );
+        }
+        self.subscribed(conn, app, &channel);
+        if let (Some(user_id), Some(m)) = (added, member) {
+            let data = json!({ "user_id": user_id, "user_info": m.user_info });
+            let text = event_frame("pusher_internal:member_added", Some(&channel), &data);
+            self.broadcast(app, &channel, Some(conn), &text);
+            self.webhook(
+                app,
+                json!({ "name": "member_added", "channel": channel, "user_id": user_id }),
+            );
+        }
+    }
+
+    fn subscribed(&mut self, conn: ConnId, app: usize, channel: &str) {
+        let data = match self.channels.get(&(app, channel.to_owned())) {
+            Some(ch) if channel.starts_with("presence-") => {
+                let ids: Vec<&String> = ch.members.keys().collect();
+                let hash: Map<String, Value> = ch
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), m.info.clone()))
+                    .collect();
+                json!({ "presence": { "ids": ids, "hash": hash, "count": ch.members.len() } })
+            }
+            _ => json!({}),
+        };
+        self.send(
+            conn,
+            event_frame(
+                "pusher_internal:subscription_succeeded",
+                Some(channel),
+                &data,
+            ),
+        );
+    }
+
+    fn unsubscribe_frame(&mut self, conn: ConnId, frame: &Frame) {
+        let Some(data) = self.data_object(conn, frame) else {
+            return;
+        };
+        match data.get("channel").and_then(Value::as_str) {
+            Some(channel) => self.unsubscribe(conn, channel),
+            None => self.send(
+                conn,
+                error_frame(
+                    None,
+                    "unsubscribe.missing_channel",
+                    "pusher:unsubscribe needs a string `channel`",
+                ),
+            ),
+        }
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId, channel: &str) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let app = c.app;
+        let Some(user) = c.subscriptions.remove(channel) else {
+            return;
+        };
+        let key = (app, channel.to_owned());
+        let Some(ch) = self.channels.get_mut(&key) else {
+            return;
+        };
+        ch.subscribers.remove(&conn);
+        let mut removed = None;
+        if let Some(user_id) = user
+            && let Some(m) = ch.members.get_mut(&user_id)
+        {
+            m.connections -= 1;
+            if m.connections == 0 {
+                ch.members.remove(&user_id);
+                removed = Some(user_id);
+            }
+        }
+        let vacated = ch.subscribers.is_empty();
+        if vacated {
+            self.channels.remove(&key);
+        }
+        if let Some(user_id) = removed {
+            let text = event_frame(
+                "pusher_internal:member_removed",
+                Some(channel),
+                &json!({ "user_id": user_id }),
+            );
+            self.broadcast(app, channel, None, &text);
+            self.webhook(
+                app,
+                json!({ "name": "member_removed", "channel": channel, "user_id": user_id }),
+            );
+        }
+        if vacated {
+            self.webhook(
+                app,
+                json!({ "name": "channel_vacated", "channel": channel }),
+            );
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let channels: Vec<String> = c.subscriptions.keys().cloned().collect();
+        for channel in channels {
+            self.unsubscribe(conn, &channel);
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// Sends `text` to every subscriber of the channel except `except`.
+    fn broadcast(&mut self, app: usize, channel: &str, except: Option<ConnId>, text: &str) {
+        let Some(ch) = self.channels.get(&(app, channel.to_owned())) else {
+            return;
+        };
+        let targets: Vec<ConnId> = ch
+            .subscribers
+            .iter()
+            .copied()
+            .filter(|&s| Some(s) != except)
+            .collect();
+        for target in targets {
+            self.send(target, text.to_owned());
+        }
+    }
+
+    /// Sends a server event to a channel's subscribers (HTTP API).
+    pub(super) fn deliver(
+        &mut self,
+        app: usize,
+        channel: &str,
+        except: Option<ConnId>,
+        text: &str,
+    ) {
+        self.broadcast(app, channel, except, text);
+    }
+
+    pub(super) fn conn_by_socket(&self, app: usize, socket_id: &str) -> Option<ConnId> {
+        self.conns
+            .iter()
+            .find(|(_, c)| c.app == app && c.socket_id.as_str() == socket_id)
+            .map(|(&id, _)| id)
+    }
+
+    /// Occupied channels of an app with their presence user counts, sorted by name.
+    pub(super) fn occupied(&self, app: usize) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = self
+            .channels
+            .iter()
+            .filter(|((a, _), _)| *a == app)
+            .map(|((_, name), ch)| (name.clone(), ch.members.len()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Subscriber and presence user counts of one channel (zeros when vacant).
+    pub fn channel_counts(&self, app: usize, channel: &str) -> (usize, usize) {
+        self.channels
+            .get(&(app, channel.to_owned()))
+            .map_or((0, 0), |ch| (ch.subscribers.len(), ch.members.len()))
+    }
+
+    /// User ids present on a presence channel, sorted.
+    pub fn presence_ids(&self, app: usize, channel: &str) -> Vec<String> {
+        self.channels
+            .get(&(app, channel.to_owned()))
+            .map(|ch| ch.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn signin(&mut self, conn: ConnId, frame: &Frame) {
+        let Some(data) = self.data_object(conn, frame) else {
+            return;
+        };
+        let c = &self.conns[&conn];
+        let cfg = &self.apps[c.app];
+        let (Some(auth), Some(user_data)) = (
+            data.get("auth").and_then(Value::as_str),
+            data.get("user_data").and_then(Value::as_str),
+        ) else {
+            return self.send(
+                conn,
+                error_frame(
+                    Some(PusherCode::UNAUTHORIZED),
+                    "signin.malformed",
+                    "pusher:signin needs string `auth` and `user_data`",
+                ),
+            );
+        };
+        match signing::verify_user(&cfg.key, &cfg.secret, &c.socket_id, user_data, auth) {
+            Ok(_) => {
+                let text = event_frame(
+                    "pusher:signin_success",
+                    None,
+                    &json!({ "user_data": user_data }),
+                );
+                self.send(conn, text);
+            }
+            Err(e) => self.send(
+                conn,
+                error_frame(
+                    Some(PusherCode::UNAUTHORIZED),
+                    e.code(),
+                    &format!("sign-in refused: {e}"),
+                ),
+            ),
+        }
+    }
+
+    fn client_event(&mut self, conn: ConnId, frame: Frame) {
+        let c = &self.conns[&conn];
+        let app = c.app;
+        let cfg = &self.apps[app];
+        // Every client event attempt costs a token, before any other work on it.
+        if c.limiter.check().is_err() {
+            let message = format!(
+                "client event {} rejected: over the limit of {} per second (burst {})",
+                frame.event, cfg.client_events_per_second, cfg.client_event_burst
+            );
+            return self.send(
+                conn,
+                error_frame(
+                    Some(PusherCode::CLIENT_EVENT_RATE_LIMIT),
+                    "client_event.rate_limited",
+                    &message,
+                ),
+            );
+        }
+        let refuse = |kind: &str, message: String| {
+            error_frame(Some(PusherCode::UNAUTHORIZED), kind, &message)
+        };
+        if !cfg.client_events {
+            let text = refuse(
+                "client_event.disabled",
+                format!("client events are disabled for app {}", cfg.id),
+            );
+            return self.send(conn, text);
+        }
+        let Some(channel) = frame.channel.clone() else {
+            let text = refuse(
+                "client_event.missing_channel",
+                format!("client event {} has no channel", frame.event),
+            );
+            return self.send(conn, text);
+        };
+        if !is_protected(&channel) {
+            let text = refuse(
+                "client_event.public_channel",
+                format!(
+                    "client events are only allowed on private and presence channels, not {channel}"
+                ),
+            );
+            return self.send(conn, text);
+        }
+        let Some(user) = c.subscriptions.get(&channel).cloned() else {
+            let text = refuse(
+                "client_event.not_subscribed",
+                format!("not subscribed to {channel}"),
+            );
+            return self.send(conn, text);
+        };
+        let Some(data) = frame.data else {
+            let text = error_frame(
+                None,
+                "client_event.missing_data",
+                &format!("client event {} has no data", frame.event),
+            );
+            return self.send(conn, text);
+        };
+        let socket_id = c.socket_id.to_string();
+        let relayed = Frame {
+            event: frame.event.clone(),
+            channel: Some(channel.clone()),
+            data: Some(data.clone()),
+            user_id: user.clone(),
+        };
+        self.broadcast(app, &channel, Some(conn), &relayed.to_json());
+        let data_text = match &data {
+            FrameData::Text(s) => s.clone(),
+            FrameData::Json(raw) => raw.get().to_owned(),
+        };
+        let mut event = json!({
+            "name": "client_event",
+            "channel": channel,
+            "event": frame.event,
+            "data": data_text,
+            "socket_id": socket_id,
+        });
+        if let Some(user_id) = user {
+            event["user_id"] = Value::String(user_id);
+        }
+        self.webhook(app, event);
+    }
+}
+
+#[cfg(test)]
+mod tests;
