@@ -26,6 +26,8 @@ pub mod limits;
 pub mod pusher;
 pub mod realtime;
 pub mod schema;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod signing;
 pub mod spec;
 pub mod vectors;

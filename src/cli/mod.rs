@@ -1,6 +1,8 @@
 //! Command-line parsing and the file I/O of each command. Every protocol decision is made by the
 //! library; functions here only gather inputs and report results.
 
+#[cfg(feature = "server")]
+mod serve;
 mod sign;
 
 use std::fs;
@@ -47,6 +49,9 @@ enum Command {
         #[command(subcommand)]
         action: SpecAction,
     },
+    /// Run the reference realtime server (Pusher protocol 7, HTTP API, webhooks).
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
     /// Compute or verify any signature of the protocol, showing the exact string that is signed.
     Sign {
         #[command(subcommand)]
@@ -103,6 +108,8 @@ pub fn run(cli: Cli) -> CliResult {
             SpecAction::List { dir } => spec_list(&dir),
         },
         Command::Sign { kind } => sign::run(kind),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(args),
     }
 }
 

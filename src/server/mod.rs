@@ -1,0 +1,333 @@
+//! The reference realtime server's I/O shell: WebSocket connections and the HTTP API on one port
+//! (axum), a single task that owns the protocol [`Hub`] and carries out its outputs, and a webhook
+//! sender. Every protocol decision is the hub's; this module moves bytes, time and deliveries.
+//!
+//! Invariants:
+//! - only the hub task touches the hub; everything else talks to it over one bounded command
+//!   channel, so inbound work is back-pressured instead of queued without limit;
+//! - every connection's outbound queue is bounded (`outbound_queue`); when it is full the hub is
+//!   told (`Hub::overflow`) and the connection is closed with 4100;
+//! - close frames travel on a separate one-shot channel so they get through a full queue.
+
+mod config;
+mod webhooks;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use config::ServerConfig;
+
+use crate::realtime::{ConnId, HttpRequest, HttpResponse, Hub, Output};
+
+/// Largest WebSocket message read at all; bigger ones fail the socket. Below this, the hub answers
+/// oversized frames with a typed error instead.
+const MAX_WS_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest HTTP API body; bigger ones get 413 before any work.
+const MAX_HTTP_BODY_BYTES: usize = 1024 * 1024;
+
+enum Command {
+    Open {
+        conn: ConnId,
+        path: String,
+        query: String,
+        outbound: mpsc::Sender<String>,
+        close: oneshot::Sender<(u16, String)>,
+    },
+    Message {
+        conn: ConnId,
+        bytes: Vec<u8>,
+        binary: bool,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Http {
+        method: String,
+        path: String,
+        query: String,
+        body: Bytes,
+        reply: oneshot::Sender<HttpResponse>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+struct ConnHandle {
+    outbound: mpsc::Sender<String>,
+    close: Option<oneshot::Sender<(u16, String)>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    commands: mpsc::Sender<Command>,
+    next_conn: Arc<AtomicU64>,
+    outbound_queue: usize,
+}
+
+/// A server running in the background.
+pub struct RunningServer {
+    addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    stop_accepting: Option<oneshot::Sender<()>>,
+    http: JoinHandle<io::Result<()>>,
+    hub: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address the server listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection with 4200, stops accepting, and waits for the tasks to end.
+    pub async fn shutdown(mut self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = wait.await;
+        }
+        if let Some(stop) = self.stop_accepting.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
+        self.hub.abort();
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Binds and starts the server; returns once it accepts connections.
+pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
+    config.validate().map_err(io::Error::other)?;
+    let listener = TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let (commands, command_rx) = mpsc::channel(4096);
+    let webhooks = webhooks::spawn(config.apps.clone(), config.webhook_batch_ms);
+    let hub = tokio::spawn(run_hub(Hub::new(config.apps.clone()), command_rx, webhooks));
+    let shared = Shared {
+        commands: commands.clone(),
+        next_conn: Arc::new(AtomicU64::new(1)),
+        outbound_queue: config.outbound_queue,
+    };
+    let router = Router::new()
+        .route("/app/{key}", get(websocket))
+        .route("/apps/{*rest}", any(http_api))
+        .route("/ready", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
+        .with_state(shared);
+    let (stop_accepting, stopped) = oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "realtime server listening");
+    Ok(RunningServer {
+        addr,
+        commands,
+        stop_accepting: Some(stop_accepting),
+        http,
+        hub,
+    })
+}
+
+async fn run_hub(
+    mut hub: Hub,
+    mut commands: mpsc::Receiver<Command>,
+    webhooks: mpsc::Sender<(usize, serde_json::Value)>,
+) {
+    let start = Instant::now();
+    let now_ms = || start.elapsed().as_millis() as u64;
+    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut shutdown_done = None;
+        tokio::select! {
+            _ = tick.tick() => hub.tick(now_ms()),
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Open { conn, path, query, outbound, close }) => {
+                    conns.insert(conn, ConnHandle { outbound, close: Some(close) });
+                    hub.open(conn, &path, &query, rand::random(), now_ms());
+                }
+                Some(Command::Message { conn, bytes, binary }) => hub.message(conn, &bytes, binary, now_ms()),
+                Some(Command::Closed { conn }) => {
+                    conns.remove(&conn);
+                    hub.closed(conn, now_ms());
+                }
+                Some(Command::Http { method, path, query, body, reply }) => {
+                    let req = HttpRequest { method: &method, path: &path, query: &query, body: &body };
+                    let _ = reply.send(hub.http(req, unix_now()));
+                }
+                Some(Command::Shutdown { done }) => {
+                    hub.shutdown();
+                    shutdown_done = Some(done);
+                }
+            }
+        }
+        while let Some(output) = hub.poll_output() {
+            match output {
+                Output::Send { conn, text } => {
+                    let full = conns
+                        .get(&conn)
+                        .is_some_and(|c| c.outbound.try_send(text).is_err());
+                    if full {
+                        hub.overflow(conn, now_ms());
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(close) = conns.get_mut(&conn).and_then(|c| c.close.take()) {
+                        let _ = close.send((code.0, reason));
+                    }
+                    conns.remove(&conn);
+                }
+                Output::Webhook { app, event } => {
+                    if webhooks.try_send((app, event)).is_err() {
+                        tracing::warn!(app, "webhook queue full; event dropped");
+                    }
+                }
+            }
+        }
+        if let Some(done) = shutdown_done {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn websocket(
+    ws: WebSocketUpgrade,
+    State(shared): State<Shared>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let path = uri.path().to_owned();
+    ws.max_message_size(MAX_WS_MESSAGE_BYTES)
+        .max_frame_size(MAX_WS_MESSAGE_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| connection(socket, shared, path, query.unwrap_or_default()))
+}
+
+async fn connection(socket: WebSocket, shared: Shared, path: String, query: String) {
+    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (outbound, mut outbound_rx) = mpsc::channel::<String>(shared.outbound_queue);
+    let (close, mut close_rx) = oneshot::channel();
+    let open = Command::Open {
+        conn,
+        path,
+        query,
+        outbound,
+        close,
+    };
+    if shared.commands.send(open).await.is_err() {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let writer = async {
+        loop {
+            tokio::select! {
+                biased;
+                closing = &mut close_rx => {
+                    // Frames the hub queued before deciding to close go out first (bounded by
+                    // the queue size), so e.g. the `pusher:error` explaining the close arrives.
+                    while let Ok(text) = outbound_rx.try_recv() {
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Ok((code, reason)) = closing {
+                        let frame = CloseFrame { code, reason: reason.into() };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                    }
+                    return;
+                }
+                text = outbound_rx.recv() => match text {
+                    Some(text) => {
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    };
+    let commands = shared.commands.clone();
+    let reader = async {
+        while let Some(Ok(message)) = stream.next().await {
+            let (bytes, binary) = match message {
+                Message::Text(t) => (t.as_bytes().to_vec(), false),
+                Message::Binary(b) => (b.to_vec(), true),
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if commands
+                .send(Command::Message {
+                    conn,
+                    bytes,
+                    binary,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+    }
+    let _ = shared.commands.send(Command::Closed { conn }).await;
+}
+
+async fn http_api(State(shared): State<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Http {
+        method: method.as_str().to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        body,
+        reply,
+    };
+    if shared.commands.send(command).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
+    }
+    match answer.await {
+        Ok(resp) => {
+            let status =
+                StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (
+                status,
+                [("content-type", "application/json")],
+                resp.body.to_string(),
+            )
+                .into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response(),
+    }
+}
