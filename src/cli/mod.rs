@@ -2,6 +2,8 @@
 //! library; functions here only gather inputs and report results.
 
 #[cfg(feature = "server")]
+mod bench;
+#[cfg(feature = "server")]
 mod serve;
 mod sign;
 
@@ -48,6 +50,12 @@ enum Command {
     Spec {
         #[command(subcommand)]
         action: SpecAction,
+    },
+    /// Benchmarks with machine-readable results, each against a baseline measured in the same run.
+    #[cfg(feature = "server")]
+    Bench {
+        #[command(subcommand)]
+        kind: bench::BenchKind,
     },
     /// Run the reference realtime server (Pusher protocol 7, HTTP API, webhooks).
     #[cfg(feature = "server")]
@@ -110,6 +118,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Sign { kind } => sign::run(kind),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "server")]
+        Command::Bench { kind } => bench::run(kind),
     }
 }
 

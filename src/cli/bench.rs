@@ -1,0 +1,435 @@
+//! `domvia-calls bench realtime`: measures the reference realtime server against a bare
+//! tokio-tungstenite echo server started in the same run, so results are ratios that survive a
+//! noisy shared machine.
+//!
+//! Both servers run as child processes of this one (so their memory can be read from /proc without
+//! the clients' share); every load goes to 127.0.0.1 only and every loop is bounded.
+//!
+//! - latency: one pair; the sender waits for each message to arrive before sending the next
+//!   (domvia: client event A→server→B; echo: client→server→same client). p50 and p99.
+//! - throughput: several pairs sending as fast as they can; messages delivered per second.
+//! - memory: resident memory added per idle connection at 1k and 10k connections.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use domvia_calls::ids::SocketId;
+use domvia_calls::signing::{self, Secret};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::CliResult;
+
+const KEY: &str = "bench-key";
+const SECRET: &str = "bench-secret";
+const CHANNEL: &str = "private-call.room.bench.call-1";
+
+#[derive(Debug, Subcommand)]
+pub enum BenchKind {
+    /// Relay latency, throughput and memory per idle connection, each against a bare echo server.
+    Realtime(RealtimeArgs),
+    /// The bare tokio-tungstenite echo server used as the baseline (started by `realtime`).
+    #[command(hide = true)]
+    EchoServer,
+}
+
+#[derive(Debug, Args)]
+pub struct RealtimeArgs {
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A small, fast run that only proves the benchmark works.
+    #[arg(long)]
+    quick: bool,
+}
+
+struct Plan {
+    latency_samples: usize,
+    pairs: usize,
+    per_pair: usize,
+    idle_steps: Vec<usize>,
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub fn run(kind: BenchKind) -> CliResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    match kind {
+        BenchKind::EchoServer => runtime.block_on(echo_server()),
+        BenchKind::Realtime(args) => runtime.block_on(realtime(args)),
+    }
+}
+
+async fn echo_server() -> CliResult {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            // The same buffer sizes the reference server uses, so the ratio shows its own cost.
+            let config = WebSocketConfig::default()
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(0);
+            let Ok(mut ws) =
+                tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
+            else {
+                return;
+            };
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() && ws.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A child server process and its address.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Result<ChildServer, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {args:?}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .ok_or("server exited before listening")?
+                .map_err(|e| e.to_string())?;
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.trim().parse().map_err(|e| format!("{rest}: {e}"))?;
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(ChildServer { child, addr })
+    }
+
+    fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(url: &str) -> Result<Ws, String> {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+async fn next_text(ws: &mut Ws) -> Result<String, String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(t.to_string()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return Err("connection closed".into()),
+            Err(_) => return Err("no message within 10 s".into()),
+        }
+    }
+}
+
+/// Connects to the domvia server and subscribes to the bench channel.
+async fn domvia_client(addr: SocketAddr) -> Result<Ws, String> {
+    let mut ws = connect(&format!("ws://{addr}/app/{KEY}?protocol=7")).await?;
+    let established: Value =
+        serde_json::from_str(&next_text(&mut ws).await?).map_err(|e| e.to_string())?;
+    let data: Value = serde_json::from_str(established["data"].as_str().unwrap_or("{}"))
+        .map_err(|e| e.to_string())?;
+    let socket =
+        SocketId::parse(data["socket_id"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
+    let auth = signing::sign_channel(KEY, &Secret::new(SECRET), &socket, CHANNEL, None);
+    let sub = json!({"event": "pusher:subscribe", "data": {"channel": CHANNEL, "auth": auth}});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    next_text(&mut ws).await?;
+    Ok(ws)
+}
+
+/// A typical signaling payload: one trickled candidate batch.
+fn payload(seq: usize) -> String {
+    json!({
+        "event": "client-call.ice_candidate",
+        "channel": CHANNEL,
+        "data": {"v": 1, "call_id": "call-1", "party_id": "bench-party-a", "user_id": "a", "seq": seq,
+                 "sent_at_ms": 0, "to_party_id": "bench-party-b",
+                 "candidates": [{"candidate": "candidate:842163049 1 udp 1677729535 127.0.0.1 50000 typ host generation 0",
+                                 "sdp_mid": "0", "sdp_mline_index": 0, "username_fragment": "EsAw"}],
+                 "end_of_candidates": false}
+    })
+    .to_string()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+async fn latency_pair(tx: &mut Ws, rx: &mut Ws, samples: usize) -> Result<(f64, f64), String> {
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let start = Instant::now();
+        tx.send(Message::Text(payload(i).into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        next_text(rx).await?;
+        if i >= samples / 10 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
+}
+
+async fn echo_latency(addr: SocketAddr, samples: usize) -> Result<(f64, f64), String> {
+    let mut ws = connect(&format!("ws://{addr}/")).await?;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let start = Instant::now();
+        ws.send(Message::Text(payload(i).into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        next_text(&mut ws).await?;
+        if i >= samples / 10 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
+}
+
+async fn domvia_throughput(addr: SocketAddr, pairs: usize, per_pair: usize) -> Result<f64, String> {
+    // Each pair gets its own channel so pairs do not see each other's traffic.
+    let mut clients = Vec::with_capacity(pairs);
+    for p in 0..pairs {
+        let channel = format!("private-call.room.bench.pair-{p}");
+        let a = domvia_pair_client(addr, &channel).await?;
+        let b = domvia_pair_client(addr, &channel).await?;
+        clients.push((channel, a, b));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(pairs);
+    for (channel, mut a, mut b) in clients {
+        tasks.push(tokio::spawn(async move {
+            let receiver = tokio::spawn(async move {
+                for _ in 0..per_pair {
+                    next_text(&mut b).await?;
+                }
+                Ok::<_, String>(())
+            });
+            for i in 0..per_pair {
+                let text = payload(i).replace(CHANNEL, &channel);
+                a.send(Message::Text(text.into()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            receiver.await.map_err(|e| e.to_string())?
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok((pairs * per_pair) as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn domvia_pair_client(addr: SocketAddr, channel: &str) -> Result<Ws, String> {
+    let mut ws = connect(&format!("ws://{addr}/app/{KEY}?protocol=7")).await?;
+    let established: Value =
+        serde_json::from_str(&next_text(&mut ws).await?).map_err(|e| e.to_string())?;
+    let data: Value = serde_json::from_str(established["data"].as_str().unwrap_or("{}"))
+        .map_err(|e| e.to_string())?;
+    let socket =
+        SocketId::parse(data["socket_id"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
+    let auth = signing::sign_channel(KEY, &Secret::new(SECRET), &socket, channel, None);
+    let sub = json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}});
+    ws.send(Message::Text(sub.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    next_text(&mut ws).await?;
+    Ok(ws)
+}
+
+async fn echo_throughput(addr: SocketAddr, pairs: usize, per_pair: usize) -> Result<f64, String> {
+    let mut clients = Vec::new();
+    for _ in 0..pairs {
+        clients.push(connect(&format!("ws://{addr}/")).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for ws in clients {
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let receiver = tokio::spawn(async move {
+                for _ in 0..per_pair {
+                    match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+                        Ok(Some(Ok(_))) => {}
+                        _ => return Err("echo stalled".to_owned()),
+                    }
+                }
+                Ok(())
+            });
+            for i in 0..per_pair {
+                sink.send(Message::Text(payload(i).into()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            receiver.await.map_err(|e| e.to_string())?
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok((pairs * per_pair) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Resident bytes added per idle connection when `n` connections are open.
+async fn idle_memory(
+    server: &ChildServer,
+    url: &str,
+    n: usize,
+    handshake: bool,
+) -> Result<f64, String> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server
+        .rss_bytes()
+        .ok_or("cannot read the server's memory (needs /proc)")?;
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut ws = connect(url).await?;
+        if handshake {
+            next_text(&mut ws).await?;
+        }
+        open.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server
+        .rss_bytes()
+        .ok_or("cannot read the server's memory")?;
+    drop(open);
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+
+async fn realtime(args: RealtimeArgs) -> CliResult {
+    let plan = if args.quick {
+        Plan {
+            latency_samples: 200,
+            pairs: 2,
+            per_pair: 200,
+            idle_steps: vec![200],
+        }
+    } else {
+        Plan {
+            latency_samples: 5_000,
+            pairs: 20,
+            per_pair: 5_000,
+            idle_steps: vec![1_000, 10_000],
+        }
+    };
+    let config = format!(
+        "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\n[[apps]]\nid = \"bench\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events_per_second = 1000000000\nclient_event_burst = 1000000000\nmax_connections = 100000\n"
+    );
+    let config_path =
+        std::env::temp_dir().join(format!("domvia-bench-{}.toml", std::process::id()));
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let domvia = ChildServer::spawn(
+        &[
+            "serve",
+            "--config",
+            config_path.to_str().unwrap_or_default(),
+        ],
+        &[],
+    )?;
+    let echo = ChildServer::spawn(&["bench", "echo-server"], &[])?;
+    let _ = std::fs::remove_file(&config_path);
+    eprintln!(
+        "domvia server {} and echo baseline {} started",
+        domvia.addr, echo.addr
+    );
+
+    let (mut a, mut b) = (
+        domvia_client(domvia.addr).await?,
+        domvia_client(domvia.addr).await?,
+    );
+    let (d50, d99) = latency_pair(&mut a, &mut b, plan.latency_samples).await?;
+    drop((a, b));
+    let (e50, e99) = echo_latency(echo.addr, plan.latency_samples).await?;
+    eprintln!("latency done");
+    let d_tput = domvia_throughput(domvia.addr, plan.pairs, plan.per_pair).await?;
+    let e_tput = echo_throughput(echo.addr, plan.pairs, plan.per_pair).await?;
+    eprintln!("throughput done");
+    let mut memory = serde_json::Map::new();
+    for &n in &plan.idle_steps {
+        let d = idle_memory(
+            &domvia,
+            &format!("ws://{}/app/{KEY}?protocol=7", domvia.addr),
+            n,
+            true,
+        )
+        .await?;
+        let e = idle_memory(&echo, &format!("ws://{}/", echo.addr), n, false).await?;
+        memory.insert(
+            n.to_string(),
+            json!({ "domvia_bytes_per_connection": d.round(), "echo_bytes_per_connection": e.round(), "ratio": d / e.max(1.0) }),
+        );
+        eprintln!("memory at {n} connections done");
+    }
+    let result = json!({
+        "benchmark": "realtime",
+        "quick": args.quick,
+        "plan": { "latency_samples": plan.latency_samples, "pairs": plan.pairs, "messages_per_pair": plan.per_pair, "payload_bytes": payload(0).len() },
+        "latency_us": {
+            "domvia": { "p50": d50, "p99": d99 },
+            "echo": { "p50": e50, "p99": e99 },
+            "ratio": { "p50": d50 / e50, "p99": d99 / e99 },
+        },
+        "throughput_msgs_per_s": { "domvia": d_tput.round(), "echo": e_tput.round(), "ratio": d_tput / e_tput },
+        "idle_memory": memory,
+    });
+    let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+    println!("{text}");
+    if let Some(path) = args.json {
+        std::fs::write(&path, format!("{text}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(true)
+}
