@@ -30,4 +30,5 @@ pub mod schema;
 pub mod server;
 pub mod signing;
 pub mod spec;
+pub mod trusted;
 pub mod vectors;

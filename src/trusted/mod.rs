@@ -1,0 +1,15 @@
+//! The reference trusted server's decisions, pure: the user directory, channel authorization,
+//! call records and their transitions, the ring timeout and webhook verification. The I/O shell in
+//! `crate::trusted_server` stores records and talks HTTP; it decides nothing itself.
+
+mod directory;
+mod policy;
+mod record;
+pub mod webhook;
+
+pub use directory::{Directory, User};
+pub use policy::{AuthResponse, Denial, SigningApp, authorize};
+pub use record::{
+    CallRecord, CallRequest, CallRequestError, CallState, LogEntry, Outcome, PlannedCall,
+    apply_webhook, expire_if_due, plan_call,
+};
