@@ -30,5 +30,9 @@ pub mod schema;
 pub mod server;
 pub mod signing;
 pub mod spec;
+#[cfg(feature = "trusted")]
+pub mod stack;
 pub mod trusted;
+#[cfg(feature = "trusted")]
+pub mod trusted_server;
 pub mod vectors;

@@ -366,7 +366,7 @@ async fn realtime(args: RealtimeArgs) -> CliResult {
         }
     };
     let config = format!(
-        "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\n[[apps]]\nid = \"bench\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events_per_second = 1000000000\nclient_event_burst = 1000000000\nmax_connections = 100000\n"
+        "[realtime]\nbind = \"127.0.0.1:0\"\noutbound_queue = 65536\n[[realtime.apps]]\nid = \"bench\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events_per_second = 1000000000\nclient_event_burst = 1000000000\nmax_connections = 100000\n"
     );
     let config_path =
         std::env::temp_dir().join(format!("domvia-bench-{}.toml", std::process::id()));
@@ -374,6 +374,8 @@ async fn realtime(args: RealtimeArgs) -> CliResult {
     let domvia = ChildServer::spawn(
         &[
             "serve",
+            "--role",
+            "realtime",
             "--config",
             config_path.to_str().unwrap_or_default(),
         ],

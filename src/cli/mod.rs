@@ -3,7 +3,7 @@
 
 #[cfg(feature = "server")]
 mod bench;
-#[cfg(feature = "server")]
+#[cfg(feature = "trusted")]
 mod serve;
 mod sign;
 
@@ -57,8 +57,8 @@ enum Command {
         #[command(subcommand)]
         kind: bench::BenchKind,
     },
-    /// Run the reference realtime server (Pusher protocol 7, HTTP API, webhooks).
-    #[cfg(feature = "server")]
+    /// Run the reference realtime server and trusted server (or one role alone).
+    #[cfg(feature = "trusted")]
     Serve(serve::ServeArgs),
     /// Compute or verify any signature of the protocol, showing the exact string that is signed.
     Sign {
@@ -116,7 +116,7 @@ pub fn run(cli: Cli) -> CliResult {
             SpecAction::List { dir } => spec_list(&dir),
         },
         Command::Sign { kind } => sign::run(kind),
-        #[cfg(feature = "server")]
+        #[cfg(feature = "trusted")]
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "server")]
         Command::Bench { kind } => bench::run(kind),

@@ -1,25 +1,44 @@
-//! `domvia-calls serve`: the reference realtime server, configured from a TOML file, flags and
-//! environment variables (flags win over the file). With nothing given it serves the development
-//! app on 127.0.0.1:6001.
+//! `domvia-calls serve`: the reference realtime server and the reference trusted server, together
+//! (default) or one role alone. Configured from a TOML file with `[realtime]` and `[trusted]`
+//! sections, then flags and environment variables (flags win). With nothing given it serves the
+//! development app on 127.0.0.1:6001 and the demo users on 127.0.0.1:8080.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use domvia_calls::realtime::AppConfig;
 use domvia_calls::server::{self, ServerConfig};
 use domvia_calls::signing::Secret;
+use domvia_calls::stack::{self, StackConfig};
+use domvia_calls::trusted::Directory;
+use domvia_calls::trusted_server::{self, DEVELOPMENT_MASTER_KEY, TrustedConfig};
+use serde::Deserialize;
 
 use super::CliResult;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// Realtime and trusted server in one process, wired to each other.
+    Both,
+    Realtime,
+    Trusted,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TOML configuration file (bind, apps, queue sizes).
+    /// Which servers to run.
+    #[arg(long, value_enum, default_value = "both", env = "DOMVIA_ROLE")]
+    role: Role,
+    /// TOML configuration file with `[realtime]` and `[trusted]` sections.
     #[arg(long, env = "DOMVIA_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on for WebSocket connections and the HTTP API.
+    /// Realtime server address (WebSocket and HTTP API).
     #[arg(long, env = "DOMVIA_BIND")]
     bind: Option<SocketAddr>,
+    /// Trusted server address.
+    #[arg(long, env = "DOMVIA_TRUSTED_BIND")]
+    trusted_bind: Option<SocketAddr>,
     /// Serve one app with this id (needs --app-key and --app-secret); replaces the file's apps.
     #[arg(long, env = "DOMVIA_APP_ID", requires_all = ["app_key", "app_secret"])]
     app_id: Option<String>,
@@ -35,33 +54,60 @@ pub struct ServeArgs {
     /// Client events per second per connection, for every app.
     #[arg(long)]
     client_events_per_second: Option<u32>,
-    /// Webhook URL, for every app.
+    /// Webhook URL, for every app (in role `both`, the trusted server's by default).
     #[arg(long, env = "DOMVIA_WEBHOOK_URL")]
     webhook_url: Option<String>,
     /// Frames queued per connection before it is closed as a slow consumer.
     #[arg(long)]
     outbound_queue: Option<usize>,
+    /// `postgres://...` or `sqlite://...`; a SQLite file in --data-dir by default.
+    #[arg(long, env = "DOMVIA_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Directory of the default SQLite database.
+    #[arg(long, env = "DOMVIA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Users, tokens and scopes (TOML); the demo users by default.
+    #[arg(long, env = "DOMVIA_FIXTURE")]
+    fixture: Option<PathBuf>,
+    /// Realtime HTTP API base URL for role `trusted`.
+    #[arg(long, env = "DOMVIA_REALTIME_API_URL")]
+    realtime_api_url: Option<String>,
 }
 
-fn build_config(args: ServeArgs) -> Result<(ServerConfig, bool), String> {
-    let mut config = match &args.config {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    #[serde(default)]
+    realtime: Option<ServerConfig>,
+    #[serde(default)]
+    trusted: Option<TrustedConfig>,
+}
+
+fn read(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn build(args: ServeArgs) -> Result<(Role, ServerConfig, TrustedConfig), String> {
+    let file: ServeFile = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            ServerConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            toml::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?
         }
-        None => ServerConfig::default(),
+        None => ServeFile::default(),
     };
+    let mut realtime = file.realtime.unwrap_or_default();
+    let mut trusted = file.trusted.unwrap_or_else(TrustedConfig::development);
     if let (Some(id), Some(key), Some(secret)) = (args.app_id, args.app_key, args.app_secret) {
         let mut app = AppConfig::new(&id, &key, "");
-        app.secret = Secret::new(secret);
-        config.apps = vec![app];
+        app.secret = Secret::new(secret.clone());
+        realtime.apps = vec![app];
+        trusted.app_id = id;
+        trusted.app_key = key;
+        trusted.app_secret = Secret::new(secret);
     }
-    let development = config.apps == vec![AppConfig::development()];
     if let Some(bind) = args.bind {
-        config.bind = bind;
+        realtime.bind = bind;
     }
-    for app in &mut config.apps {
+    for app in &mut realtime.apps {
         if let Some(rate) = args.client_events_per_second {
             app.client_events_per_second = rate;
         }
@@ -70,14 +116,33 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, bool), String> {
         }
     }
     if let Some(q) = args.outbound_queue {
-        config.outbound_queue = q;
+        realtime.outbound_queue = q;
     }
-    config.validate()?;
-    Ok((config, development))
+    if let Some(bind) = args.trusted_bind {
+        trusted.bind = bind;
+    }
+    if let Some(url) = args.database_url {
+        trusted.database_url = Some(url);
+    }
+    if let Some(dir) = args.data_dir {
+        trusted.data_dir = dir;
+    }
+    if let Some(url) = args.realtime_api_url {
+        trusted.realtime_api_url = url;
+    }
+    if let Some(path) = args.fixture.or_else(|| trusted.fixture.clone()) {
+        let dir: Directory =
+            toml::from_str(&read(&path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        trusted.directory = Some(dir);
+    }
+    if args.role != Role::Trusted {
+        realtime.validate()?;
+    }
+    Ok((args.role, realtime, trusted))
 }
 
 pub fn run(args: ServeArgs) -> CliResult {
-    let (config, development) = build_config(args)?;
+    let (role, realtime, trusted) = build(args)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -89,28 +154,64 @@ pub fn run(args: ServeArgs) -> CliResult {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
-        let running = server::start(config.clone())
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;
-        let addr = running.addr();
-        println!("domvia-calls realtime server listening on {addr}");
-        for app in &config.apps {
-            println!(
-                "  app id {}  key {}  client events {}/s  websocket ws://{addr}/app/{}?protocol=7  http api http://{addr}/apps/{}/",
-                app.id, app.key, app.client_events_per_second, app.key, app.id
-            );
-            if development {
+        let development = realtime.apps == vec![AppConfig::development()];
+        let apps = realtime.apps.clone();
+        let dev_key = trusted.privacy_master_key.expose() == DEVELOPMENT_MASTER_KEY;
+        let demo_users = trusted.directory.is_none();
+        let (realtime_addr, trusted_addr, stop): (Option<SocketAddr>, Option<SocketAddr>, Stop) = match role {
+            Role::Both => {
+                let s = stack::start(StackConfig { realtime, trusted }).await?;
+                (Some(s.realtime.addr()), Some(s.trusted.addr()), Stop::Stack(s))
+            }
+            Role::Realtime => {
+                let r = server::start(realtime).await.map_err(|e| e.to_string())?;
+                (Some(r.addr()), None, Stop::Realtime(r))
+            }
+            Role::Trusted => {
+                let t = trusted_server::start(trusted, None).await?;
+                (None, Some(t.addr()), Stop::Trusted(t))
+            }
+        };
+        if let Some(addr) = realtime_addr {
+            println!("domvia-calls realtime server listening on {addr}");
+            for app in &apps {
                 println!(
-                    "  secret {} (development default; give your own with --config or --app-secret)",
-                    app.secret.expose()
+                    "  app id {}  key {}  client events {}/s  websocket ws://{addr}/app/{}?protocol=7  http api http://{addr}/apps/{}/",
+                    app.id, app.key, app.client_events_per_second, app.key, app.id
                 );
+                if development {
+                    println!(
+                        "  secret {} (development default; give your own with --config or --app-secret)",
+                        app.secret.expose()
+                    );
+                }
+            }
+        }
+        if let Some(addr) = trusted_addr {
+            println!("domvia-calls trusted server listening on {addr}");
+            println!("  POST http://{addr}/realtime/auth  POST http://{addr}/calls  POST http://{addr}/realtime/webhooks  GET http://{addr}/calls/history|missed");
+            if demo_users {
+                println!("  demo users alice, bob, carol, dave with bearer tokens alice-token, bob-token, ...");
+            }
+            if dev_key {
+                println!("  privacy master key: development default (set [trusted] privacy_master_key for real use)");
             }
         }
         wait_for_signal().await;
         println!("shutting down: closing connections with 4200");
-        running.shutdown().await;
+        match stop {
+            Stop::Stack(s) => s.shutdown().await,
+            Stop::Realtime(r) => r.shutdown().await,
+            Stop::Trusted(t) => t.shutdown().await,
+        }
         Ok(true)
     })
+}
+
+enum Stop {
+    Stack(stack::RunningStack),
+    Realtime(server::RunningServer),
+    Trusted(trusted_server::RunningTrusted),
 }
 
 async fn wait_for_signal() {

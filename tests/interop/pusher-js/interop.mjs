@@ -33,7 +33,7 @@ function waitFor(what, register) {
 async function startServer() {
   const bin = process.env.DOMVIA_BIN;
   if (!bin) throw new Error('set DOMVIA_BIN to the domvia-calls binary');
-  const child = spawn(bin, ['serve', '--bind', '127.0.0.1:0'], {
+  const child = spawn(bin, ['serve', '--role', 'realtime', '--bind', '127.0.0.1:0'], {
     env: { ...process.env, DOMVIA_APP_ID: APP.id, DOMVIA_APP_KEY: APP.key, DOMVIA_APP_SECRET: APP.secret, RUST_LOG: 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

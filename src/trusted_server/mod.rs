@@ -1,0 +1,669 @@
+//! The reference trusted server's I/O shell: HTTP endpoints (axum), the call store (sqlx), the
+//! ring-timeout watchdog and the outbox sender that delivers server events through the realtime
+//! HTTP API. Decisions come from [`crate::trusted`]; this module reads, stores and sends.
+//!
+//! Invariants: one writer lock serializes every read-modify-write of a call record in this process
+//! (a deployment with several trusted-server processes would need row locks); server events are
+//! written to the outbox in the transaction that decided them and deleted only after the realtime
+//! server accepted them, so a crash at any point loses no event and no record.
+
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify, oneshot};
+use tokio::task::JoinHandle;
+
+pub use store::Store;
+
+use crate::ids::CallId;
+use crate::signing::{self, Secret};
+use crate::trusted::{
+    CallRequest, Directory, SigningApp, User, apply_webhook, authorize, expire_if_due, plan_call,
+    webhook,
+};
+
+/// Everything the trusted server needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedConfig {
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// `sqlite://...` or `postgres://...`; without it, a SQLite file in `data_dir`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Fixture file (TOML) with users, tokens and scopes; read by the command line into
+    /// `directory`.
+    #[serde(default)]
+    pub fixture: Option<PathBuf>,
+    /// Users, tokens and scopes; the demo directory when not given.
+    #[serde(skip)]
+    pub directory: Option<Directory>,
+    /// Base URL of the realtime server's HTTP API.
+    #[serde(default = "default_realtime")]
+    pub realtime_api_url: String,
+    /// The realtime app whose channels this server signs; the development app by default.
+    #[serde(default = "default_app_id")]
+    pub app_id: String,
+    #[serde(default = "default_app_key")]
+    pub app_key: String,
+    #[serde(default = "default_app_secret", with = "secret_serde")]
+    pub app_secret: Secret,
+    /// Privacy master key, standard base64 of at least 32 bytes.
+    #[serde(default = "default_master_key", with = "secret_serde")]
+    pub privacy_master_key: Secret,
+    #[serde(default)]
+    pub stun_urls: Vec<String>,
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
+    #[serde(default, with = "opt_secret_serde")]
+    pub turn_secret: Option<Secret>,
+    #[serde(default = "default_turn_ttl")]
+    pub turn_ttl_secs: u64,
+    /// How often the ring-timeout watchdog looks for expired calls.
+    #[serde(default = "default_watchdog_ms")]
+    pub watchdog_interval_ms: u64,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("domvia-data")
+}
+fn default_realtime() -> String {
+    "http://127.0.0.1:6001".into()
+}
+fn default_app_id() -> String {
+    "domvia".into()
+}
+fn default_app_key() -> String {
+    "domvia-key".into()
+}
+fn default_app_secret() -> Secret {
+    Secret::new("domvia-secret")
+}
+fn default_master_key() -> Secret {
+    Secret::new(DEVELOPMENT_MASTER_KEY)
+}
+fn default_turn_ttl() -> u64 {
+    3600
+}
+fn default_watchdog_ms() -> u64 {
+    250
+}
+
+/// The development privacy master key (32 bytes, base64); printed as a warning when used.
+pub const DEVELOPMENT_MASTER_KEY: &str = "ZG9tdmlhLWNhbGxzIGRldmVsb3BtZW50IGtleSAhISE=";
+
+impl TrustedConfig {
+    /// The configuration that pairs with the realtime server's development app.
+    pub fn development() -> TrustedConfig {
+        TrustedConfig {
+            bind: default_bind(),
+            database_url: None,
+            data_dir: default_data_dir(),
+            fixture: None,
+            directory: None,
+            realtime_api_url: default_realtime(),
+            app_id: default_app_id(),
+            app_key: default_app_key(),
+            app_secret: default_app_secret(),
+            privacy_master_key: default_master_key(),
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: default_turn_ttl(),
+            watchdog_interval_ms: default_watchdog_ms(),
+        }
+    }
+
+    fn database_url(&self) -> Result<String, String> {
+        match &self.database_url {
+            Some(url) => Ok(url.clone()),
+            None => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", self.data_dir.display()))?;
+                Ok(format!(
+                    "sqlite://{}?mode=rwc",
+                    self.data_dir.join("calls.db").display()
+                ))
+            }
+        }
+    }
+
+    fn master_key(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(self.privacy_master_key.expose())
+            .map_err(|_| "privacy_master_key is not standard base64".to_owned())?;
+        if key.len() < 32 {
+            return Err("privacy_master_key must be at least 32 bytes".into());
+        }
+        Ok(key)
+    }
+}
+
+mod secret_serde {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::signing::Secret;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+mod opt_secret_serde {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::signing::Secret;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Option::<String>::deserialize(d).map(|o| o.map(Secret::new))
+    }
+}
+
+struct AppState {
+    config: TrustedConfig,
+    directory: Directory,
+    master_key: Vec<u8>,
+    store: Store,
+    writer: Mutex<()>,
+    outbox_wake: Notify,
+    http: reqwest::Client,
+}
+
+/// A trusted server running in the background.
+pub struct RunningTrusted {
+    addr: SocketAddr,
+    store: Store,
+    stop: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningTrusted {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store, for tests and tools that inspect records.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.store.close().await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the trusted server on `listener` (or on `config.bind`).
+pub async fn start(
+    config: TrustedConfig,
+    listener: Option<TcpListener>,
+) -> Result<RunningTrusted, String> {
+    let directory = config.directory.clone().unwrap_or_else(Directory::demo);
+    directory.validate()?;
+    let master_key = config.master_key()?;
+    let store = Store::connect(&config.database_url()?).await?;
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?,
+    };
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?,
+        config,
+        directory,
+        master_key,
+        store: store.clone(),
+        writer: Mutex::new(()),
+        outbox_wake: Notify::new(),
+    });
+    let router = Router::new()
+        .route("/realtime/auth", post(realtime_auth))
+        .route("/realtime/webhooks", post(realtime_webhooks))
+        .route("/calls", post(create_call))
+        .route("/calls/history", get(history))
+        .route("/calls/missed", get(missed))
+        .route("/calls/{id}", get(call_detail))
+        .with_state(state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let tasks = vec![
+        tokio::spawn(watchdog(state.clone())),
+        tokio::spawn(outbox_sender(state.clone())),
+    ];
+    tracing::info!(%addr, "trusted server listening");
+    Ok(RunningTrusted {
+        addr,
+        store,
+        stop: Some(stop),
+        tasks,
+        http,
+    })
+}
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": message.to_string(), "code": code })),
+    )
+        .into_response()
+}
+
+fn internal(e: String) -> Response {
+    tracing::error!(error = %e, "trusted server failure");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+fn bearer<'a>(state: &'a AppState, headers: &HeaderMap) -> Option<&'a User> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?;
+    state.directory.user_by_token(token.trim())
+}
+
+/// `socket_id` and `channel_name` from a form-encoded (pusher-js) or JSON body.
+fn auth_params(headers: &HeaderMap, body: &[u8]) -> Option<(String, String)> {
+    let is_json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        return Some((
+            v["socket_id"].as_str()?.to_owned(),
+            v["channel_name"].as_str()?.to_owned(),
+        ));
+    }
+    let params = signing::parse_query(std::str::from_utf8(body).ok()?).ok()?;
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    Some((get("socket_id")?, get("channel_name")?))
+}
+
+async fn realtime_auth(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = bearer(&state, &headers);
+    let Some((socket_id, channel)) = auth_params(&headers, &body) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "auth.bad_request",
+            "send socket_id and channel_name, form-encoded or as JSON",
+        );
+    };
+    // Only look up a call for call channels a signed-in user names.
+    let call = match crate::channel::CallChannel::parse(&channel) {
+        Ok(c) if user.is_some() => match state.store.load_call(c.call_id().as_str()).await {
+            Ok(call) => call,
+            Err(e) => return internal(e),
+        },
+        _ => None,
+    };
+    let app = SigningApp {
+        key: state.config.app_key.clone(),
+        secret: state.config.app_secret.clone(),
+    };
+    match authorize(
+        &app,
+        &state.directory,
+        &state.master_key,
+        user,
+        &socket_id,
+        &channel,
+        call.as_ref(),
+    ) {
+        Ok(resp) => axum::Json(resp).into_response(),
+        Err(denial) => error(StatusCode::FORBIDDEN, denial.code(), &denial),
+    }
+}
+
+fn ice_servers(config: &TrustedConfig, user: &str, now_ms: u64) -> Value {
+    let mut servers = Vec::new();
+    if !config.stun_urls.is_empty() {
+        servers.push(json!({ "urls": config.stun_urls }));
+    }
+    if let (false, Some(secret)) = (config.turn_urls.is_empty(), &config.turn_secret) {
+        let cred = signing::turn_credential(secret, user, now_ms / 1000 + config.turn_ttl_secs);
+        servers.push(json!({ "urls": config.turn_urls, "username": cred.username, "credential": cred.password }));
+    }
+    Value::Array(servers)
+}
+
+async fn create_call(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(user) = bearer(&state, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "auth.not_signed_in",
+            "sign in first: missing or unknown bearer token",
+        );
+    };
+    let req: CallRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "call.bad_request", e),
+    };
+    let call_id = CallId::parse(&format!(
+        "c{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    ))
+    .expect("hex is in the id charset");
+    let now = unix_ms();
+    let planned = match plan_call(&state.directory, &user.id, req, call_id, now) {
+        Ok(p) => p,
+        Err(e) => {
+            let status = match e {
+                crate::trusted::CallRequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return error(status, e.code(), &e);
+        }
+    };
+    let inboxes: Vec<String> = planned.inboxes.iter().map(ToString::to_string).collect();
+    let invitees: Vec<_> = planned
+        .inboxes
+        .iter()
+        .map(|i| i.user_id().clone())
+        .collect();
+    if let Err(e) = state
+        .store
+        .insert_call(&planned.record, &invitees, (&inboxes, &planned.invitation))
+        .await
+    {
+        return internal(e);
+    }
+    state.outbox_wake.notify_one();
+    let r = &planned.record;
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "call_id": r.call_id,
+            "channel": r.channel.to_string(),
+            "privacy": r.privacy,
+            "ring_timeout_ms": r.ring_timeout_ms,
+            "ring_deadline_ms": r.ring_deadline_ms(),
+            "callees": invitees,
+            "ice_servers": ice_servers(&state.config, user.id.as_str(), now),
+        })),
+    )
+        .into_response()
+}
+
+async fn realtime_webhooks(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = unix_ms();
+    let parsed = match webhook::verify(
+        &state.config.app_key,
+        &state.config.app_secret,
+        header("x-pusher-key"),
+        header("x-pusher-signature"),
+        &body,
+        now,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            let status = match e {
+                webhook::WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            return error(status, e.code(), &e);
+        }
+    };
+    let digest = hex::encode(Sha256::digest(&body));
+    match state.store.first_delivery(&digest, now).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::CONFLICT,
+                "webhook.replayed",
+                "this delivery was already processed",
+            );
+        }
+        Err(e) => return internal(e),
+    }
+    let mut applied = 0;
+    for ev in &parsed.events {
+        let Ok(channel) = crate::channel::CallChannel::parse(&ev.channel) else {
+            continue;
+        };
+        let _guard = state.writer.lock().await;
+        let mut record = match state.store.load_call(channel.call_id().as_str()).await {
+            Ok(Some(r)) if r.channel == channel => r,
+            Ok(_) => continue,
+            Err(e) => return internal(e),
+        };
+        let data = ev.data_json();
+        let outcome = apply_webhook(
+            &mut record,
+            &state.directory,
+            &ev.name,
+            ev.event.as_deref(),
+            data.as_ref(),
+            ev.user_id.as_deref(),
+            parsed.time_ms,
+        );
+        if outcome.log.is_empty() {
+            continue;
+        }
+        if let Err(e) = state.store.save_outcome(&record, &outcome).await {
+            return internal(e);
+        }
+        applied += 1;
+    }
+    state.outbox_wake.notify_one();
+    axum::Json(json!({ "applied": applied })).into_response()
+}
+
+async fn history(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(user) = bearer(&state, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "auth.not_signed_in",
+            "sign in first",
+        );
+    };
+    match state.store.history(user.id.as_str()).await {
+        Ok(calls) => axum::Json(json!({ "calls": calls })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn missed(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(user) = bearer(&state, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "auth.not_signed_in",
+            "sign in first",
+        );
+    };
+    match state.store.missed(user.id.as_str()).await {
+        Ok(calls) => axum::Json(json!({ "missed": calls })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn call_detail(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(user) = bearer(&state, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "auth.not_signed_in",
+            "sign in first",
+        );
+    };
+    let record = match state.store.load_call(&id).await {
+        Ok(Some(r)) if r.may_join(&state.directory, &user.id) => r,
+        Ok(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "call.not_found",
+                format!("no call {id} of yours"),
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    match state.store.log(&id).await {
+        Ok(log) => axum::Json(json!({ "call": record, "log": log })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Ends ringing calls whose deadline passed. Runs at start too, so calls that were ringing when
+/// the process died are handled as soon as it is back.
+async fn watchdog(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(state.config.watchdog_interval_ms));
+    loop {
+        tick.tick().await;
+        let now = unix_ms();
+        let due = match state.store.due_calls(now).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "watchdog query failed");
+                continue;
+            }
+        };
+        for call in due {
+            let _guard = state.writer.lock().await;
+            // Reload under the lock: a webhook may have accepted it meanwhile.
+            let Ok(Some(mut record)) = state.store.load_call(call.call_id.as_str()).await else {
+                continue;
+            };
+            if let Some(outcome) = expire_if_due(&mut record, &state.directory, now)
+                && let Err(e) = state.store.save_outcome(&record, &outcome).await
+            {
+                tracing::error!(error = %e, call = %record.call_id, "could not record the ring timeout");
+            }
+            state.outbox_wake.notify_one();
+        }
+    }
+}
+
+/// Sends outbox entries through the realtime HTTP API, oldest first, retrying until accepted.
+async fn outbox_sender(state: Arc<AppState>) {
+    loop {
+        let pending = state.store.outbox(50).await.unwrap_or_default();
+        let mut failed = false;
+        for entry in &pending {
+            match trigger(&state, &entry.channels, &entry.event, &entry.data).await {
+                Ok(()) => {
+                    if let Err(e) = state.store.outbox_done(&entry.id).await {
+                        tracing::error!(error = %e, "outbox delete failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, event = %entry.event, "realtime API refused; will retry");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if pending.is_empty() || failed {
+            let wait = if failed {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(1)
+            };
+            let _ = tokio::time::timeout(wait, state.outbox_wake.notified()).await;
+        }
+    }
+}
+
+/// One signed `POST /apps/{id}/events`.
+async fn trigger(
+    state: &AppState,
+    channels: &[String],
+    event: &str,
+    data: &str,
+) -> Result<(), String> {
+    let path = format!("/apps/{}/events", state.config.app_id);
+    let body = json!({ "name": event, "channels": channels, "data": data }).to_string();
+    let params = signing::sign_http_request(
+        &state.config.app_key,
+        &state.config.app_secret,
+        "POST",
+        &path,
+        Vec::new(),
+        body.as_bytes(),
+        unix_ms() / 1000,
+    );
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let url = format!(
+        "{}{path}?{}",
+        state.config.realtime_api_url.trim_end_matches('/'),
+        query.join("&")
+    );
+    let resp = state
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        ))
+    }
+}
