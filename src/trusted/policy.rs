@@ -116,18 +116,24 @@ pub fn authorize(
         });
     }
     let call_id = call_channel.call_id().to_string();
-    let call = call.ok_or_else(|| Denial::UnknownCall {
-        call_id: call_id.clone(),
-    })?;
+    // A call of another scope is reported as unknown: its existence is none of this user's business.
+    let call = call
+        .filter(|c| {
+            c.channel.scope() == call_channel.scope()
+                && c.channel.scope_id() == call_channel.scope_id()
+        })
+        .ok_or_else(|| Denial::UnknownCall {
+            call_id: call_id.clone(),
+        })?;
+    if !call.may_join(dir, &user.id) {
+        return Err(Denial::NotInvited { call_id });
+    }
     if &call.channel != call_channel {
         return Err(Denial::WrongChannel {
             call_id,
             expected: call.channel.to_string(),
             requested: channel_name.to_owned(),
         });
-    }
-    if !call.may_join(dir, &user.id) {
-        return Err(Denial::NotInvited { call_id });
     }
     if call.state == CallState::Ended {
         return Err(Denial::CallEnded { call_id });

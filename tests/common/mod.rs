@@ -96,8 +96,13 @@ impl Client {
 
     /// The next frame or close, failing the test after `WAIT`.
     pub async fn next(&mut self) -> Received {
+        self.next_within(WAIT).await
+    }
+
+    /// The next frame or close, failing the test after `deadline`.
+    pub async fn next_within(&mut self, deadline: Duration) -> Received {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
+            let msg = tokio::time::timeout(deadline, self.ws.next())
                 .await
                 .expect("a message within the deadline");
             match msg {
