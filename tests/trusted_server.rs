@@ -668,3 +668,55 @@ async fn sigkill_while_ringing_and_while_active_loses_nothing() {
     second.sigkill();
     std::fs::remove_dir_all(data).unwrap();
 }
+
+#[tokio::test]
+async fn each_role_runs_alone() {
+    let data = common::temp_dir("roles");
+    let spawn = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_domvia-calls"))
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("server output").unwrap();
+            if let Some((_, rest)) = line.split_once(" server listening on ") {
+                break rest.trim().parse::<SocketAddr>().unwrap();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        (child, addr)
+    };
+    let (mut realtime, r) = spawn(&["serve", "--role", "realtime", "--bind", "127.0.0.1:0"]);
+    let api = format!("http://{r}");
+    let (mut trusted, t) = spawn(&[
+        "serve",
+        "--role",
+        "trusted",
+        "--trusted-bind",
+        "127.0.0.1:0",
+        "--realtime-api-url",
+        &api,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    // The separate trusted server signs for the separate realtime server, and reaches its API.
+    let mut bob = dev_client(r).await;
+    join(&mut bob, t, "bob-token", "private-call-inbox.bob").await;
+    create_call(
+        t,
+        "alice-token",
+        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
+    )
+    .await;
+    let (_, invitation) = next_call_event(&mut bob).await;
+    assert_eq!(invitation.wire_name(), "call.started");
+    for child in [&mut realtime, &mut trusted] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    std::fs::remove_dir_all(data).unwrap();
+}
