@@ -558,47 +558,49 @@ async fn forged_stale_and_replayed_webhooks_change_nothing() {
     s.shutdown().await;
 }
 
-/// A `domvia-calls serve` child process and its two addresses.
+/// A `domvia-calls serve` child process and the addresses it announced, in order.
 struct ServeProcess {
     child: Child,
-    realtime: SocketAddr,
-    trusted: SocketAddr,
+    addrs: Vec<SocketAddr>,
 }
 
 impl ServeProcess {
-    fn start(data_dir: &std::path::Path) -> ServeProcess {
+    /// Starts `serve` with `args` and waits for `servers` "listening on" lines.
+    fn spawn(args: &[&str], servers: usize) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_domvia-calls"))
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--trusted-bind",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut addr = |what: &str| loop {
+        let mut addrs = Vec::new();
+        while addrs.len() < servers {
             let line = lines.next().expect("server output").unwrap();
-            if let Some(rest) =
-                line.strip_prefix(&format!("domvia-calls {what} server listening on "))
-            {
-                return rest.trim().parse::<SocketAddr>().unwrap();
+            if let Some((_, rest)) = line.split_once(" server listening on ") {
+                addrs.push(rest.trim().parse::<SocketAddr>().unwrap());
             }
-        };
-        let realtime = addr("realtime");
-        let trusted = addr("trusted");
-        std::thread::spawn(move || lines.for_each(drop));
-        ServeProcess {
-            child,
-            realtime,
-            trusted,
         }
+        std::thread::spawn(move || lines.for_each(drop));
+        ServeProcess { child, addrs }
+    }
+
+    /// Both roles on ephemeral ports with their data in `data_dir`.
+    fn both(data_dir: &std::path::Path) -> ServeProcess {
+        let dir = data_dir.to_str().unwrap();
+        Self::spawn(
+            &[
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--trusted-bind",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir,
+            ],
+            2,
+        )
     }
 
     fn sigkill(mut self) {
@@ -610,8 +612,8 @@ impl ServeProcess {
 #[tokio::test]
 async fn sigkill_while_ringing_and_while_active_loses_nothing() {
     let data = common::temp_dir("crash");
-    let first = ServeProcess::start(&data);
-    let t = first.trusted;
+    let first = ServeProcess::both(&data);
+    let t = first.addrs[1];
     let ringing = create_call(t, "alice-token", json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "ring_timeout_ms": 5000})).await;
     let active = create_call(
         t,
@@ -630,9 +632,9 @@ async fn sigkill_while_ringing_and_while_active_loses_nothing() {
     assert_eq!(deliver(t, &accepted, DEV_KEY, &sig).await.0, 200);
     first.sigkill();
 
-    let second = ServeProcess::start(&data);
-    assert_ne!(second.trusted, t);
-    let t = second.trusted;
+    let second = ServeProcess::both(&data);
+    assert_ne!(second.addrs[1], t);
+    let t = second.addrs[1];
     let v = wait_for_state(
         t,
         "carol-token",
@@ -664,7 +666,7 @@ async fn sigkill_while_ringing_and_while_active_loses_nothing() {
         "both records survived"
     );
     // The realtime side of the restarted process serves clients again.
-    let _ = dev_client(second.realtime).await;
+    let _ = dev_client(second.addrs[0]).await;
     second.sigkill();
     std::fs::remove_dir_all(data).unwrap();
 }
@@ -672,37 +674,26 @@ async fn sigkill_while_ringing_and_while_active_loses_nothing() {
 #[tokio::test]
 async fn each_role_runs_alone() {
     let data = common::temp_dir("roles");
-    let spawn = |args: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_domvia-calls"))
-            .args(args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("server output").unwrap();
-            if let Some((_, rest)) = line.split_once(" server listening on ") {
-                break rest.trim().parse::<SocketAddr>().unwrap();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        (child, addr)
-    };
-    let (mut realtime, r) = spawn(&["serve", "--role", "realtime", "--bind", "127.0.0.1:0"]);
+    let realtime =
+        ServeProcess::spawn(&["serve", "--role", "realtime", "--bind", "127.0.0.1:0"], 1);
+    let r = realtime.addrs[0];
     let api = format!("http://{r}");
-    let (mut trusted, t) = spawn(&[
-        "serve",
-        "--role",
-        "trusted",
-        "--trusted-bind",
-        "127.0.0.1:0",
-        "--realtime-api-url",
-        &api,
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let dir = data.to_str().unwrap();
+    let trusted = ServeProcess::spawn(
+        &[
+            "serve",
+            "--role",
+            "trusted",
+            "--trusted-bind",
+            "127.0.0.1:0",
+            "--realtime-api-url",
+            &api,
+            "--data-dir",
+            dir,
+        ],
+        1,
+    );
+    let t = trusted.addrs[0];
     // The separate trusted server signs for the separate realtime server, and reaches its API.
     let mut bob = dev_client(r).await;
     join(&mut bob, t, "bob-token", "private-call-inbox.bob").await;
@@ -714,9 +705,7 @@ async fn each_role_runs_alone() {
     .await;
     let (_, invitation) = next_call_event(&mut bob).await;
     assert_eq!(invitation.wire_name(), "call.started");
-    for child in [&mut realtime, &mut trusted] {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    realtime.sigkill();
+    trusted.sigkill();
     std::fs::remove_dir_all(data).unwrap();
 }

@@ -168,24 +168,6 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
-/// Connects to the domvia server and subscribes to the bench channel.
-async fn domvia_client(addr: SocketAddr) -> Result<Ws, String> {
-    let mut ws = connect(&format!("ws://{addr}/app/{KEY}?protocol=7")).await?;
-    let established: Value =
-        serde_json::from_str(&next_text(&mut ws).await?).map_err(|e| e.to_string())?;
-    let data: Value = serde_json::from_str(established["data"].as_str().unwrap_or("{}"))
-        .map_err(|e| e.to_string())?;
-    let socket =
-        SocketId::parse(data["socket_id"].as_str().unwrap_or("")).map_err(|e| e.to_string())?;
-    let auth = signing::sign_channel(KEY, &Secret::new(SECRET), &socket, CHANNEL, None);
-    let sub = json!({"event": "pusher:subscribe", "data": {"channel": CHANNEL, "auth": auth}});
-    ws.send(Message::Text(sub.to_string().into()))
-        .await
-        .map_err(|e| e.to_string())?;
-    next_text(&mut ws).await?;
-    Ok(ws)
-}
-
 /// A typical signaling payload: one trickled candidate batch.
 fn payload(seq: usize) -> String {
     json!({
@@ -205,31 +187,22 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-async fn latency_pair(tx: &mut Ws, rx: &mut Ws, samples: usize) -> Result<(f64, f64), String> {
+/// p50 and p99 of `samples` round trips (after a 10% warm-up): send on `tx`, wait on `rx`.
+async fn latency(
+    tx: &mut Ws,
+    mut rx: Option<&mut Ws>,
+    samples: usize,
+) -> Result<(f64, f64), String> {
     let mut times = Vec::with_capacity(samples);
     for i in 0..samples + samples / 10 {
         let start = Instant::now();
         tx.send(Message::Text(payload(i).into()))
             .await
             .map_err(|e| e.to_string())?;
-        next_text(rx).await?;
-        if i >= samples / 10 {
-            times.push(start.elapsed());
-        }
-    }
-    times.sort();
-    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
-}
-
-async fn echo_latency(addr: SocketAddr, samples: usize) -> Result<(f64, f64), String> {
-    let mut ws = connect(&format!("ws://{addr}/")).await?;
-    let mut times = Vec::with_capacity(samples);
-    for i in 0..samples + samples / 10 {
-        let start = Instant::now();
-        ws.send(Message::Text(payload(i).into()))
-            .await
-            .map_err(|e| e.to_string())?;
-        next_text(&mut ws).await?;
+        match rx.as_deref_mut() {
+            Some(rx) => next_text(rx).await?,
+            None => next_text(tx).await?,
+        };
         if i >= samples / 10 {
             times.push(start.elapsed());
         }
@@ -243,8 +216,8 @@ async fn domvia_throughput(addr: SocketAddr, pairs: usize, per_pair: usize) -> R
     let mut clients = Vec::with_capacity(pairs);
     for p in 0..pairs {
         let channel = format!("private-call.room.bench.pair-{p}");
-        let a = domvia_pair_client(addr, &channel).await?;
-        let b = domvia_pair_client(addr, &channel).await?;
+        let a = domvia_client(addr, &channel).await?;
+        let b = domvia_client(addr, &channel).await?;
         clients.push((channel, a, b));
     }
     let start = Instant::now();
@@ -272,7 +245,8 @@ async fn domvia_throughput(addr: SocketAddr, pairs: usize, per_pair: usize) -> R
     Ok((pairs * per_pair) as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn domvia_pair_client(addr: SocketAddr, channel: &str) -> Result<Ws, String> {
+/// Connects to the domvia server and subscribes to `channel`.
+async fn domvia_client(addr: SocketAddr, channel: &str) -> Result<Ws, String> {
     let mut ws = connect(&format!("ws://{addr}/app/{KEY}?protocol=7")).await?;
     let established: Value =
         serde_json::from_str(&next_text(&mut ws).await?).map_err(|e| e.to_string())?;
@@ -389,12 +363,13 @@ async fn realtime(args: RealtimeArgs) -> CliResult {
     );
 
     let (mut a, mut b) = (
-        domvia_client(domvia.addr).await?,
-        domvia_client(domvia.addr).await?,
+        domvia_client(domvia.addr, CHANNEL).await?,
+        domvia_client(domvia.addr, CHANNEL).await?,
     );
-    let (d50, d99) = latency_pair(&mut a, &mut b, plan.latency_samples).await?;
+    let (d50, d99) = latency(&mut a, Some(&mut b), plan.latency_samples).await?;
     drop((a, b));
-    let (e50, e99) = echo_latency(echo.addr, plan.latency_samples).await?;
+    let mut e = connect(&format!("ws://{}/", echo.addr)).await?;
+    let (e50, e99) = latency(&mut e, None, plan.latency_samples).await?;
     eprintln!("latency done");
     let d_tput = domvia_throughput(domvia.addr, plan.pairs, plan.per_pair).await?;
     let e_tput = echo_throughput(echo.addr, plan.pairs, plan.per_pair).await?;
