@@ -19,6 +19,7 @@
 //!   language-neutral conformance vectors.
 
 pub mod channel;
+pub mod compat;
 pub mod envelope;
 pub mod event;
 pub mod ids;

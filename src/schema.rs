@@ -102,6 +102,9 @@ pub fn index() -> Value {
                 "client_event": k.wire_name(Origin::Client),
                 "server_event": k.wire_name(Origin::Server),
                 "sealed_in_strong_privacy": k.is_sensitive(),
+                // Clients send every call event as `client-call.*` and receive it; see
+                // spec/11-versioning.md for what the direction means to compatibility.
+                "direction": "both",
                 "to_party_id": if k.is_directed() { "required" } else if k.may_address() { "optional" } else { "absent" },
             })
         })

@@ -15,7 +15,7 @@
 use serde::Serialize;
 
 /// Areas and the spec section each belongs to.
-pub const AREAS: [(&str, &str); 11] = [
+pub const AREAS: [(&str, &str); 12] = [
     ("TRN", "transport"),
     ("CHAN", "channel names"),
     ("SIGN", "signing"),
@@ -27,6 +27,7 @@ pub const AREAS: [(&str, &str); 11] = [
     ("MEDIA", "media"),
     ("STATE", "call state machine"),
     ("SEC", "security"),
+    ("VER", "versioning"),
 ];
 
 /// Who a requirement binds.

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "server")]
 mod bench;
+mod diff;
 #[cfg(feature = "trusted")]
 mod serve;
 mod sign;
@@ -79,6 +80,25 @@ enum SchemasAction {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
+    /// Classify every change against another version (a directory or a git ref) as breaking,
+    /// compatible or unclassified; exit 1 on breaking or unclassified changes unless the protocol
+    /// version was bumped.
+    Diff {
+        /// A git ref (`main`, `v1.2.0`, `HEAD~1`), a repository checkout, or a schemas directory.
+        #[arg(long)]
+        against: String,
+        /// This version's schemas.
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+        /// This version's spec (for `requirements.json`).
+        #[arg(long, default_value = "spec")]
+        spec_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: diff::Format,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +129,13 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Schemas { action } => match action {
             SchemasAction::Write { dir } => schemas_write(&dir),
             SchemasAction::Check { dir } => schemas_check(&dir),
+            SchemasAction::Diff {
+                against,
+                dir,
+                spec_dir,
+                format,
+                output,
+            } => diff::run(&against, &dir, &spec_dir, format, output.as_deref()),
         },
         Command::Spec { action } => match action {
             SpecAction::Export { dir } => spec_export(&dir),
