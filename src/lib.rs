@@ -18,6 +18,7 @@
 //! - [`schema`], [`spec`], [`vectors`]: generated schemas, the spec's requirement list and the
 //!   language-neutral conformance vectors.
 
+pub mod asyncapi;
 pub mod channel;
 pub mod compat;
 pub mod envelope;

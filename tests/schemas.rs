@@ -69,3 +69,13 @@ fn every_schema_compiles_as_2020_12() {
             .unwrap_or_else(|e| panic!("{name} is not a valid 2020-12 schema: {e}"));
     }
 }
+
+#[test]
+fn asyncapi_document_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(domvia_calls::asyncapi::FILE);
+    let committed = fs::read_to_string(path).expect("spec/asyncapi.json exists");
+    assert!(
+        committed == domvia_calls::asyncapi::text(),
+        "spec/asyncapi.json is stale: run `cargo run -- asyncapi write`"
+    );
+}

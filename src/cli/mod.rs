@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         action: SchemasAction,
     },
+    /// Write or check the AsyncAPI 3.0 document of the protocol (`spec/asyncapi.json`).
+    Asyncapi {
+        #[command(subcommand)]
+        action: AsyncapiAction,
+    },
     /// Extract, export or check the requirement list of the spec.
     Spec {
         #[command(subcommand)]
@@ -102,6 +107,20 @@ enum SchemasAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum AsyncapiAction {
+    /// Write the generated document.
+    Write {
+        #[arg(long, default_value = domvia_calls::asyncapi::FILE)]
+        file: PathBuf,
+    },
+    /// Exit non-zero if the file differs from the generated document.
+    Check {
+        #[arg(long, default_value = domvia_calls::asyncapi::FILE)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum SpecAction {
     /// Write `requirements.json` from the spec's markdown files.
     Export {
@@ -136,6 +155,30 @@ pub fn run(cli: Cli) -> CliResult {
                 format,
                 output,
             } => diff::run(&against, &dir, &spec_dir, format, output.as_deref()),
+        },
+        Command::Asyncapi { action } => match action {
+            AsyncapiAction::Write { file } => {
+                fs::write(&file, domvia_calls::asyncapi::text())
+                    .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+                println!("wrote {}", file.display());
+                Ok(true)
+            }
+            AsyncapiAction::Check { file } => {
+                let current = fs::read_to_string(&file).unwrap_or_default();
+                let ok = current == domvia_calls::asyncapi::text();
+                if ok {
+                    println!(
+                        "asyncapi: {} matches the generated document",
+                        file.display()
+                    );
+                } else {
+                    println!(
+                        "drift: {} differs (run `domvia-calls asyncapi write`)",
+                        file.display()
+                    );
+                }
+                Ok(ok)
+            }
         },
         Command::Spec { action } => match action {
             SpecAction::Export { dir } => spec_export(&dir),
@@ -327,6 +370,18 @@ fn check_all(root: Option<&Path>) -> CliResult {
     if let Some(root) = root {
         ok &= schemas_check(&root.join("schemas"))?;
         ok &= spec_check(&root.join("spec"))?;
+        let asyncapi =
+            fs::read_to_string(root.join(domvia_calls::asyncapi::FILE)).unwrap_or_default();
+        let current = asyncapi == domvia_calls::asyncapi::text();
+        println!(
+            "asyncapi: {}",
+            if current {
+                "current"
+            } else {
+                "drift (run `domvia-calls asyncapi write`)"
+            }
+        );
+        ok &= current;
     }
     println!("{}", if ok { "check: ok" } else { "check: FAILED" });
     Ok(ok)
