@@ -19,6 +19,7 @@
 //!   language-neutral conformance vectors.
 
 pub mod asyncapi;
+pub mod call;
 pub mod channel;
 pub mod compat;
 pub mod envelope;

@@ -1,0 +1,1231 @@
+//! The call state machine of one device (`spec/09-call-states.md`): what a caller or callee sends
+//! and when, decided from local commands, received events and time alone.
+//!
+//! Driving rule (as in quinn-proto): feed local commands with the `start`/`accept`/... methods,
+//! received events with [`CallMachine::handle_event`] and time with [`CallMachine::handle_timeout`];
+//! then drain [`CallMachine::poll_action`] until it returns `None` and carry out each [`Action`]
+//! in order (send the event, tell the app). The machine never blocks and reads no clock.
+//!
+//! Invariants:
+//! - `Ended` is absorbing: once there, every input is ignored and nothing more is sent
+//!   ([STATE-001]);
+//! - the caller sends `call.offer` only after a `call.accepted`, and only to that party; no
+//!   candidate or SDP ever goes to a party that did not accept ([FLOW-007], [SEC-005]);
+//! - every event this device sends has a `seq` above the previous one; every event it accepts has
+//!   a `seq` above the last one accepted from its sender ([EVT-015]);
+//! - local candidates produced before the peer is known are queued, never dropped.
+
+use std::collections::VecDeque;
+
+use crate::channel::CallChannel;
+use crate::event::seq::SeqTracker;
+use crate::event::{
+    AnswerBody, CallEvent, EndReason, EndedBody, EventBody, EventHeader, IceCandidate,
+    IceCandidateBody, MediaSelection, MediaStateBody, OfferBody, Origin, Privacy, ProtocolVersion,
+    RingTimeoutMs, Sdp, Seq, StartedBody, Topology, UnixMillis,
+};
+use crate::ids::{CallId, DevicePartyId, PartyId, UserId};
+use crate::limits::MAX_CANDIDATES_PER_EVENT;
+
+/// Which side of the call this device is on. The callee is the polite peer of perfect negotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Caller,
+    Callee,
+}
+
+/// Where the call is, for this device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    /// Caller: `call.started` sent, nobody ringing yet.
+    Outgoing,
+    /// Caller: at least one callee device rings.
+    Ringing,
+    /// Callee: invited, not yet alerting.
+    Incoming,
+    /// Callee: alerting the local user.
+    Alerting,
+    /// Accepted; negotiating media.
+    Connecting,
+    /// Media connected.
+    Active,
+    Ended(EndReason),
+}
+
+/// What the session must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this event on the call channel.
+    Send(CallEvent),
+    /// Caller: a callee accepted; create an offer for this party and give it to `send_offer`.
+    CreateOffer {
+        to: DevicePartyId,
+    },
+    /// A remote offer to answer (`rollback`: the local offer collided and must be rolled back
+    /// first, as the polite peer does).
+    RemoteOffer {
+        from: DevicePartyId,
+        sdp: String,
+        negotiation_id: u32,
+        ice_restart: bool,
+        rollback: bool,
+    },
+    RemoteAnswer {
+        sdp: String,
+    },
+    RemoteCandidates {
+        candidates: Vec<IceCandidate>,
+        end_of_candidates: bool,
+    },
+    RemoteMediaState(MediaStateBody),
+    /// A callee device rings (caller side).
+    PeerRinging {
+        party: PartyId,
+    },
+    /// The call was accepted by this party (caller side).
+    PeerAccepted {
+        party: DevicePartyId,
+        user: UserId,
+    },
+    /// The call is over for this device.
+    Ended {
+        reason: EndReason,
+        by_remote: bool,
+    },
+}
+
+/// A command that does not fit the current phase.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    #[error("{action} is not possible while the call is {phase:?}")]
+    WrongPhase { action: &'static str, phase: Phase },
+    #[error("no peer has accepted yet")]
+    NoPeer,
+    #[error("the event is not valid: {0}")]
+    Invalid(String),
+}
+
+/// One device's state of one call.
+#[derive(Debug)]
+pub struct CallMachine {
+    role: Role,
+    call_id: CallId,
+    channel: CallChannel,
+    party: DevicePartyId,
+    user: UserId,
+    phase: Phase,
+    next_seq: u64,
+    seen: SeqTracker,
+    /// Caller: the user ids invited (empty: anyone in the scope). Callee: the caller's user id.
+    caller: Option<UserId>,
+    /// The one remote device media is negotiated with.
+    peer: Option<DevicePartyId>,
+    ring_deadline_ms: Option<u64>,
+    /// The caller ends the call itself on ring timeout only when no trusted server does.
+    own_ring_timeout: bool,
+    next_negotiation: u32,
+    outstanding_offer: Option<u32>,
+    pending_candidates: Vec<IceCandidate>,
+    pending_end_of_candidates: bool,
+    started: Option<StartedBody>,
+    answered: bool,
+    out: VecDeque<Action>,
+}
+
+/// Of two crossing calls in one scope, the one with the lower call id (byte order) wins
+/// ([FLOW-008]); the other ends with `replaced`.
+pub fn glare_winner<'a>(a: &'a CallId, b: &'a CallId) -> &'a CallId {
+    if a.as_str().as_bytes() <= b.as_str().as_bytes() {
+        a
+    } else {
+        b
+    }
+}
+
+impl CallMachine {
+    /// A caller device about to start `channel`'s call.
+    pub fn caller(channel: CallChannel, party: DevicePartyId, user: UserId) -> Self {
+        Self::new(Role::Caller, channel, party, user)
+    }
+
+    /// A callee device that received the invitation `started` (from the inbox or the channel).
+    pub fn callee(
+        started: &CallEvent,
+        party: DevicePartyId,
+        user: UserId,
+        now_ms: u64,
+    ) -> Result<Self, CallError> {
+        let EventBody::Started(body) = started.body() else {
+            return Err(CallError::Invalid("not a call.started".into()));
+        };
+        let mut m = Self::new(Role::Callee, body.channel.clone(), party, user);
+        m.caller = Some(body.caller.clone());
+        m.started = Some(body.clone());
+        m.phase = Phase::Incoming;
+        m.ring_deadline_ms = Some(now_ms + body.ring_timeout_ms.get());
+        let _ = m
+            .seen
+            .accept(&started.header().party_id, started.header().seq);
+        Ok(m)
+    }
+
+    fn new(role: Role, channel: CallChannel, party: DevicePartyId, user: UserId) -> Self {
+        CallMachine {
+            role,
+            call_id: channel.call_id().clone(),
+            channel,
+            party,
+            user,
+            phase: Phase::Idle,
+            next_seq: 1,
+            seen: SeqTracker::new(),
+            caller: None,
+            peer: None,
+            ring_deadline_ms: None,
+            own_ring_timeout: true,
+            next_negotiation: 1,
+            outstanding_offer: None,
+            pending_candidates: Vec::new(),
+            pending_end_of_candidates: false,
+            started: None,
+            answered: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Leave ring timeouts to the trusted server (it sends `call.ended {no_answer}` itself).
+    pub fn with_server_ring_timeout(mut self) -> Self {
+        self.own_ring_timeout = false;
+        self
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn peer(&self) -> Option<&DevicePartyId> {
+        self.peer.as_ref()
+    }
+    pub fn channel(&self) -> &CallChannel {
+        &self.channel
+    }
+    pub fn party(&self) -> &DevicePartyId {
+        &self.party
+    }
+    /// The `call.started` body of this call, once known.
+    pub fn started(&self) -> Option<&StartedBody> {
+        self.started.as_ref()
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// When [`CallMachine::handle_timeout`] should run next, if ever.
+    pub fn next_timeout(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Outgoing | Phase::Ringing if self.own_ring_timeout => self.ring_deadline_ms,
+            Phase::Incoming | Phase::Alerting => self.ring_deadline_ms,
+            _ => None,
+        }
+    }
+
+    fn ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended(_))
+    }
+
+    fn send(&mut self, body: EventBody, now_ms: u64) {
+        let header = EventHeader {
+            v: ProtocolVersion,
+            call_id: self.call_id.clone(),
+            party_id: self.party.as_party(),
+            user_id: self.user.clone(),
+            seq: Seq::new(self.next_seq).expect("a device sends far fewer than 2^53 events"),
+            sent_at_ms: UnixMillis::new(now_ms).unwrap_or(UnixMillis::MAX),
+        };
+        self.next_seq += 1;
+        match CallEvent::new(Origin::Client, header, body) {
+            Ok(e) => self.out.push_back(Action::Send(e)),
+            // The machine only builds bodies that satisfy the event rules.
+            Err(e) => unreachable!("call machine built an invalid event: {e}"),
+        }
+    }
+
+    fn end(&mut self, reason: EndReason, send: bool, by_remote: bool, now_ms: u64) {
+        if self.ended() {
+            return;
+        }
+        if send {
+            self.send(
+                EventBody::Ended(EndedBody {
+                    reason,
+                    to_party_id: None,
+                }),
+                now_ms,
+            );
+        }
+        self.phase = Phase::Ended(reason);
+        self.out.push_back(Action::Ended { reason, by_remote });
+    }
+
+    fn wrong(&self, action: &'static str) -> CallError {
+        CallError::WrongPhase {
+            action,
+            phase: self.phase,
+        }
+    }
+
+    /// Caller: start the call.
+    pub fn start(
+        &mut self,
+        callees: Vec<UserId>,
+        media: MediaSelection,
+        ring_timeout: RingTimeoutMs,
+        privacy: Privacy,
+        now_ms: u64,
+    ) -> Result<(), CallError> {
+        if self.role != Role::Caller || self.phase != Phase::Idle {
+            return Err(self.wrong("start"));
+        }
+        let body = StartedBody {
+            channel: self.channel.clone(),
+            caller: self.user.clone(),
+            callees,
+            media,
+            ring_timeout_ms: ring_timeout,
+            privacy,
+            topology: Topology::P2p,
+        };
+        // Validate before committing to the phase change.
+        let probe = EventHeader {
+            v: ProtocolVersion,
+            call_id: self.call_id.clone(),
+            party_id: self.party.as_party(),
+            user_id: self.user.clone(),
+            seq: Seq::new(self.next_seq).expect("small"),
+            sent_at_ms: UnixMillis::new(0).expect("0"),
+        };
+        CallEvent::new(Origin::Client, probe, EventBody::Started(body.clone()))
+            .map_err(|e| CallError::Invalid(format!("[{}] {e}", e.code())))?;
+        self.started = Some(body.clone());
+        self.caller = Some(self.user.clone());
+        self.ring_deadline_ms = Some(now_ms + ring_timeout.get());
+        self.phase = Phase::Outgoing;
+        self.send(EventBody::Started(body), now_ms);
+        Ok(())
+    }
+
+    /// Callee: the device is alerting its user.
+    pub fn ring(&mut self, now_ms: u64) -> Result<(), CallError> {
+        if self.phase != Phase::Incoming {
+            return Err(self.wrong("ring"));
+        }
+        self.phase = Phase::Alerting;
+        self.send(EventBody::Ringing, now_ms);
+        Ok(())
+    }
+
+    /// Callee: the local user answers.
+    pub fn accept(&mut self, now_ms: u64) -> Result<(), CallError> {
+        if !matches!(self.phase, Phase::Incoming | Phase::Alerting) {
+            return Err(self.wrong("accept"));
+        }
+        self.phase = Phase::Connecting;
+        self.send(EventBody::Accepted, now_ms);
+        Ok(())
+    }
+
+    /// Callee: the local user declines (or is `busy`).
+    pub fn decline(&mut self, busy: bool, now_ms: u64) -> Result<(), CallError> {
+        if !matches!(self.phase, Phase::Incoming | Phase::Alerting) {
+            return Err(self.wrong("decline"));
+        }
+        let reason = if busy {
+            EndReason::Busy
+        } else {
+            EndReason::Declined
+        };
+        self.end(reason, true, false, now_ms);
+        Ok(())
+    }
+
+    /// Either side hangs up; before an answer the caller's hang-up is `cancelled`.
+    pub fn hang_up(&mut self, now_ms: u64) -> Result<(), CallError> {
+        if self.ended() || self.phase == Phase::Idle {
+            return Err(self.wrong("hang_up"));
+        }
+        let reason = match (self.role, self.phase) {
+            (Role::Caller, Phase::Outgoing | Phase::Ringing) => EndReason::Cancelled,
+            (Role::Callee, Phase::Incoming | Phase::Alerting) => EndReason::Declined,
+            _ => EndReason::Hangup,
+        };
+        self.end(reason, true, false, now_ms);
+        Ok(())
+    }
+
+    /// Ends the call for a local failure (`ice_failed`, `media_failed`, `signaling_failed`,
+    /// `incompatible`).
+    pub fn fail(&mut self, reason: EndReason, now_ms: u64) {
+        if !self.ended() && self.phase != Phase::Idle {
+            self.end(reason, true, false, now_ms);
+        }
+    }
+
+    /// ICE connected and DTLS up.
+    pub fn media_connected(&mut self) {
+        if self.phase == Phase::Connecting {
+            self.phase = Phase::Active;
+        }
+    }
+
+    /// Sends an offer to the peer (first offer after acceptance, or a renegotiation).
+    pub fn send_offer(
+        &mut self,
+        sdp: Sdp,
+        ice_restart: bool,
+        now_ms: u64,
+    ) -> Result<u32, CallError> {
+        if !matches!(self.phase, Phase::Connecting | Phase::Active) {
+            return Err(self.wrong("send_offer"));
+        }
+        let to = self.peer.clone().ok_or(CallError::NoPeer)?;
+        let negotiation_id = self.next_negotiation;
+        self.next_negotiation += 1;
+        self.outstanding_offer = Some(negotiation_id);
+        self.send(
+            EventBody::Offer(OfferBody {
+                to_party_id: to,
+                sdp,
+                negotiation_id,
+                ice_restart,
+                chunk: None,
+            }),
+            now_ms,
+        );
+        self.flush_candidates(now_ms);
+        Ok(negotiation_id)
+    }
+
+    /// Answers the offer `negotiation_id` of the peer.
+    pub fn send_answer(
+        &mut self,
+        sdp: Sdp,
+        negotiation_id: u32,
+        now_ms: u64,
+    ) -> Result<(), CallError> {
+        if !matches!(self.phase, Phase::Connecting | Phase::Active) {
+            return Err(self.wrong("send_answer"));
+        }
+        let to = self.peer.clone().ok_or(CallError::NoPeer)?;
+        self.send(
+            EventBody::Answer(AnswerBody {
+                to_party_id: to,
+                sdp,
+                negotiation_id,
+                chunk: None,
+            }),
+            now_ms,
+        );
+        self.answered = true;
+        self.flush_candidates(now_ms);
+        Ok(())
+    }
+
+    /// Local ICE candidates (a batch, possibly the last of this generation). They go out only once
+    /// the peer is known and SDP has been exchanged in the local direction; until then they wait.
+    pub fn add_local_candidates(
+        &mut self,
+        candidates: Vec<IceCandidate>,
+        end_of_candidates: bool,
+        now_ms: u64,
+    ) {
+        if self.ended() {
+            return;
+        }
+        self.pending_candidates.extend(candidates);
+        self.pending_end_of_candidates |= end_of_candidates;
+        self.flush_candidates(now_ms);
+    }
+
+    fn may_send_candidates(&self) -> bool {
+        // The caller's candidates follow its offer; the callee's follow its answer (the offer
+        // names the callee's party, so by then the callee knows its peer too).
+        self.peer.is_some()
+            && matches!(self.phase, Phase::Connecting | Phase::Active)
+            && (self.role == Role::Callee || self.next_negotiation > 1)
+            && (self.role == Role::Caller || self.answered)
+    }
+
+    fn flush_candidates(&mut self, now_ms: u64) {
+        if !self.may_send_candidates() {
+            return;
+        }
+        let Some(to) = self.peer.clone() else { return };
+        while !self.pending_candidates.is_empty() || self.pending_end_of_candidates {
+            let take = self.pending_candidates.len().min(MAX_CANDIDATES_PER_EVENT);
+            let batch: Vec<IceCandidate> = self.pending_candidates.drain(..take).collect();
+            let last = self.pending_candidates.is_empty() && self.pending_end_of_candidates;
+            if batch.is_empty() && !last {
+                break;
+            }
+            self.send(
+                EventBody::IceCandidate(IceCandidateBody {
+                    to_party_id: to.clone(),
+                    candidates: batch,
+                    end_of_candidates: last,
+                }),
+                now_ms,
+            );
+            if last {
+                self.pending_end_of_candidates = false;
+            }
+        }
+    }
+
+    /// Tells the peer about local media.
+    pub fn send_media_state(
+        &mut self,
+        state: MediaStateBody,
+        now_ms: u64,
+    ) -> Result<(), CallError> {
+        if self.ended() || self.phase == Phase::Idle {
+            return Err(self.wrong("send_media_state"));
+        }
+        self.send(EventBody::MediaState(state), now_ms);
+        Ok(())
+    }
+
+    /// Ring timeout: the caller gives up with `no_answer` (unless the server does it); a callee
+    /// device stops ringing without sending anything.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let Some(deadline) = self.next_timeout() else {
+            return;
+        };
+        if now_ms < deadline {
+            return;
+        }
+        match self.role {
+            Role::Caller => self.end(EndReason::NoAnswer, true, false, now_ms),
+            Role::Callee => self.end(EndReason::NoAnswer, false, false, now_ms),
+        }
+    }
+
+    /// A call event received on the call channel (already parsed, opened and checked against the
+    /// channel). Returns false when the event was ignored (not for this device, a replay, or not
+    /// allowed in the current phase).
+    pub fn handle_event(&mut self, event: &CallEvent, now_ms: u64) -> bool {
+        let h = event.header();
+        if self.ended() || h.call_id != self.call_id || h.party_id == self.party.as_party() {
+            return false;
+        }
+        if let Some(to) = event.body().to_party_id()
+            && to != &self.party
+        {
+            return false;
+        }
+        if self.seen.accept(&h.party_id, h.seq).is_err() {
+            return false;
+        }
+        let from = h.party_id.as_device();
+        match (event.body(), self.role) {
+            (EventBody::Started(_), _) => false,
+            (EventBody::Ringing, Role::Caller)
+                if matches!(self.phase, Phase::Outgoing | Phase::Ringing) =>
+            {
+                if self.phase == Phase::Outgoing {
+                    self.phase = Phase::Ringing;
+                }
+                self.out.push_back(Action::PeerRinging {
+                    party: h.party_id.clone(),
+                });
+                true
+            }
+            (EventBody::Accepted, Role::Caller) => {
+                self.on_accepted_as_caller(from, &h.user_id, now_ms)
+            }
+            (EventBody::Accepted, Role::Callee) => {
+                // Another device of the same user answered: stop ringing, send nothing.
+                if matches!(self.phase, Phase::Incoming | Phase::Alerting) && h.user_id == self.user
+                {
+                    self.end(EndReason::AnsweredElsewhere, false, true, now_ms);
+                    return true;
+                }
+                false
+            }
+            (EventBody::Offer(o), _) => self.on_offer(from, o),
+            (EventBody::Answer(a), _) => {
+                if self.peer.is_none()
+                    || from.as_ref() != self.peer.as_ref()
+                    || self.outstanding_offer != Some(a.negotiation_id)
+                {
+                    return false;
+                }
+                self.outstanding_offer = None;
+                self.out.push_back(Action::RemoteAnswer {
+                    sdp: a.sdp.to_string(),
+                });
+                true
+            }
+            (EventBody::IceCandidate(c), _) => {
+                if from.is_none() || from.as_ref() != self.peer.as_ref() {
+                    return false;
+                }
+                self.out.push_back(Action::RemoteCandidates {
+                    candidates: c.candidates.clone(),
+                    end_of_candidates: c.end_of_candidates,
+                });
+                true
+            }
+            (EventBody::MediaState(m), _) => {
+                if from.is_none() || from.as_ref() != self.peer.as_ref() {
+                    return false;
+                }
+                self.out.push_back(Action::RemoteMediaState(*m));
+                true
+            }
+            (EventBody::Ended(e), _) => self.on_ended(from, &h.user_id, e, now_ms),
+            _ => false,
+        }
+    }
+
+    fn on_accepted_as_caller(
+        &mut self,
+        from: Option<DevicePartyId>,
+        user: &UserId,
+        now_ms: u64,
+    ) -> bool {
+        let Some(from) = from else { return false };
+        let invited = self
+            .started
+            .as_ref()
+            .is_some_and(|s| s.callees.is_empty() || s.callees.contains(user));
+        if !invited || user == &self.user {
+            return false;
+        }
+        match self.phase {
+            Phase::Outgoing | Phase::Ringing => {
+                self.peer = Some(from.clone());
+                self.phase = Phase::Connecting;
+                self.out.push_back(Action::PeerAccepted {
+                    party: from.clone(),
+                    user: user.clone(),
+                });
+                self.out.push_back(Action::CreateOffer { to: from });
+                true
+            }
+            Phase::Connecting | Phase::Active if self.peer.as_ref() != Some(&from) => {
+                // A second acceptance: keep the first, end the other device's part.
+                self.send(
+                    EventBody::Ended(EndedBody {
+                        reason: EndReason::AnsweredElsewhere,
+                        to_party_id: Some(from),
+                    }),
+                    now_ms,
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn on_offer(&mut self, from: Option<DevicePartyId>, o: &OfferBody) -> bool {
+        let Some(from) = from else { return false };
+        match (self.role, self.phase) {
+            // The callee learns its peer from the first offer: the caller's device.
+            (Role::Callee, Phase::Connecting) if self.peer.is_none() => {
+                self.peer = Some(from.clone())
+            }
+            (_, Phase::Connecting | Phase::Active) if self.peer.as_ref() == Some(&from) => {}
+            _ => return false,
+        }
+        let collision = self.outstanding_offer.is_some();
+        if collision && self.role == Role::Caller {
+            // Impolite peer: ignore the colliding offer; ours stands.
+            return false;
+        }
+        self.outstanding_offer = None;
+        self.out.push_back(Action::RemoteOffer {
+            from,
+            sdp: o.sdp.to_string(),
+            negotiation_id: o.negotiation_id,
+            ice_restart: o.ice_restart,
+            rollback: collision,
+        });
+        true
+    }
+
+    fn on_ended(
+        &mut self,
+        from: Option<DevicePartyId>,
+        user: &UserId,
+        e: &EndedBody,
+        now_ms: u64,
+    ) -> bool {
+        let from_server = from.is_none();
+        let relevant = match self.role {
+            // After an answer only the peer (or the server) ends the call. Before it, a decline or
+            // busy of the only invited callee ends it; with several callees the others still ring.
+            Role::Caller => match &self.peer {
+                Some(peer) => from_server || from.as_ref() == Some(peer),
+                None => {
+                    from_server
+                        || (matches!(e.reason, EndReason::Declined | EndReason::Busy)
+                            && self.started.as_ref().is_some_and(|s| s.callees.len() == 1))
+                }
+            },
+            // Only the caller's devices (or the server) end the call for a callee.
+            Role::Callee => {
+                from_server
+                    || (self.caller.as_ref() == Some(user)
+                        && (self.peer.is_none() || from.as_ref() == self.peer.as_ref()))
+            }
+        };
+        if !relevant {
+            return false;
+        }
+        self.end(e.reason, false, true, now_ms);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CH: &str = "presence-call.room.chat-room-42.call-1";
+    const T0: u64 = 1_000_000;
+
+    fn party(s: &str) -> DevicePartyId {
+        DevicePartyId::parse(s).unwrap()
+    }
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+    fn sdp(s: &str) -> Sdp {
+        Sdp::parse(&format!("v=0\r\ns={s}\r\n")).unwrap()
+    }
+    fn candidate(n: u32) -> IceCandidate {
+        IceCandidate {
+            candidate: crate::event::CandidateLine::parse(&format!(
+                "candidate:{n} 1 udp 1 127.0.0.1 {} typ host",
+                5000 + n
+            ))
+            .unwrap(),
+            sdp_mid: Some(crate::event::SdpMid::parse("0").unwrap()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        }
+    }
+    fn media() -> MediaSelection {
+        MediaSelection {
+            audio: true,
+            video: false,
+            screen: false,
+        }
+    }
+
+    /// Machines on one channel: `deliver` hands every sent event to every other machine.
+    struct Net {
+        machines: Vec<CallMachine>,
+        /// App-facing actions (everything but `Send`) per machine.
+        seen: Vec<Vec<Action>>,
+        sent: Vec<Vec<CallEvent>>,
+    }
+
+    impl Net {
+        fn new(machines: Vec<CallMachine>) -> Self {
+            let n = machines.len();
+            Net {
+                machines,
+                seen: vec![Vec::new(); n],
+                sent: vec![Vec::new(); n],
+            }
+        }
+
+        fn deliver(&mut self, now: u64) {
+            loop {
+                let mut pending = Vec::new();
+                for (i, m) in self.machines.iter_mut().enumerate() {
+                    while let Some(a) = m.poll_action() {
+                        match a {
+                            Action::Send(e) => {
+                                self.sent[i].push(e.clone());
+                                pending.push((i, e));
+                            }
+                            other => self.seen[i].push(other),
+                        }
+                    }
+                }
+                if pending.is_empty() {
+                    return;
+                }
+                for (from, e) in pending {
+                    for (i, m) in self.machines.iter_mut().enumerate() {
+                        if i != from {
+                            m.handle_event(&e, now);
+                        }
+                    }
+                }
+            }
+        }
+
+        fn kinds_sent(&self, i: usize) -> Vec<&'static str> {
+            self.sent[i].iter().map(|e| e.kind().name()).collect()
+        }
+    }
+
+    fn caller() -> CallMachine {
+        CallMachine::caller(
+            CallChannel::parse(CH).unwrap(),
+            party("alice-phone-1"),
+            user("alice"),
+        )
+    }
+
+    /// Alice calls `callees`; returns the net with alice first, then one machine per `devices`.
+    fn setup(callees: &[&str], devices: &[(&str, &str)]) -> Net {
+        let mut alice = caller();
+        alice
+            .start(
+                callees.iter().map(|u| user(u)).collect(),
+                media(),
+                RingTimeoutMs::new(30_000).unwrap(),
+                Privacy::Standard,
+                T0,
+            )
+            .unwrap();
+        let Some(Action::Send(started)) = alice.poll_action() else {
+            panic!()
+        };
+        let mut machines = vec![alice];
+        for (p, u) in devices {
+            machines.push(CallMachine::callee(&started, party(p), user(u), T0).unwrap());
+        }
+        let mut net = Net::new(machines);
+        net.sent[0].push(started);
+        net
+    }
+
+    #[test]
+    fn a_whole_call_with_late_offer_and_trickled_candidates() {
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        // Alice gathers candidates early: they must wait for an accepted peer and an offer.
+        net.machines[0].add_local_candidates(vec![candidate(1)], false, T0);
+        net.machines[1].ring(T0).unwrap();
+        net.deliver(T0);
+        assert_eq!(net.machines[0].phase(), Phase::Ringing);
+        assert_eq!(
+            net.kinds_sent(0),
+            ["call.started"],
+            "no candidate before an answer"
+        );
+
+        net.machines[1].accept(T0 + 10).unwrap();
+        net.deliver(T0 + 10);
+        assert!(net.seen[0].contains(&Action::CreateOffer {
+            to: party("bob-laptop-1")
+        }));
+        assert_eq!(net.machines[0].phase(), Phase::Connecting);
+
+        let id = net.machines[0]
+            .send_offer(sdp("offer"), false, T0 + 20)
+            .unwrap();
+        net.machines[0].add_local_candidates(vec![candidate(2)], true, T0 + 21);
+        net.deliver(T0 + 21);
+        assert_eq!(
+            net.kinds_sent(0),
+            [
+                "call.started",
+                "call.offer",
+                "call.ice_candidate",
+                "call.ice_candidate"
+            ]
+        );
+        let last = net.sent[0].last().unwrap();
+        let EventBody::IceCandidate(b) = last.body() else {
+            panic!()
+        };
+        assert!(b.end_of_candidates, "end of candidates on the last batch");
+        assert!(
+            matches!(&net.seen[1][0], Action::RemoteOffer { negotiation_id, rollback: false, .. } if *negotiation_id == id)
+        );
+        assert_eq!(
+            net.seen[1]
+                .iter()
+                .filter(|a| matches!(a, Action::RemoteCandidates { .. }))
+                .count(),
+            2
+        );
+
+        // Bob's candidates wait for his answer.
+        net.machines[1].add_local_candidates(vec![candidate(3)], true, T0 + 30);
+        net.deliver(T0 + 30);
+        assert_eq!(net.kinds_sent(1), ["call.ringing", "call.accepted"]);
+        net.machines[1]
+            .send_answer(sdp("answer"), id, T0 + 40)
+            .unwrap();
+        net.deliver(T0 + 40);
+        assert_eq!(
+            net.kinds_sent(1),
+            [
+                "call.ringing",
+                "call.accepted",
+                "call.answer",
+                "call.ice_candidate"
+            ]
+        );
+        assert!(net.seen[0].contains(&Action::RemoteAnswer {
+            sdp: "v=0\r\ns=answer\r\n".into()
+        }));
+
+        for m in &mut net.machines {
+            m.media_connected();
+            assert_eq!(m.phase(), Phase::Active);
+        }
+        net.machines[1].hang_up(T0 + 50).unwrap();
+        net.deliver(T0 + 50);
+        assert_eq!(net.machines[0].phase(), Phase::Ended(EndReason::Hangup));
+        assert!(net.seen[0].contains(&Action::Ended {
+            reason: EndReason::Hangup,
+            by_remote: true
+        }));
+        // Every device's seq strictly increases.
+        for sent in &net.sent {
+            assert!(
+                sent.windows(2)
+                    .all(|w| w[0].header().seq < w[1].header().seq)
+            );
+        }
+    }
+
+    #[test]
+    fn a_second_device_of_the_callee_stops_ringing_when_the_first_answers() {
+        let mut net = setup(
+            &["bob"],
+            &[("bob-laptop-1", "bob"), ("bob-phone-02", "bob")],
+        );
+        net.machines[1].ring(T0).unwrap();
+        net.machines[2].ring(T0).unwrap();
+        net.machines[1].accept(T0 + 5).unwrap();
+        net.deliver(T0 + 5);
+        assert_eq!(
+            net.machines[2].phase(),
+            Phase::Ended(EndReason::AnsweredElsewhere)
+        );
+        assert_eq!(
+            net.kinds_sent(2),
+            ["call.ringing"],
+            "the other device sends nothing"
+        );
+        assert_eq!(net.machines[0].peer(), Some(&party("bob-laptop-1")));
+    }
+
+    #[test]
+    fn two_acceptances_keep_the_first_and_end_the_other() {
+        let mut net = setup(
+            &["bob"],
+            &[("bob-laptop-1", "bob"), ("bob-phone-02", "bob")],
+        );
+        // Both accept before either sees the other's acceptance.
+        net.machines[1].accept(T0).unwrap();
+        net.machines[2].accept(T0).unwrap();
+        let mut first = Vec::new();
+        for i in [1, 2] {
+            while let Some(Action::Send(e)) = net.machines[i].poll_action() {
+                first.push(e);
+            }
+        }
+        for e in &first {
+            net.machines[0].handle_event(e, T0);
+        }
+        net.deliver(T0);
+        assert_eq!(net.machines[0].peer(), Some(&party("bob-laptop-1")));
+        let ended = net.sent[0]
+            .iter()
+            .find(|e| e.kind().name() == "call.ended")
+            .expect("caller ends the second");
+        let EventBody::Ended(b) = ended.body() else {
+            panic!()
+        };
+        assert_eq!(
+            (b.reason, b.to_party_id.clone()),
+            (EndReason::AnsweredElsewhere, Some(party("bob-phone-02")))
+        );
+        assert_eq!(
+            net.machines[2].phase(),
+            Phase::Ended(EndReason::AnsweredElsewhere)
+        );
+        assert_eq!(
+            net.machines[1].phase(),
+            Phase::Connecting,
+            "the first is unaffected"
+        );
+    }
+
+    #[test]
+    fn decline_and_busy_end_a_one_callee_call() {
+        for busy in [false, true] {
+            let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+            net.machines[1].decline(busy, T0).unwrap();
+            net.deliver(T0);
+            let want = if busy {
+                EndReason::Busy
+            } else {
+                EndReason::Declined
+            };
+            assert_eq!(net.machines[0].phase(), Phase::Ended(want));
+        }
+        // With two callees one decline leaves the call ringing.
+        let mut net = setup(
+            &["bob", "carol"],
+            &[("bob-laptop-1", "bob"), ("carol-phone-1", "carol")],
+        );
+        net.machines[1].decline(false, T0).unwrap();
+        net.deliver(T0);
+        assert_eq!(net.machines[0].phase(), Phase::Outgoing);
+        assert_eq!(
+            net.machines[2].phase(),
+            Phase::Incoming,
+            "a callee ignores another callee's decline"
+        );
+    }
+
+    #[test]
+    fn caller_cancels_before_an_answer() {
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        net.machines[1].ring(T0).unwrap();
+        net.machines[0].hang_up(T0 + 1).unwrap();
+        net.deliver(T0 + 1);
+        assert_eq!(net.machines[0].phase(), Phase::Ended(EndReason::Cancelled));
+        assert_eq!(net.machines[1].phase(), Phase::Ended(EndReason::Cancelled));
+    }
+
+    #[test]
+    fn ring_timeout_own_or_left_to_the_server() {
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        net.machines[1].ring(T0).unwrap();
+        net.deliver(T0);
+        assert_eq!(net.machines[0].next_timeout(), Some(T0 + 30_000));
+        net.machines[0].handle_timeout(T0 + 29_999);
+        assert_eq!(net.machines[0].phase(), Phase::Ringing);
+        net.machines[0].handle_timeout(T0 + 30_000);
+        net.deliver(T0 + 30_000);
+        assert_eq!(net.machines[0].phase(), Phase::Ended(EndReason::NoAnswer));
+        assert_eq!(net.machines[1].phase(), Phase::Ended(EndReason::NoAnswer));
+
+        // With a trusted server in charge the caller waits for the server's call.ended.
+        let mut alice = caller().with_server_ring_timeout();
+        alice
+            .start(
+                vec![user("bob")],
+                media(),
+                RingTimeoutMs::new(5_000).unwrap(),
+                Privacy::Standard,
+                T0,
+            )
+            .unwrap();
+        alice.handle_timeout(T0 + 60_000);
+        assert_eq!(alice.phase(), Phase::Outgoing);
+        let server_end = CallEvent::new(
+            Origin::Server,
+            EventHeader {
+                v: ProtocolVersion,
+                call_id: CallId::parse("call-1").unwrap(),
+                party_id: PartyId::server(),
+                user_id: user("alice"),
+                seq: Seq::new(2).unwrap(),
+                sent_at_ms: UnixMillis::new(0).unwrap(),
+            },
+            EventBody::Ended(EndedBody {
+                reason: EndReason::NoAnswer,
+                to_party_id: None,
+            }),
+        )
+        .unwrap();
+        assert!(alice.handle_event(&server_end, T0 + 60_000));
+        assert_eq!(alice.phase(), Phase::Ended(EndReason::NoAnswer));
+    }
+
+    fn connected(net: &mut Net) -> u32 {
+        net.machines[1].accept(T0).unwrap();
+        net.deliver(T0);
+        let id = net.machines[0].send_offer(sdp("o1"), false, T0).unwrap();
+        net.deliver(T0);
+        net.machines[1].send_answer(sdp("a1"), id, T0).unwrap();
+        net.deliver(T0);
+        for m in &mut net.machines {
+            m.media_connected();
+        }
+        id
+    }
+
+    #[test]
+    fn colliding_renegotiation_the_callee_is_polite() {
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        connected(&mut net);
+        net.seen = vec![Vec::new(), Vec::new()];
+        // Both offer at once.
+        net.machines[0]
+            .send_offer(sdp("caller-reoffer"), false, T0 + 1)
+            .unwrap();
+        net.machines[1]
+            .send_offer(sdp("callee-reoffer"), true, T0 + 1)
+            .unwrap();
+        let mut crossing = Vec::new();
+        for i in [0, 1] {
+            while let Some(Action::Send(e)) = net.machines[i].poll_action() {
+                crossing.push((i, e));
+            }
+        }
+        for (from, e) in &crossing {
+            net.machines[1 - from].handle_event(e, T0 + 2);
+        }
+        net.deliver(T0 + 2);
+        assert!(
+            net.seen[1].iter().any(|a| matches!(a, Action::RemoteOffer { rollback: true, sdp, .. } if sdp.contains("caller-reoffer"))),
+            "the polite callee rolls back and takes the caller's offer: {:?}",
+            net.seen[1]
+        );
+        assert!(
+            !net.seen[0]
+                .iter()
+                .any(|a| matches!(a, Action::RemoteOffer { .. })),
+            "the impolite caller ignores the collision"
+        );
+    }
+
+    #[test]
+    fn answers_must_match_the_outstanding_offer() {
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        let id = connected(&mut net);
+        net.seen[0].clear();
+        net.machines[1]
+            .send_answer(sdp("stale"), id, T0 + 5)
+            .unwrap();
+        net.deliver(T0 + 5);
+        assert!(
+            net.seen[0].is_empty(),
+            "no offer is outstanding, so the answer is ignored"
+        );
+    }
+
+    #[test]
+    fn replays_foreign_addresses_and_ended_calls_are_ignored() {
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        net.machines[1].ring(T0).unwrap();
+        let Some(Action::Send(ringing)) = net.machines[1].poll_action() else {
+            panic!()
+        };
+        assert!(net.machines[0].handle_event(&ringing, T0));
+        assert!(!net.machines[0].handle_event(&ringing, T0), "replay");
+        net.machines[0].hang_up(T0).unwrap();
+        assert!(net.machines[0].accept(T0).is_err());
+        assert!(
+            net.machines[0]
+                .send_media_state(
+                    MediaStateBody {
+                        audio: crate::event::AudioState { muted: true },
+                        video: crate::event::VideoState { enabled: false },
+                        screen: crate::event::ScreenState { sharing: false },
+                        on_hold: false,
+                    },
+                    T0
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn glare_keeps_the_lower_call_id() {
+        let (a, b) = (
+            CallId::parse("call-a").unwrap(),
+            CallId::parse("call-b").unwrap(),
+        );
+        assert_eq!(glare_winner(&a, &b), &a);
+        assert_eq!(glare_winner(&b, &a), &a);
+        let (upper, lower) = (CallId::parse("Z").unwrap(), CallId::parse("a").unwrap());
+        assert_eq!(
+            glare_winner(&upper, &lower),
+            &upper,
+            "byte order: 'Z' < 'a'"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Ring(usize),
+        Accept(usize),
+        Decline(usize),
+        HangUp(usize),
+        Offer,
+        Answer,
+        Candidates(usize, bool),
+        Timeout(u64),
+        Deliver,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1usize..3).prop_map(Op::Ring),
+            (1usize..3).prop_map(Op::Accept),
+            (1usize..3).prop_map(Op::Decline),
+            (0usize..3).prop_map(Op::HangUp),
+            Just(Op::Offer),
+            Just(Op::Answer),
+            ((0usize..3), any::<bool>()).prop_map(|(i, e)| Op::Candidates(i, e)),
+            (0u64..40_000).prop_map(Op::Timeout),
+            Just(Op::Deliver),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn invariants_hold_for_any_sequence(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut net = setup(&["bob"], &[("bob-laptop-1", "bob"), ("bob-phone-02", "bob")]);
+            let mut now = T0;
+            let mut last_offer_id = 0;
+            for op in ops {
+                now += 10;
+                let was_ended: Vec<bool> = net.machines.iter().map(|m| matches!(m.phase(), Phase::Ended(_))).collect();
+                match op {
+                    Op::Ring(i) => { let _ = net.machines[i].ring(now); }
+                    Op::Accept(i) => { let _ = net.machines[i].accept(now); }
+                    Op::Decline(i) => { let _ = net.machines[i].decline(false, now); }
+                    Op::HangUp(i) => { let _ = net.machines[i].hang_up(now); }
+                    Op::Offer => { if let Ok(id) = net.machines[0].send_offer(sdp("o"), false, now) { last_offer_id = id; } }
+                    Op::Answer => { for i in 1..3 { let _ = net.machines[i].send_answer(sdp("a"), last_offer_id, now); } }
+                    Op::Candidates(i, end) => net.machines[i].add_local_candidates(vec![candidate(7)], end, now),
+                    Op::Timeout(dt) => { for m in &mut net.machines { m.handle_timeout(now + dt); } }
+                    Op::Deliver => net.deliver(now),
+                }
+                net.deliver(now);
+                for (i, m) in net.machines.iter().enumerate() {
+                    prop_assert!(!was_ended[i] || matches!(m.phase(), Phase::Ended(_)), "machine {} left Ended", i);
+                }
+            }
+            // The caller never sent SDP or candidates to anyone but an accepting party, and only
+            // after that party's acceptance.
+            let accepted_at: Vec<(DevicePartyId, u64)> = net.sent[1..].iter().enumerate()
+                .flat_map(|(i, s)| s.iter().filter(|e| e.kind().name() == "call.accepted")
+                    .map(move |e| (party(if i == 0 { "bob-laptop-1" } else { "bob-phone-02" }), e.header().sent_at_ms.get())))
+                .collect();
+            for e in &net.sent[0] {
+                if let Some(to) = e.body().to_party_id()
+                    && matches!(e.kind().name(), "call.offer" | "call.ice_candidate")
+                {
+                    prop_assert!(accepted_at.iter().any(|(p, t)| p == to && *t <= e.header().sent_at_ms.get()),
+                        "{} sent to {} without an acceptance", e.kind().name(), to);
+                }
+            }
+            for sent in &net.sent {
+                prop_assert!(sent.windows(2).all(|w| w[0].header().seq < w[1].header().seq));
+            }
+        }
+    }
+}
