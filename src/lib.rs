@@ -21,6 +21,8 @@
 pub mod asyncapi;
 pub mod call;
 pub mod channel;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod compat;
 pub mod envelope;
 pub mod event;

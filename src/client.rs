@@ -1,0 +1,522 @@
+//! The reference realtime client: one Pusher protocol 7 connection that reconnects by close-code
+//! class with backoff, subscribes through a trusted server's auth endpoint (or a local signer),
+//! and sends client events paced under the server's announced limit.
+//!
+//! Client events travel one at a time, each followed by a `pusher:ping` fence: the server answers
+//! frames of one connection in order, so the next frame back is either a `pusher:error` about that
+//! event (refused) or the `pong` (relayed). A refusal with 4301 puts the event back at the head of
+//! the queue and backs off, so signaling is never silently dropped and never reordered; any other
+//! refusal is reported to the caller of [`RealtimeClient::trigger`].
+//!
+//! Invariants: at most one client event is unconfirmed at any time; queued events keep their order
+//! across refusals and reconnects; subscriptions are restored (re-signed for the new socket id)
+//! after every reconnect.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::ids::SocketId;
+use crate::limits::CLIENT_EVENTS_PER_SECOND;
+use crate::pusher::{Frame, FrameData, FrameLimits, PusherCode, Reconnect};
+use crate::signing::{self, Secret};
+
+/// How subscriptions to protected channels get their signature.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A trusted server's `POST /realtime/auth` with a bearer token (form-encoded, as pusher-js).
+    Endpoint { url: String, token: String },
+    /// Sign locally with the app secret (tools and tests; real clients never hold the secret).
+    Signer {
+        key: String,
+        secret: Secret,
+        /// Presence identity: user id and info.
+        presence_user: Option<(String, Value)>,
+    },
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `ws://host:port/app/{key}`; `?protocol=7&client=...` is added.
+    pub url: String,
+    pub auth: Auth,
+    /// Client events per second to pace at; by default 90% of the server's announced limit.
+    pub events_per_second: Option<f64>,
+}
+
+/// What a subscription returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    /// `subscription_succeeded` data (presence: `{"presence": {...}}`).
+    pub data: Value,
+    /// The strong-privacy channel key from the auth endpoint, if any.
+    pub shared_secret: Option<String>,
+}
+
+/// Something the connection reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    Connected {
+        socket_id: String,
+    },
+    /// The connection closed; `reconnecting` tells whether the client tries again.
+    Disconnected {
+        code: Option<u16>,
+        reconnecting: bool,
+    },
+    /// Any event on a subscribed channel (client events of others, server events, member events).
+    Event {
+        channel: Option<String>,
+        event: String,
+        data: Option<FrameData>,
+        user_id: Option<String>,
+    },
+    /// A client event of ours was refused for the rate limit (4301) and will be sent again.
+    Throttled {
+        event: String,
+    },
+    /// A `pusher:error` not tied to a client event of ours.
+    Error {
+        code: Option<u16>,
+        message: String,
+    },
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("authorization refused for {channel}: {message}")]
+    AuthRefused { channel: String, message: String },
+    #[error("subscription to {channel} refused: {data}")]
+    SubscriptionRefused { channel: String, data: String },
+    #[error("client event refused by the server: {message}")]
+    EventRefused { code: Option<u16>, message: String },
+    #[error("the connection was closed for good ({0:?})")]
+    Closed(Option<u16>),
+}
+
+enum Cmd {
+    Subscribe {
+        channel: String,
+        reply: oneshot::Sender<Result<Subscription, ClientError>>,
+    },
+    Trigger {
+        channel: String,
+        event: String,
+        data: Value,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    Close,
+}
+
+/// A handle to the connection task.
+pub struct RealtimeClient {
+    commands: mpsc::Sender<Cmd>,
+    events: mpsc::Receiver<ClientEvent>,
+    socket_id: String,
+}
+
+impl RealtimeClient {
+    /// Connects and waits for `connection_established`.
+    pub async fn connect(config: ClientConfig) -> Result<RealtimeClient, ClientError> {
+        let (commands, command_rx) = mpsc::channel(256);
+        let (event_tx, mut events) = mpsc::channel(4096);
+        tokio::spawn(run(config, command_rx, event_tx));
+        loop {
+            match events.recv().await {
+                Some(ClientEvent::Connected { socket_id }) => {
+                    return Ok(RealtimeClient {
+                        commands,
+                        events,
+                        socket_id,
+                    });
+                }
+                Some(ClientEvent::Disconnected {
+                    code,
+                    reconnecting: false,
+                }) => {
+                    return Err(ClientError::Closed(code));
+                }
+                Some(_) => continue,
+                None => return Err(ClientError::Connect("connection task ended".into())),
+            }
+        }
+    }
+
+    /// The socket id of the first connection (it changes on reconnect; see `Connected` events).
+    pub fn socket_id(&self) -> &str {
+        &self.socket_id
+    }
+
+    /// Subscribes (signing through the configured auth) and waits for the server's answer.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Cmd::Subscribe {
+                channel: channel.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed(None))?;
+        answer.await.map_err(|_| ClientError::Closed(None))?
+    }
+
+    /// Queues a client event; resolves once the server relayed it (or refused it for a reason
+    /// other than the rate limit, which is retried).
+    pub async fn trigger(
+        &self,
+        channel: &str,
+        event: &str,
+        data: Value,
+    ) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Cmd::Trigger {
+                channel: channel.to_owned(),
+                event: event.to_owned(),
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed(None))?;
+        answer.await.map_err(|_| ClientError::Closed(None))?
+    }
+
+    /// The next thing the connection reports.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    pub async fn close(self) {
+        let _ = self.commands.send(Cmd::Close).await;
+    }
+}
+
+struct Outgoing {
+    channel: String,
+    event: String,
+    data: Value,
+    reply: Option<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+struct PendingSub {
+    reply: Option<oneshot::Sender<Result<Subscription, ClientError>>>,
+    shared_secret: Option<String>,
+}
+
+/// State that survives reconnects.
+struct State {
+    config: ClientConfig,
+    queue: VecDeque<Outgoing>,
+    in_flight: Option<Outgoing>,
+    subscribed: Vec<String>,
+    pending_subs: HashMap<String, PendingSub>,
+    events: mpsc::Sender<ClientEvent>,
+    http: reqwest::Client,
+    next_send: Instant,
+    /// Pongs still to come for fences whose event was already settled by a `pusher:error`.
+    fences_to_skip: usize,
+    closing: bool,
+}
+
+fn text_frame(event: &str, channel: Option<&str>, data: &Value) -> String {
+    Frame {
+        event: event.to_owned(),
+        channel: channel.map(str::to_owned),
+        data: Some(FrameData::json(data)),
+        user_id: None,
+    }
+    .to_json()
+}
+
+async fn authorize(
+    state: &State,
+    socket_id: &str,
+    channel: &str,
+) -> Result<(Value, Option<String>), ClientError> {
+    let refused = |message: String| ClientError::AuthRefused {
+        channel: channel.to_owned(),
+        message,
+    };
+    let mut data = json!({ "channel": channel });
+    let protected = channel.starts_with("private-") || channel.starts_with("presence-");
+    if !protected {
+        return Ok((data, None));
+    }
+    match &state.config.auth {
+        Auth::Endpoint { url, token } => {
+            let body = format!("socket_id={socket_id}&channel_name={channel}");
+            let resp = state
+                .http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", format!("Bearer {token}"))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| refused(e.to_string()))?;
+            if !status.is_success() {
+                return Err(refused(format!("{status}: {text}")));
+            }
+            let grant: Value = serde_json::from_str(&text).map_err(|e| refused(e.to_string()))?;
+            data["auth"] = grant["auth"].clone();
+            if let Some(cd) = grant.get("channel_data") {
+                data["channel_data"] = cd.clone();
+            }
+            Ok((data, grant["shared_secret"].as_str().map(str::to_owned)))
+        }
+        Auth::Signer {
+            key,
+            secret,
+            presence_user,
+        } => {
+            let socket = SocketId::parse(socket_id).map_err(|e| refused(e.to_string()))?;
+            let channel_data = match (channel.starts_with("presence-"), presence_user) {
+                (true, Some((id, info))) => {
+                    Some(json!({ "user_id": id, "user_info": info }).to_string())
+                }
+                (true, None) => {
+                    return Err(refused("presence channels need a presence user".into()));
+                }
+                _ => None,
+            };
+            data["auth"] = json!(signing::sign_channel(
+                key,
+                secret,
+                &socket,
+                channel,
+                channel_data.as_deref()
+            ));
+            if let Some(cd) = channel_data {
+                data["channel_data"] = json!(cd);
+            }
+            Ok((data, None))
+        }
+    }
+}
+
+async fn run(
+    config: ClientConfig,
+    mut commands: mpsc::Receiver<Cmd>,
+    events: mpsc::Sender<ClientEvent>,
+) {
+    let mut state = State {
+        config,
+        queue: VecDeque::new(),
+        in_flight: None,
+        subscribed: Vec::new(),
+        pending_subs: HashMap::new(),
+        events,
+        http: reqwest::Client::new(),
+        next_send: Instant::now(),
+        fences_to_skip: 0,
+        closing: false,
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let code = session(&mut state, &mut commands).await;
+        if state.closing {
+            return;
+        }
+        // What the close code's range says (no code: a network failure, back off).
+        let advice = code.map_or(Reconnect::AfterBackoff, |c| PusherCode(c).reconnect());
+        let reconnecting = advice != Reconnect::Never;
+        let _ = state
+            .events
+            .send(ClientEvent::Disconnected { code, reconnecting })
+            .await;
+        if !reconnecting {
+            for o in state
+                .in_flight
+                .take()
+                .into_iter()
+                .chain(state.queue.drain(..))
+            {
+                if let Some(r) = o.reply {
+                    let _ = r.send(Err(ClientError::Closed(code)));
+                }
+            }
+            return;
+        }
+        // Whatever was unconfirmed is sent again first (receivers drop a duplicate by its seq).
+        if let Some(o) = state.in_flight.take() {
+            state.queue.push_front(o);
+        }
+        let wait = match advice {
+            Reconnect::Immediately => Duration::ZERO,
+            _ => {
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One connection, until it closes; returns the close code.
+async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Option<u16> {
+    let url = if state.config.url.contains('?') {
+        format!(
+            "{}&protocol=7&client=domvia-calls&version=1",
+            state.config.url
+        )
+    } else {
+        format!(
+            "{}?protocol=7&client=domvia-calls&version=1",
+            state.config.url
+        )
+    };
+    let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else {
+        return None;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let mut socket_id = String::new();
+    let mut interval = Duration::from_secs_f64(1.0 / (f64::from(CLIENT_EVENTS_PER_SECOND) * 0.9));
+    loop {
+        let ready = !socket_id.is_empty()
+            && state.in_flight.is_none()
+            && state.fences_to_skip == 0
+            && !state.queue.is_empty();
+        let wake = if ready {
+            state.next_send
+        } else {
+            Instant::now() + Duration::from_secs(3600)
+        };
+        tokio::select! {
+            message = stream.next() => {
+                let text = match message {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return None,
+                };
+                let Ok(frame) = Frame::parse(text.as_bytes(), &FrameLimits::default()) else { continue };
+                match frame.event.as_str() {
+                    "pusher:connection_established" => {
+                        let data = frame.data.as_ref().and_then(|d| d.to_object().ok()).unwrap_or_default();
+                        socket_id = data.get("socket_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                        let announced = data.get("limits").and_then(|l| l["client_events_per_second"].as_f64());
+                        let rate = state.config.events_per_second.or(announced.map(|r| r * 0.9)).unwrap_or(f64::from(CLIENT_EVENTS_PER_SECOND) * 0.9);
+                        interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+                        let _ = state.events.send(ClientEvent::Connected { socket_id: socket_id.clone() }).await;
+                        // Restore subscriptions, signed for this socket.
+                        for channel in state.subscribed.clone() {
+                            if let Ok((data, _)) = authorize(state, &socket_id, &channel).await {
+                                let _ = sink.send(Message::Text(text_frame("pusher:subscribe", None, &data).into())).await;
+                            }
+                        }
+                    }
+                    "pusher:ping" => {
+                        let _ = sink.send(Message::Text(text_frame("pusher:pong", None, &json!({})).into())).await;
+                    }
+                    "pusher:pong" => {
+                        if state.fences_to_skip > 0 {
+                            state.fences_to_skip -= 1;
+                        } else if let Some(o) = state.in_flight.take()
+                            && let Some(r) = o.reply
+                        {
+                            // The fence after our in-flight event, with no error before it: relayed.
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    "pusher:error" => {
+                        let data = frame.data.as_ref().and_then(|d| d.to_object().ok()).unwrap_or_default();
+                        let code = data.get("code").and_then(Value::as_u64).map(|c| c as u16);
+                        let message = data.get("message").and_then(Value::as_str).unwrap_or_default().to_owned();
+                        match state.in_flight.take() {
+                            Some(o) if code == Some(PusherCode::CLIENT_EVENT_RATE_LIMIT.0) => {
+                                // Refused for the rate: back to the head of the queue, then wait.
+                                let _ = state.events.send(ClientEvent::Throttled { event: o.event.clone() }).await;
+                                state.queue.push_front(o);
+                                state.fences_to_skip += 1;
+                                state.next_send = Instant::now() + Duration::from_secs(1);
+                            }
+                            Some(o) => {
+                                if let Some(r) = o.reply {
+                                    let _ = r.send(Err(ClientError::EventRefused { code, message }));
+                                }
+                                state.fences_to_skip += 1;
+                            }
+                            None => {
+                                let _ = state.events.send(ClientEvent::Error { code, message }).await;
+                            }
+                        }
+                    }
+                    "pusher_internal:subscription_succeeded" | "pusher:subscription_error" => {
+                        let channel = frame.channel.clone().unwrap_or_default();
+                        let data = frame.data.as_ref().and_then(|d| d.to_object().ok()).map(Value::Object).unwrap_or(Value::Null);
+                        if let Some(mut pending) = state.pending_subs.remove(&channel)
+                            && let Some(reply) = pending.reply.take()
+                        {
+                            let result = if frame.event == "pusher:subscription_error" {
+                                state.subscribed.retain(|c| c != &channel);
+                                Err(ClientError::SubscriptionRefused { channel: channel.clone(), data: data.to_string() })
+                            } else {
+                                Ok(Subscription { data, shared_secret: pending.shared_secret })
+                            };
+                            let _ = reply.send(result);
+                        }
+                    }
+                    _ => {
+                        let _ = state.events.send(ClientEvent::Event {
+                            channel: frame.channel,
+                            event: frame.event,
+                            data: frame.data,
+                            user_id: frame.user_id,
+                        }).await;
+                    }
+                }
+            }
+            command = commands.recv() => match command {
+                None | Some(Cmd::Close) => {
+                    state.closing = true;
+                    let _ = sink.send(Message::Close(None)).await;
+                    return Some(1000);
+                }
+                Some(Cmd::Subscribe { channel, reply }) => {
+                    match authorize(state, &socket_id, &channel).await {
+                        Ok((data, shared_secret)) => {
+                            if !state.subscribed.contains(&channel) {
+                                state.subscribed.push(channel.clone());
+                            }
+                            state.pending_subs.insert(channel, PendingSub { reply: Some(reply), shared_secret });
+                            if sink.send(Message::Text(text_frame("pusher:subscribe", None, &data).into())).await.is_err() {
+                                return None;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Some(Cmd::Trigger { channel, event, data, reply }) => {
+                    state.queue.push_back(Outgoing { channel, event, data, reply: Some(reply) });
+                }
+            },
+            _ = tokio::time::sleep_until(wake), if ready => {
+                let o = state.queue.pop_front().expect("ready means queued");
+                let text = text_frame(&o.event, Some(&o.channel), &o.data);
+                let fence = text_frame("pusher:ping", None, &json!({}));
+                state.in_flight = Some(o);
+                state.next_send = Instant::now() + interval;
+                if sink.send(Message::Text(text.into())).await.is_err()
+                    || sink.send(Message::Text(fence.into())).await.is_err()
+                {
+                    return None;
+                }
+            }
+        }
+    }
+}
