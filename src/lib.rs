@@ -28,6 +28,8 @@ pub mod envelope;
 pub mod event;
 pub mod ids;
 pub mod limits;
+#[cfg(feature = "media")]
+pub mod media;
 pub mod pusher;
 pub mod realtime;
 pub mod schema;
