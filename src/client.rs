@@ -118,6 +118,34 @@ enum Cmd {
     Close,
 }
 
+/// A cloneable handle that only sends client events (for a sender task beside the reader).
+#[derive(Clone)]
+pub struct ClientSender {
+    commands: mpsc::Sender<Cmd>,
+}
+
+impl ClientSender {
+    /// Same as [`RealtimeClient::trigger`].
+    pub async fn trigger(
+        &self,
+        channel: &str,
+        event: &str,
+        data: Value,
+    ) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Cmd::Trigger {
+                channel: channel.to_owned(),
+                event: event.to_owned(),
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed(None))?;
+        answer.await.map_err(|_| ClientError::Closed(None))?
+    }
+}
+
 /// A handle to the connection task.
 pub struct RealtimeClient {
     commands: mpsc::Sender<Cmd>,
@@ -178,17 +206,14 @@ impl RealtimeClient {
         event: &str,
         data: Value,
     ) -> Result<(), ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Cmd::Trigger {
-                channel: channel.to_owned(),
-                event: event.to_owned(),
-                data,
-                reply,
-            })
-            .await
-            .map_err(|_| ClientError::Closed(None))?;
-        answer.await.map_err(|_| ClientError::Closed(None))?
+        self.sender().trigger(channel, event, data).await
+    }
+
+    /// A handle for sending from another task.
+    pub fn sender(&self) -> ClientSender {
+        ClientSender {
+            commands: self.commands.clone(),
+        }
     }
 
     /// The next thing the connection reports.

@@ -35,6 +35,8 @@ pub mod realtime;
 pub mod schema;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "media")]
+pub mod session;
 pub mod signing;
 pub mod spec;
 #[cfg(feature = "trusted")]
