@@ -60,8 +60,8 @@ pub struct PeerOptions {
     pub ice_servers: Vec<(Vec<String>, String, String)>,
     /// Use TURN relay candidates only.
     pub relay_only: bool,
-    /// Local UDP address to bind (its IP is the only host candidate).
-    pub bind: String,
+    /// Local UDP addresses to bind; each becomes one host candidate.
+    pub binds: Vec<String>,
 }
 
 impl Default for PeerOptions {
@@ -69,7 +69,7 @@ impl Default for PeerOptions {
         PeerOptions {
             ice_servers: Vec::new(),
             relay_only: false,
-            bind: "127.0.0.1:0".into(),
+            binds: vec!["127.0.0.1:0".into()],
         }
     }
 }
@@ -211,7 +211,7 @@ impl MediaPeer {
             .with_handler(Arc::new(Handler {
                 signals: signal_tx.clone(),
             }))
-            .with_udp_addrs(vec![options.bind.clone()])
+            .with_udp_addrs(options.binds.clone())
             .build()
             .await
             .map_err(err)?;

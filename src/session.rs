@@ -399,6 +399,18 @@ impl CallSession {
         self.drain().await
     }
 
+    /// Ends this device's outgoing call because a crossing call won the glare ([FLOW-008]).
+    pub async fn replaced(&mut self) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine.fail(EndReason::Replaced, now);
+        self.drain().await
+    }
+
+    /// The call's id.
+    pub fn call_id(&self) -> &crate::ids::CallId {
+        self.channel.call_id()
+    }
+
     /// Hangs up (or cancels, before an answer).
     pub async fn hang_up(&mut self) -> Result<(), String> {
         let now = self.now_ms();

@@ -144,3 +144,188 @@ async fn declined_call_ends_for_the_caller_and_is_recorded() {
     assert_eq!(record["call"]["end_reason"], "declined");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_call_times_out_and_is_a_missed_call() {
+    let s = stack("missed").await;
+    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
+    let inbox = Inbox::open(&bob).await.unwrap();
+    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "ring_timeout_ms": 5000});
+    let (mut caller, placed) = CallSession::place(&alice, request, PeerOptions::default())
+        .await
+        .unwrap();
+    let mut callee = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        caller.run(RunUntil::Ended, WITHIN),
+        callee.run(RunUntil::Ended, WITHIN)
+    );
+    assert_eq!(a.unwrap().phase, Phase::Ended(EndReason::NoAnswer));
+    assert_eq!(b.unwrap().phase, Phase::Ended(EndReason::NoAnswer));
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/calls/missed", s.trusted.addr()))
+        .header("authorization", "Bearer bob-token")
+        .send()
+        .await
+        .unwrap();
+    let missed: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(missed["missed"][0]["call_id"], placed.call_id.as_str());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_callee_device_stops_ringing_when_the_first_answers() {
+    let s = stack("elsewhere").await;
+    let (alice, laptop, phone) = (device(&s, "alice"), device(&s, "bob"), device(&s, "bob"));
+    let (inbox1, inbox2) = (
+        Inbox::open(&laptop).await.unwrap(),
+        Inbox::open(&phone).await.unwrap(),
+    );
+    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]});
+    let (mut caller, _) = CallSession::place(&alice, request, PeerOptions::default())
+        .await
+        .unwrap();
+    let mut first = inbox1
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    let mut second = inbox2
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    first.accept().await.unwrap();
+    let (a, b, c) = tokio::join!(
+        caller.run(RunUntil::MediaUp, WITHIN),
+        first.run(RunUntil::MediaUp, WITHIN),
+        second.run(RunUntil::Ended, WITHIN)
+    );
+    assert_eq!(a.unwrap().phase, Phase::Active);
+    assert_eq!(b.unwrap().phase, Phase::Active);
+    let c = c.unwrap();
+    assert_eq!(c.phase, Phase::Ended(EndReason::AnsweredElsewhere));
+    assert_eq!(
+        c.events_sent, 1,
+        "the other device only said it was ringing"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callee_can_hang_up() {
+    let s = stack("callee-hangup").await;
+    // alice and dave share trip-7; this call uses a private channel.
+    let (alice, dave) = (device(&s, "alice"), device(&s, "dave"));
+    let inbox = Inbox::open(&dave).await.unwrap();
+    let request =
+        json!({"scope": "trip", "scope_id": "trip-7", "callees": ["dave"], "kind": "private"});
+    let (mut caller, _) = CallSession::place(&alice, request, PeerOptions::default())
+        .await
+        .unwrap();
+    let mut callee = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    callee.accept().await.unwrap();
+    let (a, b) = tokio::join!(
+        caller.run(RunUntil::MediaUp, WITHIN),
+        callee.run(RunUntil::MediaUp, WITHIN)
+    );
+    a.unwrap();
+    b.unwrap();
+    callee.hang_up().await.unwrap();
+    let out = caller.run(RunUntil::Ended, WITHIN).await.unwrap();
+    assert_eq!(out.phase, Phase::Ended(EndReason::Hangup));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_calls_keep_the_lower_call_id() {
+    let s = stack("glare").await;
+    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
+    let (alice_inbox, bob_inbox) = (
+        Inbox::open(&alice).await.unwrap(),
+        Inbox::open(&bob).await.unwrap(),
+    );
+    let to = |user: &str| json!({"scope": "room", "scope_id": "chat-room-42", "callees": [user]});
+    let (from_alice, _) = CallSession::place(&alice, to("bob"), PeerOptions::default())
+        .await
+        .unwrap();
+    let (from_bob, _) = CallSession::place(&bob, to("alice"), PeerOptions::default())
+        .await
+        .unwrap();
+    let at_alice = alice_inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    let at_bob = bob_inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    // Each side applies the same rule and reaches the same decision.
+    let winner = domvia_calls::call::glare_winner(from_alice.call_id(), from_bob.call_id()).clone();
+    let (mut keep_caller, mut keep_callee, mut lost_caller) = if &winner == from_alice.call_id() {
+        (from_alice, at_bob, from_bob)
+    } else {
+        (from_bob, at_alice, from_alice)
+    };
+    lost_caller.replaced().await.unwrap();
+    keep_callee.accept().await.unwrap();
+    let (a, b) = tokio::join!(
+        keep_caller.run(RunUntil::MediaUp, WITHIN),
+        keep_callee.run(RunUntil::MediaUp, WITHIN)
+    );
+    assert_eq!(
+        (a.unwrap().phase, b.unwrap().phase),
+        (Phase::Active, Phase::Active)
+    );
+    assert_eq!(lost_caller.phase(), Phase::Ended(EndReason::Replaced));
+    let record = call_history(&s, "alice-token", lost_caller.call_id().as_str()).await;
+    assert_eq!(record["call"]["end_reason"], "replaced");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
+    let s = stack("storm").await;
+    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
+    let inbox = Inbox::open(&bob).await.unwrap();
+    // Thirty host candidates on the caller: thirty loopback addresses, 127.0.0.1 to 127.0.0.30.
+    // (Both sides that wide would make 900 pairs to check; the point is the signaling.)
+    let binds = (1..=30).map(|i| format!("127.0.0.{i}:0")).collect();
+    let storm = PeerOptions {
+        binds,
+        ..PeerOptions::default()
+    };
+    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]});
+    let (mut caller, _) = CallSession::place(&alice, request, storm).await.unwrap();
+    let mut callee = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    callee.accept().await.unwrap();
+    let (a, b) = tokio::join!(
+        caller.run(RunUntil::MediaUp, WITHIN),
+        callee.run(RunUntil::MediaUp, WITHIN)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.phase, b.phase), (Phase::Active, Phase::Active));
+    assert_eq!(
+        a.throttled + b.throttled,
+        0,
+        "never over the server's limit"
+    );
+    let sent = |t: &domvia_calls::session::Timeline| {
+        t.entries
+            .iter()
+            .filter(|(_, e)| e.contains("ice_candidate"))
+            .count()
+    };
+    assert!(
+        sent(&caller.timeline) >= 2,
+        "thirty candidates need at least two events of twenty: {:?}",
+        caller.timeline.entries
+    );
+    s.shutdown().await;
+}
