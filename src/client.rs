@@ -238,6 +238,67 @@ struct PendingSub {
     shared_secret: Option<String>,
 }
 
+/// A token bucket just under the server's limit: a few events may leave at once (most servers allow
+/// a burst of the per-second rate), then they are spaced at the sustained rate.
+struct Pacer {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+    paused_until: Instant,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Pacer {
+        let now = Instant::now();
+        let mut p = Pacer {
+            rate: 1.0,
+            capacity: 1.0,
+            tokens: 0.0,
+            at: now,
+            paused_until: now,
+        };
+        p.set_rate(rate);
+        p.tokens = p.capacity;
+        p
+    }
+
+    fn set_rate(&mut self, rate: f64) {
+        self.rate = rate.max(0.1);
+        self.capacity = (self.rate / 2.0).clamp(1.0, 5.0);
+        self.tokens = self.tokens.min(self.capacity);
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.capacity);
+        self.at = now;
+    }
+
+    /// When the next event may leave.
+    fn ready_at(&mut self, now: Instant) -> Instant {
+        self.refill(now);
+        let wait = if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        };
+        (now + wait).max(self.paused_until)
+    }
+
+    fn take(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+
+    /// After a refusal for the rate: nothing for `d`, then start from an empty bucket.
+    fn pause(&mut self, now: Instant, d: Duration) {
+        self.paused_until = now + d;
+        self.tokens = 0.0;
+        self.at = now + d;
+    }
+}
+
 /// State that survives reconnects.
 struct State {
     config: ClientConfig,
@@ -247,7 +308,7 @@ struct State {
     pending_subs: HashMap<String, PendingSub>,
     events: mpsc::Sender<ClientEvent>,
     http: reqwest::Client,
-    next_send: Instant,
+    pacer: Pacer,
     /// Pongs still to come for fences whose event was already settled by a `pusher:error`.
     fences_to_skip: usize,
     closing: bool,
@@ -344,7 +405,7 @@ async fn run(
         pending_subs: HashMap::new(),
         events,
         http: reqwest::Client::new(),
-        next_send: Instant::now(),
+        pacer: Pacer::new(f64::from(CLIENT_EVENTS_PER_SECOND) * 0.9),
         fences_to_skip: 0,
         closing: false,
     };
@@ -408,14 +469,13 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
     };
     let (mut sink, mut stream) = ws.split();
     let mut socket_id = String::new();
-    let mut interval = Duration::from_secs_f64(1.0 / (f64::from(CLIENT_EVENTS_PER_SECOND) * 0.9));
     loop {
         let ready = !socket_id.is_empty()
             && state.in_flight.is_none()
             && state.fences_to_skip == 0
             && !state.queue.is_empty();
         let wake = if ready {
-            state.next_send
+            state.pacer.ready_at(Instant::now())
         } else {
             Instant::now() + Duration::from_secs(3600)
         };
@@ -434,7 +494,7 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                         socket_id = data.get("socket_id").and_then(Value::as_str).unwrap_or_default().to_owned();
                         let announced = data.get("limits").and_then(|l| l["client_events_per_second"].as_f64());
                         let rate = state.config.events_per_second.or(announced.map(|r| r * 0.9)).unwrap_or(f64::from(CLIENT_EVENTS_PER_SECOND) * 0.9);
-                        interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+                        state.pacer.set_rate(rate);
                         let _ = state.events.send(ClientEvent::Connected { socket_id: socket_id.clone() }).await;
                         // Restore subscriptions, signed for this socket.
                         for channel in state.subscribed.clone() {
@@ -466,7 +526,7 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                                 let _ = state.events.send(ClientEvent::Throttled { event: o.event.clone() }).await;
                                 state.queue.push_front(o);
                                 state.fences_to_skip += 1;
-                                state.next_send = Instant::now() + Duration::from_secs(1);
+                                state.pacer.pause(Instant::now(), Duration::from_secs(1));
                             }
                             Some(o) => {
                                 if let Some(r) = o.reply {
@@ -535,7 +595,7 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                 let text = text_frame(&o.event, Some(&o.channel), &o.data);
                 let fence = text_frame("pusher:ping", None, &json!({}));
                 state.in_flight = Some(o);
-                state.next_send = Instant::now() + interval;
+                state.pacer.take(Instant::now());
                 if sink.send(Message::Text(text.into())).await.is_err()
                     || sink.send(Message::Text(fence.into())).await.is_err()
                 {

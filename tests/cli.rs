@@ -221,3 +221,28 @@ fn bad_usage_exits_two() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("socket_id"));
 }
+
+#[cfg(all(feature = "media", feature = "trusted"))]
+#[test]
+fn call_with_no_flags_makes_a_real_call_and_shows_the_record() {
+    let out = bin()
+        .args(["call", "--seconds", "0"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "alice ICE connected, DTLS up",
+        "bob   first RTP packet",
+        "echo:ping",
+        "\"end_reason\": \"hangup\"",
+        "\"accepted_by\": \"bob\"",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "server")]
 mod bench;
+#[cfg(all(feature = "media", feature = "trusted"))]
+mod call;
 mod diff;
 #[cfg(feature = "trusted")]
 mod serve;
@@ -63,6 +65,10 @@ enum Command {
         #[command(subcommand)]
         kind: bench::BenchKind,
     },
+    /// Make a real call: with no flags, alice calls bob through embedded servers and the timeline
+    /// and stored record are printed; with flags, join a deployment as one party.
+    #[cfg(all(feature = "media", feature = "trusted"))]
+    Call(call::CallArgs),
     /// Run the reference realtime server and trusted server (or one role alone).
     #[cfg(feature = "trusted")]
     Serve(serve::ServeArgs),
@@ -188,6 +194,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Sign { kind } => sign::run(kind),
         #[cfg(feature = "trusted")]
         Command::Serve(args) => serve::run(args),
+        #[cfg(all(feature = "media", feature = "trusted"))]
+        Command::Call(args) => call::run(args),
         #[cfg(feature = "server")]
         Command::Bench { kind } => bench::run(kind),
     }
