@@ -36,9 +36,22 @@ const CHANNEL: &str = "private-call.room.bench.call-1";
 pub enum BenchKind {
     /// Relay latency, throughput and memory per idle connection, each against a bare echo server.
     Realtime(RealtimeArgs),
+    /// Call setup through the reference servers (call.started to data channel echo and to first
+    /// RTP, medians of repeated calls, events per side) against a direct WebRTC handshake.
+    #[cfg(all(feature = "media", feature = "trusted"))]
+    Call(CallBenchArgs),
     /// The bare tokio-tungstenite echo server used as the baseline (started by `realtime`).
     #[command(hide = true)]
     EchoServer,
+}
+
+#[derive(Debug, Args)]
+pub struct CallBenchArgs {
+    /// Calls to make (and direct handshakes for the baseline).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +81,8 @@ pub fn run(kind: BenchKind) -> CliResult {
     match kind {
         BenchKind::EchoServer => runtime.block_on(echo_server()),
         BenchKind::Realtime(args) => runtime.block_on(realtime(args)),
+        #[cfg(all(feature = "media", feature = "trusted"))]
+        BenchKind::Call(args) => runtime.block_on(call_bench::run(args)),
     }
 }
 
@@ -409,4 +424,158 @@ async fn realtime(args: RealtimeArgs) -> CliResult {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(true)
+}
+
+#[cfg(all(feature = "media", feature = "trusted"))]
+mod call_bench {
+    use std::time::{Duration, Instant};
+
+    use domvia_calls::media::{MediaPeer, PeerOptions, PeerSignal};
+    use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
+    use domvia_calls::stack::{self, StackConfig};
+    use serde_json::json;
+
+    use super::{CallBenchArgs, CliResult};
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// Two peers with signaling handed across in memory: the floor any signaling path adds to.
+    async fn direct() -> Result<(f64, f64), String> {
+        let start = Instant::now();
+        let mut caller = MediaPeer::new(&PeerOptions::default()).await?;
+        let mut callee = MediaPeer::new(&PeerOptions::default()).await?;
+        let answer = callee.accept_offer(&caller.create_offer().await?).await?;
+        caller.accept_answer(&answer).await?;
+        let (mut echo, mut rtp) = (None, None);
+        while echo.is_none() || rtp.is_none() {
+            let step = tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::select! { s = caller.next_signal() => (0, s), s = callee.next_signal() => (1, s) }
+            })
+            .await
+            .map_err(|_| "direct handshake timed out".to_owned())?;
+            match step {
+                (from, Some(PeerSignal::LocalCandidate(c))) => {
+                    if from == 0 {
+                        callee.add_remote_candidate(&c).await?
+                    } else {
+                        caller.add_remote_candidate(&c).await?
+                    }
+                }
+                (from, Some(PeerSignal::Connected)) => {
+                    if from == 0 {
+                        caller.start_audio(Duration::from_secs(5))
+                    } else {
+                        callee.start_audio(Duration::from_secs(5))
+                    }
+                }
+                (0, Some(PeerSignal::DataMessage(_))) => echo = Some(start.elapsed()),
+                (0, Some(PeerSignal::FirstRtp)) => rtp = Some(start.elapsed()),
+                (_, None) => return Err("peer stopped".into()),
+                _ => {}
+            }
+        }
+        caller.close().await;
+        callee.close().await;
+        Ok((
+            echo.unwrap_or_default().as_secs_f64() * 1e3,
+            rtp.unwrap_or_default().as_secs_f64() * 1e3,
+        ))
+    }
+
+    pub async fn run(args: CallBenchArgs) -> CliResult {
+        let runs = args.runs.max(1);
+        let data_dir =
+            std::env::temp_dir().join(format!("domvia-bench-call-{}", std::process::id()));
+        let mut cfg = StackConfig::development(
+            "127.0.0.1:0".parse().expect("addr"),
+            "127.0.0.1:0".parse().expect("addr"),
+        );
+        cfg.trusted.data_dir = data_dir.clone();
+        let s = stack::start(cfg).await?;
+        let (r, t) = (s.realtime.addr(), s.trusted.addr());
+        let device = |user: &str| {
+            Device::new(
+                &format!("ws://{r}/app/domvia-key"),
+                &format!("http://{t}"),
+                &format!("{user}-token"),
+                user,
+            )
+        };
+        let (mut to_echo, mut to_rtp, mut caller_events, mut callee_events) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (alice, bob) = (device("alice")?, device("bob")?);
+            let inbox = Inbox::open(&bob).await?;
+            let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]});
+            let (mut caller, _) =
+                CallSession::place(&alice, request, PeerOptions::default()).await?;
+            let mut callee = inbox
+                .next_call(PeerOptions::default(), Duration::from_secs(20))
+                .await?;
+            callee.accept().await?;
+            let (a, b) = tokio::join!(
+                caller.run(RunUntil::MediaUp, Duration::from_secs(20)),
+                callee.run(RunUntil::MediaUp, Duration::from_secs(20))
+            );
+            a?;
+            b?;
+            let t0 = caller
+                .timeline
+                .at("sent client-call.started")
+                .ok_or("no call.started")?;
+            let ms = |d: Option<Duration>| {
+                d.map(|d| (d - t0).as_secs_f64() * 1e3)
+                    .ok_or("missing step")
+            };
+            to_echo.push(ms(caller.timeline.at("data channel message"))?);
+            to_rtp.push(ms(caller.timeline.at("first RTP packet"))?);
+            let sent = |tl: &domvia_calls::session::Timeline| {
+                tl.entries
+                    .iter()
+                    .filter(|(_, e)| e.starts_with("sent "))
+                    .count() as f64
+            };
+            caller_events.push(sent(&caller.timeline));
+            callee_events.push(sent(&callee.timeline));
+            caller.hang_up().await?;
+            let _ = tokio::join!(
+                caller.run(RunUntil::Ended, Duration::from_secs(10)),
+                callee.run(RunUntil::Ended, Duration::from_secs(10))
+            );
+            caller.close().await;
+            callee.close().await;
+        }
+        s.shutdown().await;
+        let _ = std::fs::remove_dir_all(data_dir);
+        let (mut d_echo, mut d_rtp) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (e, r) = direct().await?;
+            d_echo.push(e);
+            d_rtp.push(r);
+        }
+        let (echo, rtp, base_echo, base_rtp) = (
+            median(to_echo),
+            median(to_rtp),
+            median(d_echo),
+            median(d_rtp),
+        );
+        let result = json!({
+            "benchmark": "call",
+            "runs": runs,
+            "call_started_to_data_channel_echo_ms": { "median": echo, "direct_handshake_median": base_echo, "ratio": echo / base_echo },
+            "call_started_to_first_rtp_ms": { "median": rtp, "direct_handshake_median": base_rtp, "ratio": rtp / base_rtp },
+            "client_events_until_media": { "caller_median": median(caller_events), "callee_median": median(callee_events) },
+            "note": "the call path includes the trusted server creating the call, the inbox invitation, ringing, acceptance and the late offer; the direct handshake hands SDP and candidates across in memory",
+        });
+        let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+        println!("{text}");
+        if let Some(path) = args.json {
+            std::fs::write(&path, format!("{text}\n"))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(true)
+    }
 }
