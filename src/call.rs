@@ -18,14 +18,15 @@
 use std::collections::VecDeque;
 
 use crate::channel::CallChannel;
+use crate::event::chunk::split_sdp;
 use crate::event::seq::SeqTracker;
 use crate::event::{
     AnswerBody, CallEvent, EndReason, EndedBody, EventBody, EventHeader, IceCandidate,
     IceCandidateBody, MediaSelection, MediaStateBody, OfferBody, Origin, Privacy, ProtocolVersion,
     RingTimeoutMs, Sdp, Seq, StartedBody, Topology, UnixMillis,
 };
-use crate::ids::{CallId, DevicePartyId, PartyId, UserId};
-use crate::limits::MAX_CANDIDATES_PER_EVENT;
+use crate::ids::{CallId, ChunkId, DevicePartyId, PartyId, UserId};
+use crate::limits::{MAX_CANDIDATES_PER_EVENT, MAX_EVENT_DATA_BYTES};
 
 /// Which side of the call this device is on. The callee is the polite peer of perfect negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +132,8 @@ pub struct CallMachine {
     pending_end_of_candidates: bool,
     started: Option<StartedBody>,
     answered: bool,
+    /// Largest event data the server takes, and whether bodies are sealed (which grows them).
+    event_limit: (usize, bool),
     out: VecDeque<Action>,
 }
 
@@ -191,8 +194,16 @@ impl CallMachine {
             pending_end_of_candidates: false,
             started: None,
             answered: false,
+            event_limit: (MAX_EVENT_DATA_BYTES, false),
             out: VecDeque::new(),
         }
+    }
+
+    /// The server's announced event data limit, and whether sensitive bodies are sealed; offers
+    /// and answers larger than that are sent as chunks with consecutive `seq` numbers.
+    pub fn with_event_limit(mut self, max_event_bytes: usize, sealed: bool) -> Self {
+        self.event_limit = (max_event_bytes, sealed);
+        self
     }
 
     /// Leave ring timeouts to the trusted server (it sends `call.ended {no_answer}` itself).
@@ -248,11 +259,28 @@ impl CallMachine {
             seq: Seq::new(self.next_seq).expect("a device sends far fewer than 2^53 events"),
             sent_at_ms: UnixMillis::new(now_ms).unwrap_or(UnixMillis::MAX),
         };
-        self.next_seq += 1;
-        match CallEvent::new(Origin::Client, header, body) {
-            Ok(e) => self.out.push_back(Action::Send(e)),
+        let event = match CallEvent::new(Origin::Client, header, body) {
+            Ok(e) => e,
             // The machine only builds bodies that satisfy the event rules.
             Err(e) => unreachable!("call machine built an invalid event: {e}"),
+        };
+        let pieces = if matches!(event.body(), EventBody::Offer(_) | EventBody::Answer(_)) {
+            let (limit, sealed) = self.event_limit;
+            // Sealing turns the body into base64url and adds the envelope members: budget for it.
+            let measure = |e: &CallEvent| {
+                let clear = serde_json::Value::Object(e.to_data()).to_string().len();
+                if sealed { clear * 4 / 3 + 256 } else { clear }
+            };
+            let id = ChunkId::parse(&format!("{}-{}", self.party, self.next_seq))
+                .expect("party ids fit chunk ids");
+            split_sdp(&event, &id, limit, measure).unwrap_or_else(|_| vec![event])
+        } else {
+            vec![event]
+        };
+        // Every chunk took its own seq.
+        self.next_seq += pieces.len() as u64;
+        for piece in pieces {
+            self.out.push_back(Action::Send(piece));
         }
     }
 
@@ -1227,5 +1255,70 @@ mod tests {
                 prop_assert!(sent.windows(2).all(|w| w[0].header().seq < w[1].header().seq));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn large_offers_are_chunked_with_consecutive_seqs() {
+        let mut alice = CallMachine::caller(
+            CallChannel::parse("presence-call.room.chat-room-42.call-1").unwrap(),
+            DevicePartyId::parse("alice-phone-1").unwrap(),
+            UserId::parse("alice").unwrap(),
+        )
+        .with_event_limit(1200, true);
+        alice
+            .start(
+                vec![UserId::parse("bob").unwrap()],
+                MediaSelection {
+                    audio: true,
+                    video: false,
+                    screen: false,
+                },
+                RingTimeoutMs::default(),
+                Privacy::Strong,
+                0,
+            )
+            .unwrap();
+        let _ = alice.poll_action();
+        let accepted = CallEvent::new(
+            Origin::Client,
+            EventHeader {
+                v: ProtocolVersion,
+                call_id: CallId::parse("call-1").unwrap(),
+                party_id: PartyId::parse("bob-laptop-1").unwrap(),
+                user_id: UserId::parse("bob").unwrap(),
+                seq: Seq::new(1).unwrap(),
+                sent_at_ms: UnixMillis::new(0).unwrap(),
+            },
+            EventBody::Accepted,
+        )
+        .unwrap();
+        assert!(alice.handle_event(&accepted, 1));
+        while alice.poll_action().is_some() {}
+        let sdp = format!("v=0\r\n{}", "a=x-filler:0123456789abcdef\r\n".repeat(60));
+        alice
+            .send_offer(Sdp::parse(&sdp).unwrap(), false, 2)
+            .unwrap();
+        alice.add_local_candidates(vec![], true, 3);
+        let sent: Vec<CallEvent> = std::iter::from_fn(|| alice.poll_action())
+            .filter_map(|a| match a {
+                Action::Send(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        let offers = sent
+            .iter()
+            .filter(|e| e.kind().name() == "call.offer")
+            .count();
+        assert!(offers >= 2, "{offers} offer events");
+        let seqs: Vec<u64> = sent.iter().map(|e| e.header().seq.get()).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "consecutive, no reuse: {seqs:?}"
+        );
     }
 }

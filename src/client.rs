@@ -62,8 +62,10 @@ pub struct Subscription {
 /// Something the connection reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
+    /// Connected; `max_event_bytes` is the server's announced data limit (or the protocol's).
     Connected {
         socket_id: String,
+        max_event_bytes: usize,
     },
     /// The connection closed; `reconnecting` tells whether the client tries again.
     Disconnected {
@@ -78,14 +80,9 @@ pub enum ClientEvent {
         user_id: Option<String>,
     },
     /// A client event of ours was refused for the rate limit (4301) and will be sent again.
-    Throttled {
-        event: String,
-    },
+    Throttled { event: String },
     /// A `pusher:error` not tied to a client event of ours.
-    Error {
-        code: Option<u16>,
-        message: String,
-    },
+    Error { code: Option<u16>, message: String },
 }
 
 /// Why a request failed.
@@ -151,6 +148,7 @@ pub struct RealtimeClient {
     commands: mpsc::Sender<Cmd>,
     events: mpsc::Receiver<ClientEvent>,
     socket_id: String,
+    max_event_bytes: usize,
 }
 
 impl RealtimeClient {
@@ -161,11 +159,15 @@ impl RealtimeClient {
         tokio::spawn(run(config, command_rx, event_tx));
         loop {
             match events.recv().await {
-                Some(ClientEvent::Connected { socket_id }) => {
+                Some(ClientEvent::Connected {
+                    socket_id,
+                    max_event_bytes,
+                }) => {
                     return Ok(RealtimeClient {
                         commands,
                         events,
                         socket_id,
+                        max_event_bytes,
                     });
                 }
                 Some(ClientEvent::Disconnected {
@@ -178,6 +180,11 @@ impl RealtimeClient {
                 None => return Err(ClientError::Connect("connection task ended".into())),
             }
         }
+    }
+
+    /// The largest event data the server accepts, as it announced (10 KiB if it did not).
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
     }
 
     /// The socket id of the first connection (it changes on reconnect; see `Connected` events).
@@ -495,7 +502,11 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                         let announced = data.get("limits").and_then(|l| l["client_events_per_second"].as_f64());
                         let rate = state.config.events_per_second.or(announced.map(|r| r * 0.9)).unwrap_or(f64::from(CLIENT_EVENTS_PER_SECOND) * 0.9);
                         state.pacer.set_rate(rate);
-                        let _ = state.events.send(ClientEvent::Connected { socket_id: socket_id.clone() }).await;
+                        let max_event_bytes = data
+                            .get("limits")
+                            .and_then(|l| l["max_event_bytes"].as_u64())
+                            .map_or(crate::limits::MAX_EVENT_DATA_BYTES, |b| b as usize);
+                        let _ = state.events.send(ClientEvent::Connected { socket_id: socket_id.clone(), max_event_bytes }).await;
                         // Restore subscriptions, signed for this socket.
                         for channel in state.subscribed.clone() {
                             if let Ok((data, _)) = authorize(state, &socket_id, &channel).await {

@@ -16,12 +16,11 @@ use crate::call::{Action, CallMachine, Phase};
 use crate::channel::{CallChannel, ChannelName};
 use crate::client::{Auth, ClientConfig, ClientEvent, RealtimeClient};
 use crate::envelope::{ChannelKey, PrivacyGuard, seal};
-use crate::event::chunk::{ChunkAssembler, split_sdp};
+use crate::event::chunk::ChunkAssembler;
 use crate::event::{
     CallEvent, EndReason, EventBody, Incoming, Privacy, RingTimeoutMs, Sdp, parse_frame,
 };
-use crate::ids::{ChunkId, DevicePartyId, UserId};
-use crate::limits::MAX_EVENT_DATA_BYTES;
+use crate::ids::{DevicePartyId, UserId};
 use crate::media::{MediaPeer, PeerOptions, PeerSignal};
 use crate::pusher::Frame;
 
@@ -168,7 +167,8 @@ impl Inbox {
             self.device.user.clone(),
             now,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_event_limit(self.client.max_event_bytes(), privacy == Privacy::Strong);
         let mut session = CallSession::open(
             machine,
             self.client,
@@ -212,6 +212,8 @@ pub struct CallSession {
     peer: MediaPeer,
     assembler: ChunkAssembler,
     outbox: mpsc::UnboundedSender<(String, Value)>,
+    /// Signaling events the server refused (for a reason other than the rate).
+    failures: mpsc::UnboundedReceiver<String>,
     sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub timeline: Timeline,
     epoch: Instant,
@@ -284,13 +286,12 @@ impl CallSession {
         let counter = sent.clone();
         let channel_name = channel.to_string();
         let client_for_send = client.sender();
+        let (failures_tx, failures) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
             while let Some((name, data)) = queue.recv().await {
-                if client_for_send
-                    .trigger(&channel_name, &name, data)
-                    .await
-                    .is_err()
-                {
+                if let Err(e) = client_for_send.trigger(&channel_name, &name, data).await {
+                    // A refused signaling event cannot be skipped: the call cannot go on.
+                    let _ = failures_tx.send(format!("{name} refused: {e}"));
                     return;
                 }
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -305,6 +306,7 @@ impl CallSession {
             peer,
             assembler: ChunkAssembler::new(),
             outbox,
+            failures,
             sent,
             timeline,
             epoch,
@@ -350,7 +352,8 @@ impl CallSession {
         let mut options = peer_options;
         options.ice_servers.extend(ice_servers(&body));
         let machine = CallMachine::caller(channel, device.party.clone(), device.user.clone())
-            .with_server_ring_timeout();
+            .with_server_ring_timeout()
+            .with_event_limit(client.max_event_bytes(), privacy == Privacy::Strong);
         let mut session =
             CallSession::open(machine, client, privacy, options, timeline, epoch).await?;
         let callees: Vec<UserId> =
@@ -419,38 +422,19 @@ impl CallSession {
     }
 
     fn send(&mut self, event: CallEvent) -> Result<(), String> {
-        // Sealing and chunking: measure what will really travel.
-        let key = self.key.clone();
-        let channel = self.channel.clone();
-        let measure = |e: &CallEvent| -> usize {
-            match (&key, e.kind().is_sensitive()) {
-                (Some(k), true) => seal(k, &channel, e, [0; 24])
-                    .map_or(usize::MAX, |s| Value::Object(s.to_data()).to_string().len()),
-                _ => Value::Object(e.to_data()).to_string().len(),
+        // The machine already chunked large SDP; sensitive events are sealed here.
+        let (name, data) = match (&self.key, event.kind().is_sensitive()) {
+            (Some(k), true) => {
+                let sealed =
+                    seal(k, &self.channel, &event, rand::random()).map_err(|e| e.to_string())?;
+                (sealed.wire_name(), Value::Object(sealed.to_data()))
             }
+            _ => (event.wire_name(), Value::Object(event.to_data())),
         };
-        let pieces = match e_kind_has_sdp(&event) {
-            true => {
-                let id = ChunkId::parse(&format!("{:x}", rand::random::<u64>())).expect("hex");
-                split_sdp(&event, &id, MAX_EVENT_DATA_BYTES, measure).map_err(|e| e.to_string())?
-            }
-            false => vec![event],
-        };
-        for piece in pieces {
-            let (name, data) = match (&self.key, piece.kind().is_sensitive()) {
-                (Some(k), true) => {
-                    let sealed = seal(k, &self.channel, &piece, rand::random())
-                        .map_err(|e| e.to_string())?;
-                    (sealed.wire_name(), Value::Object(sealed.to_data()))
-                }
-                _ => (piece.wire_name(), Value::Object(piece.to_data())),
-            };
-            self.timeline.note(format!("sent {name}"));
-            self.outbox
-                .send((name, data))
-                .map_err(|_| "sender stopped".to_owned())?;
-        }
-        Ok(())
+        self.timeline.note(format!("sent {name}"));
+        self.outbox
+            .send((name, data))
+            .map_err(|_| "sender stopped".to_owned())
     }
 
     /// Carries out the machine's actions.
@@ -561,6 +545,11 @@ impl CallSession {
                     Some(_) => {}
                     None => return Err("signaling connection ended".into()),
                 },
+                Some(failure) = self.failures.recv() => {
+                    self.timeline.note(format!("signaling failed: {failure}"));
+                    let now = self.now_ms();
+                    self.machine.fail(EndReason::SignalingFailed, now);
+                }
                 signal = self.peer.next_signal() => match signal {
                     Some(PeerSignal::LocalCandidate(c)) => {
                         self.pending_candidates.push(c);
@@ -620,8 +609,4 @@ impl CallSession {
         self.peer.close().await;
         self.client.close().await;
     }
-}
-
-fn e_kind_has_sdp(e: &CallEvent) -> bool {
-    matches!(e.body(), EventBody::Offer(_) | EventBody::Answer(_))
 }

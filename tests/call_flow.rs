@@ -335,3 +335,51 @@ async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_over_the_announced_limit_travel_in_chunks() {
+    // A server announcing 1200-byte events: a WebRTC offer (about 2 KB) must be chunked.
+    let mut cfg = StackConfig::development(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    cfg.trusted.data_dir = common::temp_dir("chunks");
+    cfg.realtime.apps[0].max_event_bytes = 1200;
+    let s = stack::start(cfg).await.unwrap();
+    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
+    let inbox = Inbox::open(&bob).await.unwrap();
+    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": "strong"});
+    let (mut caller, _) = CallSession::place(&alice, request, PeerOptions::default())
+        .await
+        .unwrap();
+    let mut callee = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    callee.accept().await.unwrap();
+    let (a, b) = tokio::join!(
+        caller.run(RunUntil::MediaUp, WITHIN),
+        callee.run(RunUntil::MediaUp, WITHIN)
+    );
+    assert_eq!(
+        (a.unwrap().phase, b.unwrap().phase),
+        (Phase::Active, Phase::Active)
+    );
+    let offers = caller
+        .timeline
+        .entries
+        .iter()
+        .filter(|(_, e)| e == "sent client-call.offer")
+        .count();
+    let answers = callee
+        .timeline
+        .entries
+        .iter()
+        .filter(|(_, e)| e == "sent client-call.answer")
+        .count();
+    assert!(
+        offers >= 2 && answers >= 2,
+        "offer in {offers} and answer in {answers} chunks"
+    );
+    s.shutdown().await;
+}

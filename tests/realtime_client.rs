@@ -221,7 +221,7 @@ async fn unknown_app_is_final_and_4200_reconnects_with_subscriptions_restored() 
                 assert!(reconnecting, "{code:?} allows reconnecting");
                 saw_disconnect = true;
             }
-            ClientEvent::Connected { socket_id } => break socket_id,
+            ClientEvent::Connected { socket_id, .. } => break socket_id,
             _ => {}
         }
     };
