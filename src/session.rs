@@ -192,6 +192,8 @@ pub enum RunUntil {
     MediaUp,
     /// The call ended.
     Ended,
+    /// Keep handling events until the time given to `run` is up (an in-call pause).
+    Elapsed,
 }
 
 /// How a run finished.
@@ -538,7 +540,12 @@ impl CallSession {
             }
             let candidates_due = self.candidates_due;
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Err(format!("timed out in {:?}: {:?}", self.machine.phase(), self.timeline.entries)),
+                _ = tokio::time::sleep_until(deadline) => {
+                    if until == RunUntil::Elapsed {
+                        break;
+                    }
+                    return Err(format!("timed out in {:?}: {:?}", self.machine.phase(), self.timeline.entries));
+                }
                 event = self.client.next_event() => match event {
                     Some(ClientEvent::Event { channel, event, data, user_id }) => self.handle_frame(channel, event, data, user_id)?,
                     Some(ClientEvent::Throttled { .. }) => self.throttled += 1,

@@ -383,3 +383,79 @@ async fn offers_over_the_announced_limit_travel_in_chunks() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
+    use domvia_calls::client::{Auth, ClientConfig, RealtimeClient};
+    use domvia_calls::signing::Secret;
+
+    let s = stack("downgrade").await;
+    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
+    let inbox = Inbox::open(&bob).await.unwrap();
+    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": "strong"});
+    let (mut caller, placed) = CallSession::place(&alice, request, PeerOptions::default())
+        .await
+        .unwrap();
+    let mut callee = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    callee.accept().await.unwrap();
+    let (a, b) = tokio::join!(
+        caller.run(RunUntil::MediaUp, WITHIN),
+        callee.run(RunUntil::MediaUp, WITHIN)
+    );
+    a.unwrap();
+    b.unwrap();
+    // Someone holding the app secret (a compromised relay, say) joins as "bob" and sends a
+    // media state in the clear, then replays an old seq.
+    let mallory = RealtimeClient::connect(ClientConfig {
+        url: format!("ws://{}/app/domvia-key", s.realtime.addr()),
+        auth: Auth::Signer {
+            key: "domvia-key".into(),
+            secret: Secret::new("domvia-secret"),
+            presence_user: Some(("bob".into(), json!({}))),
+        },
+        events_per_second: None,
+    })
+    .await
+    .unwrap();
+    mallory.subscribe(&placed.channel).await.unwrap();
+    let call_id = placed.call_id.as_str();
+    let clear = json!({"v": 1, "call_id": call_id, "party_id": "bob-mallory-01", "user_id": "bob", "seq": 99, "sent_at_ms": 0,
+        "audio": {"muted": true}, "video": {"enabled": false}, "screen": {"sharing": false}, "on_hold": true});
+    mallory
+        .trigger(&placed.channel, "client-call.media_state", clear)
+        .await
+        .unwrap();
+    let ringing = json!({"v": 1, "call_id": call_id, "party_id": "bob-mallory-01", "user_id": "bob", "seq": 100, "sent_at_ms": 0});
+    mallory
+        .trigger(&placed.channel, "client-call.ringing", ringing.clone())
+        .await
+        .unwrap();
+    mallory
+        .trigger(&placed.channel, "client-call.ringing", ringing)
+        .await
+        .unwrap();
+    caller
+        .run(RunUntil::Elapsed, Duration::from_millis(300))
+        .await
+        .unwrap();
+    for code in ["[envelope.downgrade]", "[envelope.replay]"] {
+        assert!(
+            caller
+                .timeline
+                .entries
+                .iter()
+                .any(|(_, e)| e.contains(code)),
+            "{code} not reported: {:?}",
+            caller.timeline.entries
+        );
+    }
+    assert_eq!(
+        caller.phase(),
+        Phase::Active,
+        "a rejected event changes nothing"
+    );
+    s.shutdown().await;
+}
