@@ -246,3 +246,80 @@ fn call_with_no_flags_makes_a_real_call_and_shows_the_record() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }
+
+#[cfg(all(feature = "media", feature = "trusted"))]
+#[test]
+fn call_joins_a_deployment_as_either_party() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Stdio};
+
+    let data = temp_dir("call-join");
+    let mut serve = bin()
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--trusted-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let mut addrs = Vec::new();
+    while addrs.len() < 2 {
+        let line = lines.next().unwrap().unwrap();
+        if let Some((_, a)) = line.split_once(" server listening on ") {
+            addrs.push(a.trim().to_owned());
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let party = |user: &str, extra: &[&str]| -> Child {
+        bin()
+            .args([
+                "call",
+                "--realtime-url",
+                &format!("ws://{}/app/domvia-key", addrs[0]),
+            ])
+            .args(["--trusted-url", &format!("http://{}", addrs[1])])
+            .args([
+                "--token",
+                &format!("{user}-token"),
+                "--user",
+                user,
+                "--seconds",
+                "0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut bob = party("bob", &[]);
+    let mut bob_out = BufReader::new(bob.stdout.take().unwrap()).lines();
+    let ready = bob_out.next().unwrap().unwrap();
+    assert!(ready.contains("inbox open"), "{ready}");
+    let alice = party("alice", &["--to", "bob"]).wait_with_output().unwrap();
+    let alice_out = String::from_utf8_lossy(&alice.stdout);
+    assert!(
+        alice.status.success(),
+        "{alice_out}{}",
+        String::from_utf8_lossy(&alice.stderr)
+    );
+    assert!(alice_out.contains("media up"), "{alice_out}");
+    let bob_rest: Vec<String> = bob_out.map(|l| l.unwrap()).collect();
+    assert!(bob.wait().unwrap().success());
+    assert!(
+        bob_rest.iter().any(|l| l.contains("media up")),
+        "{bob_rest:?}"
+    );
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    fs::remove_dir_all(data).unwrap();
+}

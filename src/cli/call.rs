@@ -156,9 +156,9 @@ async fn join(args: &CallArgs, realtime_url: &str) -> CliResult {
             session
         }
         None => {
-            println!("waiting for a call to {user}...");
-            let mut session = Inbox::open(&device)
-                .await?
+            let inbox = Inbox::open(&device).await?;
+            println!("waiting for a call to {user} (inbox open)");
+            let mut session = inbox
                 .next_call(PeerOptions::default(), Duration::from_secs(3600))
                 .await?;
             session.accept().await?;
