@@ -9,7 +9,7 @@ use std::time::Duration;
 use domvia_calls::call::Phase;
 use domvia_calls::event::EndReason;
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
+use domvia_calls::session::{CallSession, Device, Inbox, Outcome, PlacedCall, RunUntil};
 use domvia_calls::stack::{self, RunningStack, StackConfig};
 use serde_json::{Value, json};
 
@@ -53,27 +53,66 @@ async fn call_history(s: &RunningStack, token: &str, call_id: &str) -> Value {
     }
 }
 
-async fn full_call(privacy: &str) {
-    let s = stack(privacy).await;
-    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
-    let inbox = Inbox::open(&bob).await.unwrap();
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": privacy});
-    let (mut caller, placed) = CallSession::place(&alice, request, PeerOptions::default())
+/// `caller` invites `callee` with `request` (scope, callees, privacy, ...); returns both sessions
+/// with the callee's device ringing.
+async fn invite(
+    s: &RunningStack,
+    caller: &str,
+    callee: &str,
+    request: Value,
+    caller_peer: PeerOptions,
+) -> (CallSession, CallSession, PlacedCall) {
+    let inbox = Inbox::open(&device(s, callee)).await.unwrap();
+    let (caller, placed) = CallSession::place(&device(s, caller), request, caller_peer)
         .await
         .unwrap();
-    let mut callee = inbox
+    let callee = inbox
         .next_call(PeerOptions::default(), WITHIN)
         .await
         .unwrap();
-    assert_eq!(callee.channel().to_string(), placed.channel);
-    callee.accept().await.unwrap();
+    (caller, callee, placed)
+}
 
+fn room_call(callee: &str, extra: Value) -> Value {
+    let mut request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": [callee]});
+    request
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    request
+}
+
+/// Runs both sides until media is up; both must be active.
+async fn media_up(caller: &mut CallSession, callee: &mut CallSession) -> (Outcome, Outcome) {
     let (a, b) = tokio::join!(
         caller.run(RunUntil::MediaUp, WITHIN),
         callee.run(RunUntil::MediaUp, WITHIN)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!((a.phase, b.phase), (Phase::Active, Phase::Active));
+    (a, b)
+}
+
+fn sent(t: &domvia_calls::session::Timeline, what: &str) -> usize {
+    t.entries
+        .iter()
+        .filter(|(_, e)| e.strip_prefix("sent ").is_some_and(|n| n.contains(what)))
+        .count()
+}
+
+async fn full_call(privacy: &str) {
+    let s = stack(privacy).await;
+    let (mut caller, mut callee, placed) = invite(
+        &s,
+        "alice",
+        "bob",
+        room_call("bob", json!({"privacy": privacy})),
+        PeerOptions::default(),
+    )
+    .await;
+    assert_eq!(callee.channel().to_string(), placed.channel);
+    callee.accept().await.unwrap();
+    let (a, b) = media_up(&mut caller, &mut callee).await;
     for t in [&caller.timeline, &callee.timeline] {
         for step in [
             "ICE connected, DTLS up",
@@ -127,16 +166,14 @@ async fn strong_privacy_call_reaches_connected_media() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_call_ends_for_the_caller_and_is_recorded() {
     let s = stack("decline").await;
-    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
-    let inbox = Inbox::open(&bob).await.unwrap();
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]});
-    let (mut caller, placed) = CallSession::place(&alice, request, PeerOptions::default())
-        .await
-        .unwrap();
-    let mut callee = inbox
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
+    let (mut caller, mut callee, placed) = invite(
+        &s,
+        "alice",
+        "bob",
+        room_call("bob", json!({})),
+        PeerOptions::default(),
+    )
+    .await;
     callee.decline(false).await.unwrap();
     let out = caller.run(RunUntil::Ended, WITHIN).await.unwrap();
     assert_eq!(out.phase, Phase::Ended(EndReason::Declined));
@@ -148,16 +185,9 @@ async fn declined_call_ends_for_the_caller_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_call_times_out_and_is_a_missed_call() {
     let s = stack("missed").await;
-    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
-    let inbox = Inbox::open(&bob).await.unwrap();
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "ring_timeout_ms": 5000});
-    let (mut caller, placed) = CallSession::place(&alice, request, PeerOptions::default())
-        .await
-        .unwrap();
-    let mut callee = inbox
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
+    let request = room_call("bob", json!({"ring_timeout_ms": 5000}));
+    let (mut caller, mut callee, placed) =
+        invite(&s, "alice", "bob", request, PeerOptions::default()).await;
     let (a, b) = tokio::join!(
         caller.run(RunUntil::Ended, WITHIN),
         callee.run(RunUntil::Ended, WITHIN)
@@ -178,32 +208,28 @@ async fn unanswered_call_times_out_and_is_a_missed_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_callee_device_stops_ringing_when_the_first_answers() {
     let s = stack("elsewhere").await;
-    let (alice, laptop, phone) = (device(&s, "alice"), device(&s, "bob"), device(&s, "bob"));
-    let (inbox1, inbox2) = (
-        Inbox::open(&laptop).await.unwrap(),
-        Inbox::open(&phone).await.unwrap(),
-    );
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]});
-    let (mut caller, _) = CallSession::place(&alice, request, PeerOptions::default())
-        .await
-        .unwrap();
-    let mut first = inbox1
+    let phone = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let (mut caller, mut laptop, _) = invite(
+        &s,
+        "alice",
+        "bob",
+        room_call("bob", json!({})),
+        PeerOptions::default(),
+    )
+    .await;
+    let mut second = phone
         .next_call(PeerOptions::default(), WITHIN)
         .await
         .unwrap();
-    let mut second = inbox2
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
-    first.accept().await.unwrap();
-    let (a, b, c) = tokio::join!(
-        caller.run(RunUntil::MediaUp, WITHIN),
-        first.run(RunUntil::MediaUp, WITHIN),
+    laptop.accept().await.unwrap();
+    let (_, ended) = tokio::join!(
+        media_up(&mut caller, &mut laptop),
         second.run(RunUntil::Ended, WITHIN)
     );
-    assert_eq!(a.unwrap().phase, Phase::Active);
-    assert_eq!(b.unwrap().phase, Phase::Active);
-    assert_eq!(c.unwrap().phase, Phase::Ended(EndReason::AnsweredElsewhere));
+    assert_eq!(
+        ended.unwrap().phase,
+        Phase::Ended(EndReason::AnsweredElsewhere)
+    );
     let sent: Vec<&str> = second
         .timeline
         .entries
@@ -222,24 +248,12 @@ async fn a_second_callee_device_stops_ringing_when_the_first_answers() {
 async fn the_callee_can_hang_up() {
     let s = stack("callee-hangup").await;
     // alice and dave share trip-7; this call uses a private channel.
-    let (alice, dave) = (device(&s, "alice"), device(&s, "dave"));
-    let inbox = Inbox::open(&dave).await.unwrap();
     let request =
         json!({"scope": "trip", "scope_id": "trip-7", "callees": ["dave"], "kind": "private"});
-    let (mut caller, _) = CallSession::place(&alice, request, PeerOptions::default())
-        .await
-        .unwrap();
-    let mut callee = inbox
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
+    let (mut caller, mut callee, _) =
+        invite(&s, "alice", "dave", request, PeerOptions::default()).await;
     callee.accept().await.unwrap();
-    let (a, b) = tokio::join!(
-        caller.run(RunUntil::MediaUp, WITHIN),
-        callee.run(RunUntil::MediaUp, WITHIN)
-    );
-    a.unwrap();
-    b.unwrap();
+    media_up(&mut caller, &mut callee).await;
     callee.hang_up().await.unwrap();
     let out = caller.run(RunUntil::Ended, WITHIN).await.unwrap();
     assert_eq!(out.phase, Phase::Ended(EndReason::Hangup));
@@ -254,13 +268,14 @@ async fn crossing_calls_keep_the_lower_call_id() {
         Inbox::open(&alice).await.unwrap(),
         Inbox::open(&bob).await.unwrap(),
     );
-    let to = |user: &str| json!({"scope": "room", "scope_id": "chat-room-42", "callees": [user]});
-    let (from_alice, _) = CallSession::place(&alice, to("bob"), PeerOptions::default())
-        .await
-        .unwrap();
-    let (from_bob, _) = CallSession::place(&bob, to("alice"), PeerOptions::default())
-        .await
-        .unwrap();
+    let (from_alice, _) =
+        CallSession::place(&alice, room_call("bob", json!({})), PeerOptions::default())
+            .await
+            .unwrap();
+    let (from_bob, _) =
+        CallSession::place(&bob, room_call("alice", json!({})), PeerOptions::default())
+            .await
+            .unwrap();
     let at_alice = alice_inbox
         .next_call(PeerOptions::default(), WITHIN)
         .await
@@ -278,14 +293,7 @@ async fn crossing_calls_keep_the_lower_call_id() {
     };
     lost_caller.replaced().await.unwrap();
     keep_callee.accept().await.unwrap();
-    let (a, b) = tokio::join!(
-        keep_caller.run(RunUntil::MediaUp, WITHIN),
-        keep_callee.run(RunUntil::MediaUp, WITHIN)
-    );
-    assert_eq!(
-        (a.unwrap().phase, b.unwrap().phase),
-        (Phase::Active, Phase::Active)
-    );
+    media_up(&mut keep_caller, &mut keep_callee).await;
     assert_eq!(lost_caller.phase(), Phase::Ended(EndReason::Replaced));
     let record = call_history(&s, "alice-token", lost_caller.call_id().as_str()).await;
     assert_eq!(record["call"]["end_reason"], "replaced");
@@ -295,8 +303,6 @@ async fn crossing_calls_keep_the_lower_call_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
     let s = stack("storm").await;
-    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
-    let inbox = Inbox::open(&bob).await.unwrap();
     // Thirty host candidates on the caller: thirty loopback addresses, 127.0.0.1 to 127.0.0.30.
     // (Both sides that wide would make 900 pairs to check; the point is the signaling.)
     let binds = (1..=30).map(|i| format!("127.0.0.{i}:0")).collect();
@@ -304,32 +310,18 @@ async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
         binds,
         ..PeerOptions::default()
     };
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]});
-    let (mut caller, _) = CallSession::place(&alice, request, storm).await.unwrap();
-    let mut callee = inbox
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
+    let (mut caller, mut callee, _) =
+        invite(&s, "alice", "bob", room_call("bob", json!({})), storm).await;
     callee.accept().await.unwrap();
-    let (a, b) = tokio::join!(
-        caller.run(RunUntil::MediaUp, WITHIN),
-        callee.run(RunUntil::MediaUp, WITHIN)
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!((a.phase, b.phase), (Phase::Active, Phase::Active));
+    let (a, b) = media_up(&mut caller, &mut callee).await;
     assert_eq!(
         a.throttled + b.throttled,
         0,
         "never over the server's limit"
     );
-    let sent = |t: &domvia_calls::session::Timeline| {
-        t.entries
-            .iter()
-            .filter(|(_, e)| e.contains("ice_candidate"))
-            .count()
-    };
+    let batches = sent(&caller.timeline, "ice_candidate");
     assert!(
-        sent(&caller.timeline) >= 2,
+        batches >= 2,
         "thirty candidates need at least two events of twenty: {:?}",
         caller.timeline.entries
     );
@@ -346,37 +338,15 @@ async fn offers_over_the_announced_limit_travel_in_chunks() {
     cfg.trusted.data_dir = common::temp_dir("chunks");
     cfg.realtime.apps[0].max_event_bytes = 1200;
     let s = stack::start(cfg).await.unwrap();
-    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
-    let inbox = Inbox::open(&bob).await.unwrap();
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": "strong"});
-    let (mut caller, _) = CallSession::place(&alice, request, PeerOptions::default())
-        .await
-        .unwrap();
-    let mut callee = inbox
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
+    let request = room_call("bob", json!({"privacy": "strong"}));
+    let (mut caller, mut callee, _) =
+        invite(&s, "alice", "bob", request, PeerOptions::default()).await;
     callee.accept().await.unwrap();
-    let (a, b) = tokio::join!(
-        caller.run(RunUntil::MediaUp, WITHIN),
-        callee.run(RunUntil::MediaUp, WITHIN)
+    media_up(&mut caller, &mut callee).await;
+    let (offers, answers) = (
+        sent(&caller.timeline, "call.offer"),
+        sent(&callee.timeline, "call.answer"),
     );
-    assert_eq!(
-        (a.unwrap().phase, b.unwrap().phase),
-        (Phase::Active, Phase::Active)
-    );
-    let offers = caller
-        .timeline
-        .entries
-        .iter()
-        .filter(|(_, e)| e == "sent client-call.offer")
-        .count();
-    let answers = callee
-        .timeline
-        .entries
-        .iter()
-        .filter(|(_, e)| e == "sent client-call.answer")
-        .count();
     assert!(
         offers >= 2 && answers >= 2,
         "offer in {offers} and answer in {answers} chunks"
@@ -390,25 +360,13 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
     use domvia_calls::signing::Secret;
 
     let s = stack("downgrade").await;
-    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
-    let inbox = Inbox::open(&bob).await.unwrap();
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": "strong"});
-    let (mut caller, placed) = CallSession::place(&alice, request, PeerOptions::default())
-        .await
-        .unwrap();
-    let mut callee = inbox
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
+    let request = room_call("bob", json!({"privacy": "strong"}));
+    let (mut caller, mut callee, placed) =
+        invite(&s, "alice", "bob", request, PeerOptions::default()).await;
     callee.accept().await.unwrap();
-    let (a, b) = tokio::join!(
-        caller.run(RunUntil::MediaUp, WITHIN),
-        callee.run(RunUntil::MediaUp, WITHIN)
-    );
-    a.unwrap();
-    b.unwrap();
-    // Someone holding the app secret (a compromised relay, say) joins as "bob" and sends a
-    // media state in the clear, then replays an old seq.
+    media_up(&mut caller, &mut callee).await;
+    // Someone holding the app secret (a compromised relay, say) joins as "bob", sends a media
+    // state in the clear, then the same event twice.
     let mallory = RealtimeClient::connect(ClientConfig {
         url: format!("ws://{}/app/domvia-key", s.realtime.addr()),
         auth: Auth::Signer {
