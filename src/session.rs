@@ -119,13 +119,402 @@ impl Inbox {
             epoch: Instant::now(),
         })
     }
+}
 
-    /// Waits for an invitation, then joins its call channel as a callee device that is ringing.
-    pub async fn next_call(
-        mut self,
-        peer_options: PeerOptions,
-        within: Duration,
-    ) -> Result<CallSession, String> {
+/// When [`CallSession::run`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunUntil {
+    /// Data channel open (and echoed, on the caller) and RTP received.
+    MediaUp,
+    /// The call ended.
+    Ended,
+    /// Keep handling events until the time given to `run` is up (an in-call pause).
+    Elapsed,
+}
+
+/// How a run finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub phase: Phase,
+    pub events_sent: usize,
+    pub throttled: usize,
+}
+
+/// The signaling half of a call on this device: the call machine on a subscribed call channel,
+/// with sealing, replay and downgrade checks, chunk reassembly and ordered sending. It is the API
+/// for apps with their own WebRTC stack: read [`Signaling::next_event`] for ringing, accepted,
+/// offers, answers, candidates, media state and the end, and answer with `send_offer`,
+/// `send_answer`, `add_local_candidates`, `send_media_state`, `hang_up`, ...
+///
+/// [`Action::Send`] never surfaces: sending is this type's job. Commands queue their events and
+/// send them at once; notices for the app wait in order until `next_event` returns them.
+pub struct Signaling {
+    machine: CallMachine,
+    client: RealtimeClient,
+    channel: CallChannel,
+    guard: PrivacyGuard,
+    key: Option<ChannelKey>,
+    assembler: ChunkAssembler,
+    outbox: mpsc::UnboundedSender<(String, Value)>,
+    /// Signaling events the server refused (for a reason other than the rate).
+    failures: mpsc::UnboundedReceiver<String>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub timeline: Timeline,
+    epoch: Instant,
+    throttled: usize,
+    notices: std::collections::VecDeque<Action>,
+}
+
+/// A call in progress on this device: [`Signaling`] plus the reference WebRTC peer.
+pub struct CallSession {
+    sig: Signaling,
+    peer: MediaPeer,
+    pending_candidates: Vec<crate::event::IceCandidate>,
+    candidates_due: Option<tokio::time::Instant>,
+    media_flags: (bool, bool),
+}
+
+/// The answer of `POST /calls`.
+#[derive(Debug, Clone)]
+pub struct PlacedCall {
+    pub call_id: String,
+    pub channel: String,
+    pub response: Value,
+}
+
+fn ice_servers(response: &Value) -> Vec<(Vec<String>, String, String)> {
+    response["ice_servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let urls = s["urls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect();
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+            (urls, text("username"), text("credential"))
+        })
+        .collect()
+}
+
+impl Signaling {
+    async fn open(
+        machine: CallMachine,
+        client: RealtimeClient,
+        privacy: Privacy,
+        mut timeline: Timeline,
+        epoch: Instant,
+    ) -> Result<Signaling, String> {
+        let channel = machine.channel().clone();
+        let sub = client
+            .subscribe(&channel.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        timeline.note(format!("subscribed to {channel}"));
+        let key = match (privacy, &sub.shared_secret) {
+            (Privacy::Strong, Some(secret)) => {
+                Some(ChannelKey::from_shared_secret(secret).map_err(|e| e.to_string())?)
+            }
+            (Privacy::Strong, None) => {
+                return Err(
+                    "a strong-privacy call needs shared_secret from the auth endpoint".into(),
+                );
+            }
+            _ => None,
+        };
+        let mut guard = PrivacyGuard::new(channel.clone(), privacy);
+        if let Some(k) = &key {
+            guard.install_key(k.clone());
+        }
+        // Events leave one at a time, in order; each waits for the server's confirmation.
+        let (outbox, mut queue) = mpsc::unbounded_channel::<(String, Value)>();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent.clone();
+        let channel_name = channel.to_string();
+        let client_for_send = client.sender();
+        let (failures_tx, failures) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some((name, data)) = queue.recv().await {
+                if let Err(e) = client_for_send.trigger(&channel_name, &name, data).await {
+                    // A refused signaling event cannot be skipped: the call cannot go on.
+                    let _ = failures_tx.send(format!("{name} refused: {e}"));
+                    return;
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Ok(Signaling {
+            machine,
+            client,
+            channel,
+            guard,
+            key,
+            assembler: ChunkAssembler::new(),
+            outbox,
+            failures,
+            sent,
+            timeline,
+            epoch,
+            throttled: 0,
+            notices: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Starts a call through the trusted server (`POST /calls`) and joins its channel.
+    pub async fn place(device: &Device, request: Value) -> Result<(Signaling, PlacedCall), String> {
+        let epoch = Instant::now();
+        let mut timeline = Timeline::begin();
+        let client = device.client().await?;
+        let resp = reqwest::Client::new()
+            .post(format!("{}/calls", device.trusted_url))
+            .header("authorization", format!("Bearer {}", device.token))
+            .header("content-type", "application/json")
+            .body(request.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body: Value = serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?)
+            .unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("POST /calls: {status} {body}"));
+        }
+        let placed = PlacedCall {
+            call_id: body["call_id"].as_str().unwrap_or_default().to_owned(),
+            channel: body["channel"].as_str().unwrap_or_default().to_owned(),
+            response: body.clone(),
+        };
+        timeline.note(format!("call {} created; invitations sent", placed.call_id));
+        let channel = CallChannel::parse(&placed.channel).map_err(|e| e.to_string())?;
+        let privacy: Privacy =
+            serde_json::from_value(body["privacy"].clone()).unwrap_or(Privacy::Standard);
+        let machine = CallMachine::caller(channel, device.party.clone(), device.user.clone())
+            .with_server_ring_timeout()
+            .with_event_limit(client.max_event_bytes(), privacy == Privacy::Strong);
+        let mut sig = Signaling::open(machine, client, privacy, timeline, epoch).await?;
+        let callees: Vec<UserId> =
+            serde_json::from_value(request["callees"].clone()).unwrap_or_default();
+        let ring = RingTimeoutMs::new(body["ring_timeout_ms"].as_u64().unwrap_or(60_000))
+            .unwrap_or_default();
+        let media: crate::event::MediaSelection = serde_json::from_value(request["media"].clone())
+            .unwrap_or(crate::event::MediaSelection {
+                audio: true,
+                video: false,
+                screen: false,
+            });
+        let now = sig.now_ms();
+        sig.machine
+            .start(callees, media, ring, privacy, now)
+            .map_err(|e| e.to_string())?;
+        sig.flush()?;
+        Ok((sig, placed))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.machine.phase()
+    }
+
+    pub fn role(&self) -> crate::call::Role {
+        self.machine.role()
+    }
+
+    pub fn channel(&self) -> &CallChannel {
+        &self.channel
+    }
+
+    /// The call's id.
+    pub fn call_id(&self) -> &crate::ids::CallId {
+        self.channel.call_id()
+    }
+
+    /// Counts so far.
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            phase: self.machine.phase(),
+            events_sent: self.sent.load(std::sync::atomic::Ordering::Relaxed),
+            throttled: self.throttled,
+        }
+    }
+
+    fn send(&mut self, event: CallEvent) -> Result<(), String> {
+        // The machine already chunked large SDP; sensitive events are sealed here.
+        let (name, data) = match (&self.key, event.kind().is_sensitive()) {
+            (Some(k), true) => {
+                let sealed =
+                    seal(k, &self.channel, &event, rand::random()).map_err(|e| e.to_string())?;
+                (sealed.wire_name(), Value::Object(sealed.to_data()))
+            }
+            _ => (event.wire_name(), Value::Object(event.to_data())),
+        };
+        self.timeline.note(format!("sent {name}"));
+        self.outbox
+            .send((name, data))
+            .map_err(|_| "sender stopped".to_owned())
+    }
+
+    /// Sends what the machine wants sent; keeps everything else for `next_event`.
+    fn flush(&mut self) -> Result<(), String> {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Send(e) => self.send(e)?,
+                Action::PeerRinging { .. } => {
+                    self.timeline.note("ringing");
+                    self.notices.push_back(action);
+                }
+                Action::Ended { reason, by_remote } => {
+                    self.timeline.note(format!(
+                        "ended: {reason:?}{}",
+                        if by_remote { " (remote)" } else { "" }
+                    ));
+                    self.notices.push_back(action);
+                }
+                other => self.notices.push_back(other),
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_frame(&mut self, frame: Frame) {
+        let Ok((ChannelName::Call(ch), incoming)) = parse_frame(&frame) else {
+            return;
+        };
+        if ch != self.channel {
+            return;
+        }
+        let event = match self.guard.receive(incoming) {
+            Ok(e) => e,
+            Err(e) => {
+                self.timeline
+                    .note(format!("dropped an event: [{}] {e}", e.code()));
+                return;
+            }
+        };
+        let now = self.now_ms();
+        if let Ok(Some(whole)) = self.assembler.push(event, now) {
+            self.machine.handle_event(&whole, now);
+        }
+    }
+
+    /// The next thing the app must act on (never [`Action::Send`]), or `None` at `deadline`.
+    /// Cancel-safe: it only awaits channel receives, so it can sit in a `select!`.
+    pub async fn next_event(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Action>, String> {
+        loop {
+            self.flush()?;
+            if let Some(a) = self.notices.pop_front() {
+                return Ok(Some(a));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                event = self.client.next_event() => match event {
+                    Some(ClientEvent::Event { channel, event, data, user_id }) => {
+                        self.handle_frame(Frame { event, channel, data, user_id });
+                    }
+                    Some(ClientEvent::Throttled { .. }) => self.throttled += 1,
+                    Some(_) => {}
+                    None => return Err("signaling connection ended".into()),
+                },
+                Some(failure) = self.failures.recv() => {
+                    self.timeline.note(format!("signaling failed: {failure}"));
+                    let now = self.now_ms();
+                    self.machine.fail(EndReason::SignalingFailed, now);
+                }
+            }
+        }
+    }
+
+    /// The local user answers.
+    pub fn accept(&mut self) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine.accept(now).map_err(|e| e.to_string())?;
+        self.timeline.note("accepted");
+        self.flush()
+    }
+
+    /// The local user declines (or is busy).
+    pub fn decline(&mut self, busy: bool) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine.decline(busy, now).map_err(|e| e.to_string())?;
+        self.flush()
+    }
+
+    /// Hangs up (or cancels, before an answer).
+    pub fn hang_up(&mut self) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine.hang_up(now).map_err(|e| e.to_string())?;
+        self.flush()
+    }
+
+    /// Ends the call for a local reason (`replaced` after glare, `ice_failed`, ...).
+    pub fn fail(&mut self, reason: EndReason) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine.fail(reason, now);
+        self.flush()
+    }
+
+    pub fn send_offer(&mut self, sdp: &str, ice_restart: bool) -> Result<u32, String> {
+        let now = self.now_ms();
+        let sdp = Sdp::parse(sdp).map_err(|e| e.to_string())?;
+        let id = self
+            .machine
+            .send_offer(sdp, ice_restart, now)
+            .map_err(|e| e.to_string())?;
+        self.flush()?;
+        Ok(id)
+    }
+
+    pub fn send_answer(&mut self, sdp: &str, negotiation_id: u32) -> Result<(), String> {
+        let now = self.now_ms();
+        let sdp = Sdp::parse(sdp).map_err(|e| e.to_string())?;
+        self.machine
+            .send_answer(sdp, negotiation_id, now)
+            .map_err(|e| e.to_string())?;
+        self.flush()
+    }
+
+    /// Local candidates (batched into as few events as the rules allow).
+    pub fn add_local_candidates(
+        &mut self,
+        candidates: Vec<crate::event::IceCandidate>,
+        end_of_candidates: bool,
+    ) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine
+            .add_local_candidates(candidates, end_of_candidates, now);
+        self.flush()
+    }
+
+    pub fn send_media_state(&mut self, state: crate::event::MediaStateBody) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine
+            .send_media_state(state, now)
+            .map_err(|e| e.to_string())?;
+        self.flush()
+    }
+
+    /// Media connected (ICE and DTLS up).
+    pub fn media_connected(&mut self) {
+        self.machine.media_connected();
+    }
+
+    pub async fn close(self) {
+        self.client.close().await;
+    }
+}
+
+impl Inbox {
+    /// Waits for an invitation, then joins its call channel as a callee device that is ringing;
+    /// signaling only (see [`Inbox::next_call`] for the reference media peer too).
+    pub async fn next_invitation(mut self, within: Duration) -> Result<Signaling, String> {
         let mut timeline = Timeline::begin();
         let client = &mut self.client;
         let invitation = tokio::time::timeout(within, async {
@@ -169,361 +558,155 @@ impl Inbox {
         )
         .map_err(|e| e.to_string())?
         .with_event_limit(self.client.max_event_bytes(), privacy == Privacy::Strong);
-        let mut session = CallSession::open(
-            machine,
-            self.client,
-            privacy,
-            peer_options,
-            timeline,
-            self.epoch,
-        )
-        .await?;
-        let now = session.now_ms();
-        session.machine.ring(now).map_err(|e| e.to_string())?;
-        session.drain().await?;
-        Ok(session)
+        let mut sig = Signaling::open(machine, self.client, privacy, timeline, self.epoch).await?;
+        let now = sig.now_ms();
+        sig.machine.ring(now).map_err(|e| e.to_string())?;
+        sig.flush()?;
+        Ok(sig)
     }
-}
 
-/// When [`CallSession::run`] returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunUntil {
-    /// Data channel open (and echoed, on the caller) and RTP received.
-    MediaUp,
-    /// The call ended.
-    Ended,
-    /// Keep handling events until the time given to `run` is up (an in-call pause).
-    Elapsed,
-}
-
-/// How a run finished.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub phase: Phase,
-    pub events_sent: usize,
-    pub throttled: usize,
-}
-
-/// A call in progress on this device.
-pub struct CallSession {
-    machine: CallMachine,
-    client: RealtimeClient,
-    channel: CallChannel,
-    guard: PrivacyGuard,
-    key: Option<ChannelKey>,
-    peer: MediaPeer,
-    assembler: ChunkAssembler,
-    outbox: mpsc::UnboundedSender<(String, Value)>,
-    /// Signaling events the server refused (for a reason other than the rate).
-    failures: mpsc::UnboundedReceiver<String>,
-    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    pub timeline: Timeline,
-    epoch: Instant,
-    pending_candidates: Vec<crate::event::IceCandidate>,
-    candidates_due: Option<tokio::time::Instant>,
-    media_flags: (bool, bool),
-    throttled: usize,
-}
-
-/// The answer of `POST /calls`.
-#[derive(Debug, Clone)]
-pub struct PlacedCall {
-    pub call_id: String,
-    pub channel: String,
-    pub response: Value,
-}
-
-fn ice_servers(response: &Value) -> Vec<(Vec<String>, String, String)> {
-    response["ice_servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let urls = s["urls"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| u.as_str().map(str::to_owned))
-                .collect();
-            let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-            (urls, text("username"), text("credential"))
-        })
-        .collect()
+    /// Waits for an invitation and joins it with the reference WebRTC peer.
+    pub async fn next_call(
+        self,
+        peer_options: PeerOptions,
+        within: Duration,
+    ) -> Result<CallSession, String> {
+        let sig = self.next_invitation(within).await?;
+        CallSession::new(sig, peer_options).await
+    }
 }
 
 impl CallSession {
-    async fn open(
-        machine: CallMachine,
-        client: RealtimeClient,
-        privacy: Privacy,
-        peer_options: PeerOptions,
-        mut timeline: Timeline,
-        epoch: Instant,
-    ) -> Result<CallSession, String> {
-        let channel = machine.channel().clone();
-        let sub = client
-            .subscribe(&channel.to_string())
-            .await
-            .map_err(|e| e.to_string())?;
-        timeline.note(format!("subscribed to {channel}"));
-        let key = match (privacy, &sub.shared_secret) {
-            (Privacy::Strong, Some(secret)) => {
-                Some(ChannelKey::from_shared_secret(secret).map_err(|e| e.to_string())?)
-            }
-            (Privacy::Strong, None) => {
-                return Err(
-                    "a strong-privacy call needs shared_secret from the auth endpoint".into(),
-                );
-            }
-            _ => None,
-        };
-        let mut guard = PrivacyGuard::new(channel.clone(), privacy);
-        if let Some(k) = &key {
-            guard.install_key(k.clone());
-        }
-        let peer = MediaPeer::new(&peer_options).await?;
-        // Events leave one at a time, in order; each waits for the server's confirmation.
-        let (outbox, mut queue) = mpsc::unbounded_channel::<(String, Value)>();
-        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = sent.clone();
-        let channel_name = channel.to_string();
-        let client_for_send = client.sender();
-        let (failures_tx, failures) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            while let Some((name, data)) = queue.recv().await {
-                if let Err(e) = client_for_send.trigger(&channel_name, &name, data).await {
-                    // A refused signaling event cannot be skipped: the call cannot go on.
-                    let _ = failures_tx.send(format!("{name} refused: {e}"));
-                    return;
-                }
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
+    async fn new(sig: Signaling, peer_options: PeerOptions) -> Result<CallSession, String> {
         Ok(CallSession {
-            machine,
-            client,
-            channel,
-            guard,
-            key,
-            peer,
-            assembler: ChunkAssembler::new(),
-            outbox,
-            failures,
-            sent,
-            timeline,
-            epoch,
+            sig,
+            peer: MediaPeer::new(&peer_options).await?,
             pending_candidates: Vec::new(),
             candidates_due: None,
             media_flags: (false, false),
-            throttled: 0,
         })
     }
 
-    /// Starts a call through the trusted server (`POST /calls`) and joins its channel.
+    /// Starts a call through the trusted server (`POST /calls`) and joins its channel with the
+    /// reference WebRTC peer, using the ICE servers the trusted server returned.
     pub async fn place(
         device: &Device,
         request: Value,
         peer_options: PeerOptions,
     ) -> Result<(CallSession, PlacedCall), String> {
-        let epoch = Instant::now();
-        let mut timeline = Timeline::begin();
-        let client = device.client().await?;
-        let resp = reqwest::Client::new()
-            .post(format!("{}/calls", device.trusted_url))
-            .header("authorization", format!("Bearer {}", device.token))
-            .header("content-type", "application/json")
-            .body(request.to_string())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body: Value = serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?)
-            .unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("POST /calls: {status} {body}"));
-        }
-        let placed = PlacedCall {
-            call_id: body["call_id"].as_str().unwrap_or_default().to_owned(),
-            channel: body["channel"].as_str().unwrap_or_default().to_owned(),
-            response: body.clone(),
-        };
-        timeline.note(format!("call {} created; invitations sent", placed.call_id));
-        let channel = CallChannel::parse(&placed.channel).map_err(|e| e.to_string())?;
-        let privacy: Privacy =
-            serde_json::from_value(body["privacy"].clone()).unwrap_or(Privacy::Standard);
+        let (sig, placed) = Signaling::place(device, request).await?;
         let mut options = peer_options;
-        options.ice_servers.extend(ice_servers(&body));
-        let machine = CallMachine::caller(channel, device.party.clone(), device.user.clone())
-            .with_server_ring_timeout()
-            .with_event_limit(client.max_event_bytes(), privacy == Privacy::Strong);
-        let mut session =
-            CallSession::open(machine, client, privacy, options, timeline, epoch).await?;
-        let callees: Vec<UserId> =
-            serde_json::from_value(request["callees"].clone()).unwrap_or_default();
-        let ring = RingTimeoutMs::new(body["ring_timeout_ms"].as_u64().unwrap_or(60_000))
-            .unwrap_or_default();
-        let media: crate::event::MediaSelection = serde_json::from_value(request["media"].clone())
-            .unwrap_or(crate::event::MediaSelection {
-                audio: true,
-                video: false,
-                screen: false,
-            });
-        let now = session.now_ms();
-        session
-            .machine
-            .start(callees, media, ring, privacy, now)
-            .map_err(|e| e.to_string())?;
-        session.drain().await?;
-        Ok((session, placed))
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        options.ice_servers.extend(ice_servers(&placed.response));
+        Ok((CallSession::new(sig, options).await?, placed))
     }
 
     pub fn phase(&self) -> Phase {
-        self.machine.phase()
+        self.sig.phase()
     }
-
     pub fn channel(&self) -> &CallChannel {
-        &self.channel
+        self.sig.channel()
+    }
+    pub fn call_id(&self) -> &crate::ids::CallId {
+        self.sig.call_id()
+    }
+    pub fn timeline(&self) -> &Timeline {
+        &self.sig.timeline
     }
 
-    /// The local user answers.
     pub async fn accept(&mut self) -> Result<(), String> {
-        let now = self.now_ms();
-        self.machine.accept(now).map_err(|e| e.to_string())?;
-        self.timeline.note("accepted");
-        self.drain().await
+        self.sig.accept()
     }
-
-    /// The local user declines (or is busy).
     pub async fn decline(&mut self, busy: bool) -> Result<(), String> {
-        let now = self.now_ms();
-        self.machine.decline(busy, now).map_err(|e| e.to_string())?;
-        self.drain().await
+        self.sig.decline(busy)
     }
-
+    pub async fn hang_up(&mut self) -> Result<(), String> {
+        self.sig.hang_up()
+    }
     /// Ends this device's outgoing call because a crossing call won the glare ([FLOW-008]).
     pub async fn replaced(&mut self) -> Result<(), String> {
-        let now = self.now_ms();
-        self.machine.fail(EndReason::Replaced, now);
-        self.drain().await
+        self.sig.fail(EndReason::Replaced)
     }
 
-    /// The call's id.
-    pub fn call_id(&self) -> &crate::ids::CallId {
-        self.channel.call_id()
-    }
-
-    /// Hangs up (or cancels, before an answer).
-    pub async fn hang_up(&mut self) -> Result<(), String> {
-        let now = self.now_ms();
-        self.machine.hang_up(now).map_err(|e| e.to_string())?;
-        self.drain().await
-    }
-
-    fn send(&mut self, event: CallEvent) -> Result<(), String> {
-        // The machine already chunked large SDP; sensitive events are sealed here.
-        let (name, data) = match (&self.key, event.kind().is_sensitive()) {
-            (Some(k), true) => {
-                let sealed =
-                    seal(k, &self.channel, &event, rand::random()).map_err(|e| e.to_string())?;
-                (sealed.wire_name(), Value::Object(sealed.to_data()))
+    /// Acts on one signaling notice with the media peer.
+    async fn act(&mut self, action: Action) -> Result<(), String> {
+        match action {
+            Action::CreateOffer { to } => {
+                self.sig.timeline.note(format!("accepted by {to}"));
+                let sdp = self.peer.create_offer().await?;
+                self.sig.send_offer(&sdp, false)?;
             }
-            _ => (event.wire_name(), Value::Object(event.to_data())),
-        };
-        self.timeline.note(format!("sent {name}"));
-        self.outbox
-            .send((name, data))
-            .map_err(|_| "sender stopped".to_owned())
-    }
-
-    /// Carries out the machine's actions.
-    async fn drain(&mut self) -> Result<(), String> {
-        while let Some(action) = self.machine.poll_action() {
-            let now = self.now_ms();
-            match action {
-                Action::Send(e) => self.send(e)?,
-                Action::CreateOffer { to } => {
-                    self.timeline.note(format!("accepted by {to}"));
-                    let sdp = self.peer.create_offer().await?;
-                    let sdp = Sdp::parse(&sdp).map_err(|e| e.to_string())?;
-                    self.machine
-                        .send_offer(sdp, false, now)
-                        .map_err(|e| e.to_string())?;
+            Action::RemoteOffer {
+                sdp,
+                negotiation_id,
+                ..
+            } => {
+                self.sig.timeline.note("offer received");
+                let answer = self.peer.accept_offer(&sdp).await?;
+                self.sig.send_answer(&answer, negotiation_id)?;
+            }
+            Action::RemoteAnswer { sdp } => {
+                self.sig.timeline.note("answer received");
+                self.peer.accept_answer(&sdp).await?;
+            }
+            Action::RemoteCandidates {
+                candidates,
+                end_of_candidates,
+            } => {
+                for c in &candidates {
+                    self.peer.add_remote_candidate(c).await?;
                 }
-                Action::RemoteOffer {
-                    sdp,
-                    negotiation_id,
-                    ..
-                } => {
-                    self.timeline.note("offer received");
-                    let answer = self.peer.accept_offer(&sdp).await?;
-                    let answer = Sdp::parse(&answer).map_err(|e| e.to_string())?;
-                    self.machine
-                        .send_answer(answer, negotiation_id, now)
-                        .map_err(|e| e.to_string())?;
-                }
-                Action::RemoteAnswer { sdp } => {
-                    self.timeline.note("answer received");
-                    self.peer.accept_answer(&sdp).await?;
-                }
-                Action::RemoteCandidates {
-                    candidates,
-                    end_of_candidates,
-                } => {
-                    for c in &candidates {
-                        self.peer.add_remote_candidate(c).await?;
-                    }
-                    if end_of_candidates {
-                        self.timeline.note("remote end of candidates");
-                    }
-                }
-                Action::PeerRinging { .. } => self.timeline.note("ringing"),
-                Action::PeerAccepted { .. } | Action::RemoteMediaState(_) => {}
-                Action::Ended { reason, by_remote } => {
-                    self.timeline.note(format!(
-                        "ended: {reason:?}{}",
-                        if by_remote { " (remote)" } else { "" }
-                    ));
-                    self.peer.close().await;
+                if end_of_candidates {
+                    self.sig.timeline.note("remote end of candidates");
                 }
             }
+            Action::Ended { .. } => self.peer.close().await,
+            Action::Send(_)
+            | Action::PeerRinging { .. }
+            | Action::PeerAccepted { .. }
+            | Action::RemoteMediaState(_) => {}
         }
         Ok(())
     }
 
-    fn handle_frame(
-        &mut self,
-        channel: Option<String>,
-        event: String,
-        data: Option<crate::pusher::FrameData>,
-        user_id: Option<String>,
-    ) -> Result<(), String> {
-        let frame = Frame {
-            event,
-            channel,
-            data,
-            user_id,
-        };
-        let Ok((ChannelName::Call(ch), incoming)) = parse_frame(&frame) else {
-            return Ok(());
-        };
-        if ch != self.channel {
-            return Ok(());
-        }
-        let event = match self.guard.receive(incoming) {
-            Ok(e) => e,
-            Err(e) => {
-                self.timeline
-                    .note(format!("dropped an event: [{}] {e}", e.code()));
-                return Ok(());
+    fn on_signal(&mut self, signal: PeerSignal) -> Result<(), String> {
+        match signal {
+            PeerSignal::LocalCandidate(c) => {
+                self.pending_candidates.push(c);
+                self.candidates_due
+                    .get_or_insert_with(|| tokio::time::Instant::now() + CANDIDATE_BATCH_WINDOW);
             }
-        };
-        let now = self.now_ms();
-        if let Ok(Some(whole)) = self.assembler.push(event, now) {
-            self.machine.handle_event(&whole, now);
+            PeerSignal::GatheringComplete => {
+                let batch = std::mem::take(&mut self.pending_candidates);
+                self.candidates_due = None;
+                self.sig.add_local_candidates(batch, true)?;
+            }
+            PeerSignal::Connected => {
+                self.sig.timeline.note("ICE connected, DTLS up");
+                self.sig.media_connected();
+                self.peer.start_audio(Duration::from_secs(30));
+            }
+            PeerSignal::DataChannelOpen => {
+                self.sig.timeline.note("data channel open");
+                if self.sig.role() == crate::call::Role::Callee {
+                    self.media_flags.0 = true;
+                }
+            }
+            PeerSignal::DataMessage(m) => {
+                self.sig
+                    .timeline
+                    .note(format!("data channel message {m:?}"));
+                if m.starts_with("echo:") {
+                    self.media_flags.0 = true;
+                }
+            }
+            PeerSignal::FirstRtp => {
+                self.sig.timeline.note("first RTP packet");
+                self.media_flags.1 = true;
+            }
+            PeerSignal::Failed(e) => {
+                self.sig.timeline.note(format!("media failed: {e}"));
+                self.sig.fail(EndReason::IceFailed)?;
+            }
         }
         Ok(())
     }
@@ -532,7 +715,7 @@ impl CallSession {
     pub async fn run(&mut self, until: RunUntil, within: Duration) -> Result<Outcome, String> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if matches!(self.machine.phase(), Phase::Ended(_)) {
+            if matches!(self.sig.phase(), Phase::Ended(_)) && self.sig.notices.is_empty() {
                 break;
             }
             if until == RunUntil::MediaUp && self.media_flags == (true, true) {
@@ -540,80 +723,27 @@ impl CallSession {
             }
             let candidates_due = self.candidates_due;
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    if until == RunUntil::Elapsed {
-                        break;
-                    }
-                    return Err(format!("timed out in {:?}: {:?}", self.machine.phase(), self.timeline.entries));
-                }
-                event = self.client.next_event() => match event {
-                    Some(ClientEvent::Event { channel, event, data, user_id }) => self.handle_frame(channel, event, data, user_id)?,
-                    Some(ClientEvent::Throttled { .. }) => self.throttled += 1,
-                    Some(_) => {}
-                    None => return Err("signaling connection ended".into()),
+                action = self.sig.next_event(deadline) => match action? {
+                    Some(a) => self.act(a).await?,
+                    None if until == RunUntil::Elapsed => break,
+                    None => return Err(format!("timed out in {:?}: {:?}", self.sig.phase(), self.sig.timeline.entries)),
                 },
-                Some(failure) = self.failures.recv() => {
-                    self.timeline.note(format!("signaling failed: {failure}"));
-                    let now = self.now_ms();
-                    self.machine.fail(EndReason::SignalingFailed, now);
-                }
                 signal = self.peer.next_signal() => match signal {
-                    Some(PeerSignal::LocalCandidate(c)) => {
-                        self.pending_candidates.push(c);
-                        self.candidates_due.get_or_insert_with(|| tokio::time::Instant::now() + CANDIDATE_BATCH_WINDOW);
-                    }
-                    Some(PeerSignal::GatheringComplete) => {
-                        let batch = std::mem::take(&mut self.pending_candidates);
-                        self.candidates_due = None;
-                        let now = self.now_ms();
-                        self.machine.add_local_candidates(batch, true, now);
-                    }
-                    Some(PeerSignal::Connected) => {
-                        self.timeline.note("ICE connected, DTLS up");
-                        self.machine.media_connected();
-                        self.peer.start_audio(Duration::from_secs(30));
-                    }
-                    Some(PeerSignal::DataChannelOpen) => {
-                        self.timeline.note("data channel open");
-                        if self.machine.role() == crate::call::Role::Callee {
-                            self.media_flags.0 = true;
-                        }
-                    }
-                    Some(PeerSignal::DataMessage(m)) => {
-                        self.timeline.note(format!("data channel message {m:?}"));
-                        if m.starts_with("echo:") {
-                            self.media_flags.0 = true;
-                        }
-                    }
-                    Some(PeerSignal::FirstRtp) => {
-                        self.timeline.note("first RTP packet");
-                        self.media_flags.1 = true;
-                    }
-                    Some(PeerSignal::Failed(e)) => {
-                        self.timeline.note(format!("media failed: {e}"));
-                        let now = self.now_ms();
-                        self.machine.fail(EndReason::IceFailed, now);
-                    }
+                    Some(s) => self.on_signal(s)?,
                     None => return Err("media peer stopped".into()),
                 },
                 _ = async { tokio::time::sleep_until(candidates_due.unwrap_or(deadline)).await }, if candidates_due.is_some() => {
                     let batch = std::mem::take(&mut self.pending_candidates);
                     self.candidates_due = None;
-                    let now = self.now_ms();
-                    self.machine.add_local_candidates(batch, false, now);
+                    self.sig.add_local_candidates(batch, false)?;
                 }
             }
-            self.drain().await?;
         }
-        Ok(Outcome {
-            phase: self.machine.phase(),
-            events_sent: self.sent.load(std::sync::atomic::Ordering::Relaxed),
-            throttled: self.throttled,
-        })
+        Ok(self.sig.outcome())
     }
 
     pub async fn close(self) {
         self.peer.close().await;
-        self.client.close().await;
+        self.sig.close().await;
     }
 }

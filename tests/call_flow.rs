@@ -113,7 +113,7 @@ async fn full_call(privacy: &str) {
     assert_eq!(callee.channel().to_string(), placed.channel);
     callee.accept().await.unwrap();
     let (a, b) = media_up(&mut caller, &mut callee).await;
-    for t in [&caller.timeline, &callee.timeline] {
+    for t in [&caller.timeline(), &callee.timeline()] {
         for step in [
             "ICE connected, DTLS up",
             "data channel open",
@@ -124,11 +124,11 @@ async fn full_call(privacy: &str) {
     }
     assert!(
         caller
-            .timeline
+            .timeline()
             .at("data channel message \"echo:ping\"")
             .is_some(),
         "{:?}",
-        caller.timeline.entries
+        caller.timeline().entries
     );
     assert_eq!(a.throttled + b.throttled, 0, "paced under the limit");
     assert!(
@@ -231,7 +231,7 @@ async fn a_second_callee_device_stops_ringing_when_the_first_answers() {
         Phase::Ended(EndReason::AnsweredElsewhere)
     );
     let sent: Vec<&str> = second
-        .timeline
+        .timeline()
         .entries
         .iter()
         .filter_map(|(_, e)| e.strip_prefix("sent "))
@@ -319,11 +319,11 @@ async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
         0,
         "never over the server's limit"
     );
-    let batches = sent(&caller.timeline, "ice_candidate");
+    let batches = sent(&caller.timeline(), "ice_candidate");
     assert!(
         batches >= 2,
         "thirty candidates need at least two events of twenty: {:?}",
-        caller.timeline.entries
+        caller.timeline().entries
     );
     s.shutdown().await;
 }
@@ -344,8 +344,8 @@ async fn offers_over_the_announced_limit_travel_in_chunks() {
     callee.accept().await.unwrap();
     media_up(&mut caller, &mut callee).await;
     let (offers, answers) = (
-        sent(&caller.timeline, "call.offer"),
-        sent(&callee.timeline, "call.answer"),
+        sent(&caller.timeline(), "call.offer"),
+        sent(&callee.timeline(), "call.answer"),
     );
     assert!(
         offers >= 2 && answers >= 2,
@@ -402,12 +402,12 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
     for code in ["[envelope.downgrade]", "[envelope.replay]"] {
         assert!(
             caller
-                .timeline
+                .timeline()
                 .entries
                 .iter()
                 .any(|(_, e)| e.contains(code)),
             "{code} not reported: {:?}",
-            caller.timeline.entries
+            caller.timeline().entries
         );
     }
     assert_eq!(

@@ -523,23 +523,23 @@ mod call_bench {
             a?;
             b?;
             let t0 = caller
-                .timeline
+                .timeline()
                 .at("sent client-call.started")
                 .ok_or("no call.started")?;
             let ms = |d: Option<Duration>| {
                 d.map(|d| (d - t0).as_secs_f64() * 1e3)
                     .ok_or("missing step")
             };
-            to_echo.push(ms(caller.timeline.at("data channel message"))?);
-            to_rtp.push(ms(caller.timeline.at("first RTP packet"))?);
+            to_echo.push(ms(caller.timeline().at("data channel message"))?);
+            to_rtp.push(ms(caller.timeline().at("first RTP packet"))?);
             let sent = |tl: &domvia_calls::session::Timeline| {
                 tl.entries
                     .iter()
                     .filter(|(_, e)| e.starts_with("sent "))
                     .count() as f64
             };
-            caller_events.push(sent(&caller.timeline));
-            callee_events.push(sent(&callee.timeline));
+            caller_events.push(sent(&caller.timeline()));
+            callee_events.push(sent(&callee.timeline()));
             caller.hang_up().await?;
             let _ = tokio::join!(
                 caller.run(RunUntil::Ended, Duration::from_secs(10)),
