@@ -319,7 +319,7 @@ async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
         0,
         "never over the server's limit"
     );
-    let batches = sent(&caller.timeline(), "ice_candidate");
+    let batches = sent(caller.timeline(), "ice_candidate");
     assert!(
         batches >= 2,
         "thirty candidates need at least two events of twenty: {:?}",
@@ -344,8 +344,8 @@ async fn offers_over_the_announced_limit_travel_in_chunks() {
     callee.accept().await.unwrap();
     media_up(&mut caller, &mut callee).await;
     let (offers, answers) = (
-        sent(&caller.timeline(), "call.offer"),
-        sent(&callee.timeline(), "call.answer"),
+        sent(caller.timeline(), "call.offer"),
+        sent(callee.timeline(), "call.answer"),
     );
     assert!(
         offers >= 2 && answers >= 2,

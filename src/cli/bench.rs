@@ -538,8 +538,8 @@ mod call_bench {
                     .filter(|(_, e)| e.starts_with("sent "))
                     .count() as f64
             };
-            caller_events.push(sent(&caller.timeline()));
-            callee_events.push(sent(&callee.timeline()));
+            caller_events.push(sent(caller.timeline()));
+            callee_events.push(sent(callee.timeline()));
             caller.hang_up().await?;
             let _ = tokio::join!(
                 caller.run(RunUntil::Ended, Duration::from_secs(10)),

@@ -96,8 +96,8 @@ async fn demo(args: &CallArgs) -> CliResult {
     );
     let (a, b) = (a?, b?);
     println!("timeline (each side from its own start):");
-    print_timeline("alice", &caller.timeline());
-    print_timeline("bob", &callee.timeline());
+    print_timeline("alice", caller.timeline());
+    print_timeline("bob", callee.timeline());
     println!(
         "client events sent: alice {}, bob {}; rate-limit refusals: {}",
         a.events_sent,
@@ -166,7 +166,7 @@ async fn join(args: &CallArgs, realtime_url: &str) -> CliResult {
         }
     };
     let out = session.run(RunUntil::MediaUp, WITHIN).await?;
-    print_timeline(user, &session.timeline());
+    print_timeline(user, session.timeline());
     println!("media up ({:?}); staying {} s", out.phase, args.seconds);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     session.hang_up().await.ok();
