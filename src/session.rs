@@ -124,7 +124,7 @@ impl Inbox {
 /// When [`CallSession::run`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunUntil {
-    /// Data channel open (and echoed, on the caller) and RTP received.
+    /// The data channel carried the ping and its echo, and RTP arrived.
     MediaUp,
     /// The call ended.
     Ended,
@@ -685,17 +685,14 @@ impl CallSession {
                 self.sig.media_connected();
                 self.peer.start_audio(Duration::from_secs(30));
             }
-            PeerSignal::DataChannelOpen => {
-                self.sig.timeline.note("data channel open");
-                if self.sig.role() == crate::call::Role::Callee {
-                    self.media_flags.0 = true;
-                }
-            }
+            PeerSignal::DataChannelOpen => self.sig.timeline.note("data channel open"),
             PeerSignal::DataMessage(m) => {
                 self.sig
                     .timeline
                     .note(format!("data channel message {m:?}"));
-                if m.starts_with("echo:") {
+                // The caller is done when its ping came back; the callee once it echoed it.
+                let caller = self.sig.role() == crate::call::Role::Caller;
+                if caller == m.starts_with("echo:") {
                     self.media_flags.0 = true;
                 }
             }
