@@ -201,6 +201,35 @@ fn ice_servers(response: &Value) -> Vec<(Vec<String>, String, String)> {
 }
 
 impl Signaling {
+    /// Joins the call channel of `machine` over `client` (already connected, with the auth it
+    /// needs): the way to run a call without a trusted server in the loop, or with one of your
+    /// own. `privacy` must match the call; a strong call needs `shared_secret` from the auth.
+    pub async fn join(
+        machine: CallMachine,
+        client: RealtimeClient,
+        privacy: Privacy,
+    ) -> Result<Signaling, String> {
+        let epoch = Instant::now();
+        Signaling::open(machine, client, privacy, Timeline::begin(), epoch).await
+    }
+
+    /// Caller: starts the call by sending `call.started` on the channel. Without a trusted server
+    /// to invite the callees' inboxes, callee devices must already be on the channel (or learn of
+    /// it from the app).
+    pub fn start(
+        &mut self,
+        callees: Vec<UserId>,
+        media: crate::event::MediaSelection,
+        ring: RingTimeoutMs,
+        privacy: Privacy,
+    ) -> Result<(), String> {
+        let now = self.now_ms();
+        self.machine
+            .start(callees, media, ring, privacy, now)
+            .map_err(|e| e.to_string())?;
+        self.flush()
+    }
+
     async fn open(
         machine: CallMachine,
         client: RealtimeClient,

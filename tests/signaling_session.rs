@@ -117,3 +117,94 @@ async fn every_event_through_the_signaling_api() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_session_for_a_call_id_and_channel_without_a_trusted_server() {
+    use domvia_calls::call::CallMachine;
+    use domvia_calls::channel::CallChannel;
+    use domvia_calls::client::{Auth, ClientConfig, RealtimeClient};
+    use domvia_calls::event::{MediaSelection, Privacy, RingTimeoutMs};
+    use domvia_calls::ids::{DevicePartyId, UserId};
+    use domvia_calls::signing::Secret;
+
+    // Only a realtime server; both devices sign with the app secret (as a trusted backend would).
+    let server = common::start().await;
+    let connect = |user: &str| {
+        RealtimeClient::connect(ClientConfig {
+            url: format!("ws://{}/app/{}", server.addr(), common::KEY),
+            auth: Auth::Signer {
+                key: common::KEY.into(),
+                secret: Secret::new(common::SECRET),
+                presence_user: Some((user.into(), json!({}))),
+            },
+            events_per_second: None,
+        })
+    };
+    let channel = CallChannel::parse("presence-call.support.ticket-1.call-77").unwrap();
+    let caller = CallMachine::caller(
+        channel.clone(),
+        DevicePartyId::parse("carol-desk-01").unwrap(),
+        UserId::parse("carol").unwrap(),
+    );
+    let mut carol = Signaling::join(caller, connect("carol").await.unwrap(), Privacy::Standard)
+        .await
+        .unwrap();
+    // Dave's device learns of the call from carol's call.started on the channel it joined.
+    let dave_client = connect("dave").await.unwrap();
+    dave_client.subscribe(&channel.to_string()).await.unwrap();
+    carol
+        .start(
+            vec![UserId::parse("dave").unwrap()],
+            MediaSelection {
+                audio: true,
+                video: true,
+                screen: false,
+            },
+            RingTimeoutMs::default(),
+            Privacy::Standard,
+        )
+        .unwrap();
+    let mut dave_client = dave_client;
+    let started = loop {
+        if let Some(domvia_calls::client::ClientEvent::Event {
+            channel: ch,
+            event,
+            data,
+            user_id,
+        }) = dave_client.next_event().await
+        {
+            let frame = domvia_calls::pusher::Frame {
+                event,
+                channel: ch,
+                data,
+                user_id,
+            };
+            if let Ok((_, domvia_calls::event::Incoming::Clear(e))) =
+                domvia_calls::event::parse_frame(&frame)
+            {
+                break e;
+            }
+        }
+    };
+    let callee = CallMachine::callee(
+        &started,
+        DevicePartyId::parse("dave-desk-01").unwrap(),
+        UserId::parse("dave").unwrap(),
+        0,
+    )
+    .unwrap();
+    let mut dave = Signaling::join(callee, dave_client, Privacy::Standard)
+        .await
+        .unwrap();
+    dave.accept().unwrap();
+    assert!(matches!(
+        next(&mut carol).await,
+        Action::PeerAccepted { .. }
+    ));
+    assert!(matches!(next(&mut carol).await, Action::CreateOffer { .. }));
+    let id = carol.send_offer("v=0\r\ns=carol\r\n", false).unwrap();
+    assert!(
+        matches!(next(&mut dave).await, Action::RemoteOffer { negotiation_id, .. } if negotiation_id == id)
+    );
+    server.shutdown().await;
+}
