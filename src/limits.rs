@@ -78,3 +78,7 @@ pub const MIN_STARTED_REPEAT_INTERVAL_MS: u64 = 2_000;
 
 /// HTTP API request timestamps are accepted within this many seconds of the server's clock.
 pub const HTTP_API_TIMESTAMP_WINDOW_SECS: u64 = 600;
+
+/// Presence `channel_data` limits (Pusher's): the user id and the serialized `user_info`.
+pub const MAX_PRESENCE_USER_ID_LEN: usize = 128;
+pub const MAX_PRESENCE_USER_INFO_BYTES: usize = 1024;

@@ -140,6 +140,13 @@ async fn suite(url: &str) {
     // A webhook body is processed once.
     assert!(store.first_delivery("abc123", 1).await.unwrap());
     assert!(!store.first_delivery("abc123", 2).await.unwrap());
+    assert!(store.first_delivery("def456", 5_000).await.unwrap());
+    assert_eq!(
+        store.prune_deliveries(1_000).await.unwrap(),
+        1,
+        "only the old digest goes"
+    );
+    assert!(!store.first_delivery("def456", 5_001).await.unwrap());
     store.close().await;
 
     // Data survives reconnecting (and re-running the migrations).

@@ -27,7 +27,10 @@ use governor::{Quota, RateLimiter};
 use serde_json::{Map, Value, json};
 
 use crate::ids::SocketId;
-use crate::limits::{MAX_CHANNEL_NAME_LEN, MAX_FRAME_BYTES, MAX_JSON_DEPTH};
+use crate::limits::{
+    MAX_CHANNEL_NAME_LEN, MAX_FRAME_BYTES, MAX_JSON_DEPTH, MAX_PRESENCE_USER_ID_LEN,
+    MAX_PRESENCE_USER_INFO_BYTES,
+};
 use crate::pusher::{Frame, FrameData, FrameError, FrameLimits, PusherCode};
 use crate::realtime::AppConfig;
 use crate::signing;
@@ -506,6 +509,22 @@ impl Hub {
             }
         }
         if let Some(m) = &member {
+            // Pusher's limits on presence data; checked before the member is stored or announced.
+            let info_len = m.user_info.as_ref().map_or(0, |i| i.to_string().len());
+            if m.user_id.len() > MAX_PRESENCE_USER_ID_LEN || info_len > MAX_PRESENCE_USER_INFO_BYTES
+            {
+                let message = format!(
+                    "presence channel_data too large: user_id at most {MAX_PRESENCE_USER_ID_LEN} bytes, user_info at most {MAX_PRESENCE_USER_INFO_BYTES} bytes (got {} and {info_len})",
+                    m.user_id.len()
+                );
+                return self.subscription_error(
+                    conn,
+                    &channel,
+                    "InvalidChannelData",
+                    400,
+                    &message,
+                );
+            }
             let cfg = &self.apps[app];
             let present = self.channels.get(&(app, channel.clone()));
             let count = present.map_or(0, |ch| ch.members.len());

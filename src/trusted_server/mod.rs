@@ -569,9 +569,22 @@ async fn call_detail(
 /// the process died are handled as soon as it is back.
 async fn watchdog(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(state.config.watchdog_interval_ms));
+    let mut last_prune = 0u64;
     loop {
         tick.tick().await;
         let now = unix_ms();
+        // Twice the freshness window: a delivery older than that is refused before its digest
+        // would be looked up.
+        if now.saturating_sub(last_prune) >= webhook::MAX_WEBHOOK_AGE_MS {
+            last_prune = now;
+            if let Err(e) = state
+                .store
+                .prune_deliveries(now.saturating_sub(2 * webhook::MAX_WEBHOOK_AGE_MS))
+                .await
+            {
+                tracing::error!(error = %e, "pruning webhook digests failed");
+            }
+        }
         let due = match state.store.due_calls(now).await {
             Ok(d) => d,
             Err(e) => {

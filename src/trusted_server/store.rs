@@ -245,6 +245,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Forgets processed webhook bodies received before `before_ms`. Deliveries that old are
+    /// refused as stale anyway, so their digests no longer protect against anything.
+    pub async fn prune_deliveries(&self, before_ms: u64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM webhook_deliveries WHERE received_at_ms < $1")
+            .bind(to_i64(before_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn outbox(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
             "SELECT id, channels, event, data FROM outbox ORDER BY created_at_ms, id LIMIT $1",

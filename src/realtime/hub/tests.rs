@@ -685,3 +685,32 @@ fn connection_limit_gives_4100() {
     h.hub.open(ConnId(2), "/app/app-key", "protocol=7", 0, 0);
     assert_eq!(closes(&h.drain()), vec![(2, 4100)]);
 }
+
+#[test]
+fn oversized_presence_data_is_refused_before_anyone_hears_of_it() {
+    let mut h = Harness::new();
+    let ch = "presence-call.room.r.c1";
+    let s1 = h.connect(1);
+    h.subscribe(1, &s1, ch, Some("alice"));
+    let s2 = h.connect(2);
+    let cd = json!({ "user_id": "bob", "user_info": { "bio": "x".repeat(1100) } }).to_string();
+    let auth = signing::sign_channel(
+        KEY,
+        &Secret::new(SECRET),
+        &SocketId::parse(&s2).unwrap(),
+        ch,
+        Some(&cd),
+    );
+    let out = h.send(2, json!({"event": "pusher:subscribe", "data": {"channel": ch, "auth": auth, "channel_data": cd}}));
+    assert!(
+        frames_to(&out, 2)[0]["data"]
+            .as_str()
+            .unwrap()
+            .contains("InvalidChannelData")
+    );
+    assert!(
+        frames_to(&out, 1).is_empty(),
+        "no member_added for a refused member"
+    );
+    assert_eq!(h.hub.presence_ids(0, ch), ["alice"]);
+}
