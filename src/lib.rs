@@ -26,6 +26,7 @@ pub mod client;
 pub mod compat;
 pub mod envelope;
 pub mod event;
+pub mod fuzz_entry;
 pub mod ids;
 pub mod limits;
 #[cfg(feature = "media")]
