@@ -257,8 +257,11 @@ pub fn call_machine(data: &[u8]) {
     }
 }
 
+/// A fuzz entry point.
+pub type Entry = fn(&[u8]);
+
 /// Every entry point by name, for the corpus replay test and the fuzz targets.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Entry); 8] = [
     ("frame", frame),
     ("event", event),
     ("channel_name", channel_name),
