@@ -112,10 +112,7 @@ async fn private_channels_need_a_signature_for_this_socket_and_channel() {
 async fn client_events_reach_others_unchanged_and_never_echo() {
     let server = start().await;
     let ch = "private-call.room.r1.call-1";
-    let mut a = Client::connect(server.addr()).await;
-    let mut b = Client::connect(server.addr()).await;
-    a.subscribe(ch, None).await;
-    b.subscribe(ch, None).await;
+    let (mut a, mut b) = Client::pair(server.addr(), ch).await;
     let raw = r#"{"event":"client-call.offer","channel":"private-call.room.r1.call-1","data":{"z":"last","a":1.50,"sdp":"v=0\r\n"}}"#;
     a.send_text(raw).await;
     let got = b.next_frame().await;
@@ -209,10 +206,7 @@ async fn tampered_presence_channel_data_is_refused() {
 async fn rate_limit_relays_exactly_the_burst_and_keeps_the_connection() {
     let server = start().await;
     let ch = "private-call.room.r1.call-1";
-    let mut a = Client::connect(server.addr()).await;
-    let mut b = Client::connect(server.addr()).await;
-    a.subscribe(ch, None).await;
-    b.subscribe(ch, None).await;
+    let (mut a, mut b) = Client::pair(server.addr(), ch).await;
     for n in 0..30 {
         a.send(client_event(ch, n)).await;
     }
@@ -262,10 +256,7 @@ async fn rate_limit_relays_exactly_the_burst_and_keeps_the_connection() {
 async fn malformed_input_gets_typed_errors_and_hurts_no_one() {
     let server = start().await;
     let ch = "private-call.room.r1.call-1";
-    let mut a = Client::connect(server.addr()).await;
-    let mut b = Client::connect(server.addr()).await;
-    a.subscribe(ch, None).await;
-    b.subscribe(ch, None).await;
+    let (mut a, mut b) = Client::pair(server.addr(), ch).await;
     for (input, kind) in [
         ("{not json", "frame.not_json"),
         ("[1,2]", "frame.not_object"),

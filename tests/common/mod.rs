@@ -173,6 +173,15 @@ impl Client {
         serde_json::from_str(f["data"].as_str().unwrap()).unwrap()
     }
 
+    /// Two clients, both subscribed to the private or public `channel`.
+    pub async fn pair(addr: SocketAddr, channel: &str) -> (Client, Client) {
+        let mut a = Client::connect(addr).await;
+        let mut b = Client::connect(addr).await;
+        a.subscribe(channel, None).await;
+        b.subscribe(channel, None).await;
+        (a, b)
+    }
+
     pub async fn close(mut self) {
         let _ = self
             .ws
