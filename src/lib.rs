@@ -24,6 +24,8 @@ pub mod channel;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod compat;
+#[cfg(feature = "conform")]
+pub mod conform;
 pub mod envelope;
 pub mod event;
 pub mod fuzz_entry;

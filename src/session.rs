@@ -606,6 +606,15 @@ impl Inbox {
 }
 
 impl CallSession {
+    /// A call session around signaling joined by the app (see [`Signaling::join`]), with the
+    /// reference WebRTC peer.
+    pub async fn with_signaling(
+        sig: Signaling,
+        peer_options: PeerOptions,
+    ) -> Result<CallSession, String> {
+        CallSession::new(sig, peer_options).await
+    }
+
     async fn new(sig: Signaling, peer_options: PeerOptions) -> Result<CallSession, String> {
         Ok(CallSession {
             sig,

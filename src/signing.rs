@@ -480,6 +480,16 @@ pub fn verify_turn_credential(
 mod tests {
     use super::*;
 
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        // [SEC-002]: logging a config or an error must not leak the key.
+        let shown = format!("{:?}", Secret::new("s3cret-value"));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let key = crate::envelope::ChannelKey::from_bytes([7; 32]);
+        let shown = format!("{key:?}");
+        assert!(!shown.contains(&key.shared_secret()), "{shown}");
+    }
+
     // Pusher's published worked examples ("Generating authentication and authorization strings"
     // and "HTTP API reference"): key 278d425bdf160c739803, secret 7ad3773142a6692b25b8.
     const KEY: &str = "278d425bdf160c739803";

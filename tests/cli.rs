@@ -323,3 +323,94 @@ fn call_joins_a_deployment_as_either_party() {
     serve.wait().unwrap();
     fs::remove_dir_all(data).unwrap();
 }
+
+#[test]
+fn conform_lists_cases_with_their_requirements() {
+    let out = bin().args(["conform", "--list"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("client_events.no-echo "))
+        .expect("the no-echo case is listed");
+    assert!(line.contains("TRN-031") && line.contains("must"), "{line}");
+    assert!(text.lines().count() > 80);
+}
+
+#[test]
+fn conform_writes_reports_and_catches_a_stale_known_failing_list() {
+    let dir = temp_dir("conform");
+    let out = bin()
+        .args([
+            "conform",
+            "--only",
+            "connection",
+            "--only",
+            "authorization.private-*",
+        ])
+        .arg("--report-json")
+        .arg(dir.join("r.json"))
+        .arg("--junit")
+        .arg(dir.join("r.xml"))
+        .arg("--html")
+        .arg(dir.join("r.html"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
+    let cases = report["cases"].as_array().unwrap();
+    assert!(cases.iter().all(|c| {
+        let id = c["id"].as_str().unwrap();
+        id.starts_with("connection.") || id.starts_with("authorization.private-")
+    }));
+    assert!(
+        cases
+            .iter()
+            .any(|c| c["id"] == "connection.ping-pong" && c["verdict"] == "pass")
+    );
+    let xml = fs::read_to_string(dir.join("r.xml")).unwrap();
+    assert!(xml.contains("<testsuite name=\"connection\""), "{xml}");
+    let html = fs::read_to_string(dir.join("r.html")).unwrap();
+    assert!(html.contains("connection.ping-pong") && html.starts_with("<!doctype html>"));
+
+    // A listed case that passes is `fixed`, which fails the run so stale lists are noticed.
+    fs::write(
+        dir.join("known"),
+        "connection.ping-pong # pretend it was broken\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args([
+            "conform",
+            "--only",
+            "connection.ping-pong",
+            "--known-failing",
+        ])
+        .arg(dir.join("known"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fixed"));
+
+    // An expected-results file that disagrees fails the run and names the case.
+    fs::write(
+        dir.join("expected.json"),
+        r#"{"connection.ping-pong": "fail"}"#,
+    )
+    .unwrap();
+    let out = bin()
+        .args(["conform", "--only", "connection.ping-pong", "--expected"])
+        .arg(dir.join("expected.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("connection.ping-pong was fail and is now pass")
+    );
+}

@@ -5,6 +5,8 @@
 mod bench;
 #[cfg(all(feature = "media", feature = "trusted"))]
 mod call;
+#[cfg(feature = "conform")]
+mod conform;
 mod diff;
 #[cfg(feature = "trusted")]
 mod serve;
@@ -69,6 +71,10 @@ enum Command {
     /// and stored record are printed; with flags, join a deployment as one party.
     #[cfg(all(feature = "media", feature = "trusted"))]
     Call(call::CallArgs),
+    /// Test a Pusher-protocol realtime service (and optionally its trusted server) against the
+    /// protocol; with no --target, start the reference servers in-process and test them.
+    #[cfg(feature = "conform")]
+    Conform(Box<conform::ConformArgs>),
     /// Run the reference realtime server and trusted server (or one role alone).
     #[cfg(feature = "trusted")]
     Serve(serve::ServeArgs),
@@ -192,6 +198,8 @@ pub fn run(cli: Cli) -> CliResult {
             SpecAction::List { dir } => spec_list(&dir),
         },
         Command::Sign { kind } => sign::run(kind),
+        #[cfg(feature = "conform")]
+        Command::Conform(args) => conform::run(*args),
         #[cfg(feature = "trusted")]
         Command::Serve(args) => serve::run(args),
         #[cfg(all(feature = "media", feature = "trusted"))]

@@ -40,6 +40,10 @@ pub struct AppConfig {
     /// Where webhooks go; none means no webhooks.
     #[serde(default)]
     pub webhook_url: Option<String>,
+    /// A deliberate protocol violation (test builds only; never read from configuration).
+    #[cfg(feature = "defects")]
+    #[serde(skip)]
+    pub defect: Option<super::Defect>,
 }
 
 impl AppConfig {
@@ -58,12 +62,27 @@ impl AppConfig {
             activity_timeout_secs: defaults::activity_timeout(),
             pong_timeout_secs: defaults::pong_timeout(),
             webhook_url: None,
+            #[cfg(feature = "defects")]
+            defect: None,
         }
     }
 
     /// The development app `domvia-calls serve` starts with when given no configuration.
     pub fn development() -> AppConfig {
         AppConfig::new("domvia", "domvia-key", "domvia-secret")
+    }
+
+    /// Whether this app was given the deliberate defect `d` (always false without `defects`).
+    pub fn has_defect(&self, d: super::Defect) -> bool {
+        #[cfg(feature = "defects")]
+        {
+            self.defect == Some(d)
+        }
+        #[cfg(not(feature = "defects"))]
+        {
+            let _ = d;
+            false
+        }
     }
 
     /// Checks values that would make the app unusable.

@@ -85,6 +85,15 @@ impl Hub {
             );
         };
         let cfg = &self.apps()[app];
+        let now_unix = if cfg.has_defect(super::Defect::IgnoreHttpTimestamp) {
+            signing::parse_query(req.query)
+                .ok()
+                .and_then(|q| q.into_iter().find(|(k, _)| k == "auth_timestamp"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(now_unix)
+        } else {
+            now_unix
+        };
         if let Err(e) = signing::verify_http_request(
             &cfg.key,
             &cfg.secret,

@@ -3,9 +3,11 @@
 //! `crate::server` only moves bytes, timers and webhook deliveries.
 
 mod config;
+mod defect;
 mod http;
 mod hub;
 
 pub use config::AppConfig;
+pub use defect::Defect;
 pub use http::{MAX_BATCH_EVENTS, MAX_TRIGGER_CHANNELS};
 pub use hub::{ConnId, HttpRequest, HttpResponse, Hub, Output};

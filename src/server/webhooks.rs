@@ -55,7 +55,11 @@ async fn deliver(client: reqwest::Client, app: AppConfig, events: Vec<Value>) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let body = json!({ "time_ms": time_ms, "events": events }).to_string();
-    let signature = signing::sign_webhook(&app.secret, body.as_bytes());
+    let signature = if app.has_defect(crate::realtime::Defect::BadWebhookSignature) {
+        signing::sign_webhook(&signing::Secret::new("not-the-app-secret"), body.as_bytes())
+    } else {
+        signing::sign_webhook(&app.secret, body.as_bytes())
+    };
     let mut delay = FIRST_RETRY;
     for attempt in 1..=ATTEMPTS {
         let result = client

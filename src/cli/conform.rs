@@ -1,0 +1,377 @@
+//! `domvia-calls conform`: flags and configuration into a [`Target`], the run, and the reports.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
+use domvia_calls::conform::verdict::diff_expected;
+use domvia_calls::conform::{
+    self, Feature, KnownFailing, LevelFilter, RunOptions, Selection, Target, TargetUser, Verdict,
+    report,
+};
+use domvia_calls::signing::Secret;
+use serde::Deserialize;
+
+use super::CliResult;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LevelArg {
+    Must,
+    Should,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ConformArgs {
+    /// WebSocket base URL of a node of the target (`ws://host:port`); repeat for the nodes of one
+    /// cluster. Without it, the reference servers are started in-process and tested.
+    #[arg(long = "target")]
+    targets: Vec<String>,
+    #[arg(long)]
+    app_id: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
+    /// The app secret (lets the runner sign subscriptions and HTTP API requests itself).
+    #[arg(long, env = "DOMVIA_CONFORM_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// HTTP API base URL (`http://host:port`).
+    #[arg(long)]
+    http_api: Option<String>,
+    /// The trusted server's channel authorization endpoint (`http://host/realtime/auth`).
+    #[arg(long)]
+    auth_endpoint: Option<String>,
+    /// A user of the trusted server as NAME=TOKEN; give three: a caller, a callee in the same
+    /// scope, and a user outside it.
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// The call scope (`TYPE/ID`) the first two users share.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Listen here for the target's webhooks (configure the target to deliver to this address).
+    #[arg(long)]
+    webhook_listen: Option<SocketAddr>,
+    /// Pass every received webhook on to this URL (the deployment's own receiver).
+    #[arg(long)]
+    webhook_forward: Option<String>,
+    /// TURN server URL (`turn:host:port`).
+    #[arg(long)]
+    turn: Option<String>,
+    #[arg(long, env = "DOMVIA_CONFORM_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// The features the target offers, comma-separated (default: inferred from the other flags).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Client events per second and burst the target enforces, as RATE/BURST.
+    #[arg(long)]
+    rate_limit: Option<String>,
+    /// Largest event data the target accepts, in bytes.
+    #[arg(long)]
+    max_event_bytes: Option<usize>,
+    /// Distinct users one presence channel takes.
+    #[arg(long)]
+    max_presence_members: Option<usize>,
+    /// A TOML file with any of the target settings above (flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Which cases to run by level.
+    #[arg(long, value_enum, default_value = "all")]
+    level: LevelArg,
+    /// Run only cases matching this id, area prefix or `*` pattern (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Skip cases matching this pattern (repeatable).
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Cases expected to fail, one id or pattern per line; they become known_failing, or fixed
+    /// (which fails the run) once they pass.
+    #[arg(long)]
+    known_failing: Option<PathBuf>,
+    #[arg(long)]
+    report_json: Option<PathBuf>,
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Seed of the hostile-input cases; the same seed sends the same inputs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run every case this many times; the worst outcome counts.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Keep the wire trace of every case in the reports, not only of failures.
+    #[arg(long)]
+    trace: bool,
+    /// Print the cases (id, level, requirements, title) and exit.
+    #[arg(long)]
+    list: bool,
+    /// Compare the verdicts with this expected-results file; any difference fails the run.
+    #[arg(long)]
+    expected: Option<PathBuf>,
+    /// Write the verdicts of this run as an expected-results file.
+    #[arg(long)]
+    write_expected: Option<PathBuf>,
+    /// Test-only: give the embedded realtime server this deliberate defect.
+    #[cfg(feature = "defects")]
+    #[arg(long, hide = true)]
+    defect: Option<String>,
+}
+
+/// The target settings a `--config` file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    #[serde(default)]
+    targets: Vec<String>,
+    app_id: Option<String>,
+    key: Option<String>,
+    secret: Option<String>,
+    http_api: Option<String>,
+    auth_endpoint: Option<String>,
+    #[serde(default)]
+    users: BTreeMap<String, String>,
+    scope: Option<String>,
+    webhook_listen: Option<SocketAddr>,
+    webhook_forward: Option<String>,
+    turn: Option<String>,
+    turn_secret: Option<String>,
+    features: Option<Vec<String>>,
+    rate_limit: Option<String>,
+    max_event_bytes: Option<usize>,
+    max_presence_members: Option<usize>,
+}
+
+fn parse_rate(s: &str) -> Result<(u32, u32), String> {
+    let (r, b) = s.split_once('/').unwrap_or((s, s));
+    match (r.parse(), b.parse()) {
+        (Ok(r), Ok(b)) if r > 0 && b > 0 => Ok((r, b)),
+        _ => Err(format!(
+            "--rate-limit {s:?} is not RATE/BURST with positive integers"
+        )),
+    }
+}
+
+fn build_target(a: &ConformArgs) -> Result<Target, String> {
+    let file: TargetFile = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => TargetFile::default(),
+    };
+    let nodes = if a.targets.is_empty() {
+        file.targets.clone()
+    } else {
+        a.targets.clone()
+    };
+    let app_id = a
+        .app_id
+        .clone()
+        .or(file.app_id)
+        .ok_or("--app-id is required with --target")?;
+    let key = a
+        .key
+        .clone()
+        .or(file.key)
+        .ok_or("--key is required with --target")?;
+    let mut t = Target::new(nodes, &app_id, &key);
+    t.secret = a.secret.clone().or(file.secret).map(|s| Secret::new(&s));
+    t.http_api = a.http_api.clone().or(file.http_api);
+    t.auth_endpoint = a.auth_endpoint.clone().or(file.auth_endpoint);
+    let users: Vec<(String, String)> = if a.users.is_empty() {
+        file.users.into_iter().collect()
+    } else {
+        a.users
+            .iter()
+            .map(|u| {
+                u.split_once('=')
+                    .map(|(n, t)| (n.to_owned(), t.to_owned()))
+                    .ok_or(format!("--user {u:?} is not NAME=TOKEN"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    t.users = users
+        .into_iter()
+        .map(|(name, token)| TargetUser { name, token })
+        .collect();
+    t.scope = a.scope.clone().or(file.scope);
+    t.webhook_listen = a.webhook_listen.or(file.webhook_listen);
+    t.webhook_forward = a.webhook_forward.clone().or(file.webhook_forward);
+    t.turn = a.turn.clone().or(file.turn);
+    t.turn_secret = a
+        .turn_secret
+        .clone()
+        .or(file.turn_secret)
+        .map(|s| Secret::new(&s));
+    if let Some(r) = a.rate_limit.clone().or(file.rate_limit) {
+        t.rate_limit = parse_rate(&r)?;
+    }
+    if let Some(m) = a.max_event_bytes.or(file.max_event_bytes) {
+        t.max_event_bytes = m;
+    }
+    if let Some(m) = a.max_presence_members.or(file.max_presence_members) {
+        t.max_presence_members = m;
+    }
+    t.features = match a.features.clone().or(file.features) {
+        Some(list) => list
+            .iter()
+            .map(|f| {
+                Feature::parse(f.trim()).ok_or_else(|| {
+                    format!(
+                        "unknown feature {f:?}; known: {}",
+                        Feature::ALL.map(Feature::name).join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        None => t.infer_features(),
+    };
+    Ok(t)
+}
+
+fn list() -> CliResult {
+    for c in conform::cases::all() {
+        let needs: Vec<&str> = c.info.needs.iter().map(|f| f.name()).collect();
+        println!(
+            "{:<44} {:<6} {:<40} {}{}",
+            c.info.id,
+            c.info.level.name(),
+            c.info.requirements.join(","),
+            c.info.title,
+            if needs.is_empty() {
+                String::new()
+            } else {
+                format!(" [needs {}]", needs.join(", "))
+            }
+        );
+    }
+    Ok(true)
+}
+
+fn write(path: &PathBuf, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+pub fn run(a: ConformArgs) -> CliResult {
+    if a.list {
+        return list();
+    }
+    let opts = RunOptions {
+        selection: Selection {
+            only: a.only.clone(),
+            skip: a.skip.clone(),
+            level: match a.level {
+                LevelArg::Must => LevelFilter::Must,
+                LevelArg::Should => LevelFilter::Should,
+                LevelArg::All => LevelFilter::All,
+            },
+        },
+        known_failing: match &a.known_failing {
+            Some(p) => KnownFailing::parse(
+                &std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+            ),
+            None => KnownFailing::default(),
+        },
+        seed: a.seed,
+        repeat: a.repeat.max(1),
+        trace_all: a.trace,
+        progress: true,
+    };
+    let ids: Vec<&str> = conform::cases::all().iter().map(|c| c.info.id).collect();
+    for stale in opts.known_failing.unmatched(&ids) {
+        eprintln!("warning: known-failing entry {stale:?} matches no case");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime.block_on(async {
+        if a.targets.is_empty() && a.config.is_none() {
+            #[allow(unused_mut)]
+            let mut options = EmbeddedOptions::default();
+            #[cfg(feature = "defects")]
+            if let Some(d) = &a.defect {
+                options.defect = Some(
+                    domvia_calls::realtime::Defect::ALL
+                        .into_iter()
+                        .find(|x| x.name() == *d)
+                        .ok_or_else(|| format!("unknown defect {d:?}"))?,
+                );
+            }
+            let embedded = Embedded::start(options).await?;
+            eprintln!(
+                "testing the embedded reference servers: realtime {}, trusted {}",
+                embedded.target.nodes[0],
+                embedded.target.auth_endpoint.as_deref().unwrap_or("-")
+            );
+            let report = conform::run(
+                embedded.target.clone(),
+                &opts,
+                Some(embedded.webhooks.clone()),
+            )
+            .await;
+            embedded.shutdown().await;
+            report
+        } else {
+            let target = build_target(&a)?;
+            if target.nodes.is_empty() {
+                return Err("give at least one --target".to_owned());
+            }
+            eprintln!(
+                "testing {} (features: {})",
+                target.nodes.join(", "),
+                target
+                    .features
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            conform::run(target, &opts, None).await
+        }
+    })?;
+    eprint!("{}", report::summary_text(&report));
+    if let Some(p) = &a.report_json {
+        write(
+            p,
+            &serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+        )?;
+    }
+    if let Some(p) = &a.junit {
+        write(p, &report::junit(&report)?)?;
+    }
+    if let Some(p) = &a.html {
+        write(p, &report::html(&report))?;
+    }
+    let verdicts = report.verdicts();
+    if let Some(p) = &a.write_expected {
+        write(
+            p,
+            &(serde_json::to_string_pretty(&verdicts).map_err(|e| e.to_string())? + "\n"),
+        )?;
+    }
+    let mut ok = !report.failed();
+    if let Some(p) = &a.expected {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let expected: BTreeMap<String, Verdict> =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        let changes = diff_expected(&expected, &verdicts);
+        for c in &changes {
+            eprintln!(
+                "expected-results difference: {} was {} and is now {}",
+                c.case,
+                c.expected.map_or("absent", Verdict::name),
+                c.actual.map_or("absent", Verdict::name)
+            );
+        }
+        if changes.is_empty() {
+            eprintln!("verdicts match {}", p.display());
+        }
+        ok &= changes.is_empty();
+    }
+    Ok(ok)
+}

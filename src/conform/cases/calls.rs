@@ -1,0 +1,477 @@
+//! Call signaling through the target: sealed envelopes relayed intact, a whole call between two
+//! reference clients (watched by an observer that checks every event against its schema), SDP
+//! chunking, and a real WebRTC handshake whose signaling crosses the target.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{Case, case};
+use crate::call::{Action, CallMachine};
+use crate::channel::CallChannel;
+use crate::client::{Auth, ClientConfig, ClientEvent, RealtimeClient};
+use crate::conform::wire::{Conn, Ctx, PROMPT, Step, decode_data, ensure, errored, fail};
+use crate::envelope::ChannelKey;
+use crate::event::{Incoming, MediaSelection, Privacy, RingTimeoutMs};
+use crate::ids::{DevicePartyId, UserId};
+use crate::pusher::Frame;
+use crate::session::{CallSession, RunUntil, Signaling};
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            "envelope.sealed-relayed-intact",
+            Envelope,
+            Must,
+            ["TRN-033", "PRIV-010", "PRIV-011"],
+            [AppSecret],
+            "A sealed call.offer crosses the target with its ciphertext intact: the receiver opens it",
+            sealed_relayed
+        ),
+        case!(
+            "call_flow.standard",
+            CallFlow,
+            Must,
+            ["EVT-001", "FLOW-005", "FLOW-007", "STATE-002", "TRN-032"],
+            [AppSecret, Presence],
+            "Two reference clients run started, accepted, offer, answer, media_state, ended through the target; every event is schema-valid",
+            standard_flow
+        ),
+        case!(
+            "call_flow.chunked-offer",
+            CallFlow,
+            Must,
+            ["EVT-080", "EVT-081", "LIM-010"],
+            [AppSecret, Presence],
+            "An offer larger than the event limit crosses the target as chunk events and is reassembled",
+            chunked_offer
+        ),
+        case!(
+            "webrtc.handshake",
+            Webrtc,
+            Must,
+            ["MEDIA-001", "MEDIA-002", "MEDIA-006", "EVT-053"],
+            [AppSecret, Presence, Webrtc],
+            "Two reference WebRTC peers signal through the target to ICE + DTLS, a data channel echo and RTP",
+            webrtc_handshake
+        ),
+    ]
+}
+
+async fn sealed_relayed(ctx: Ctx) -> Step<Option<String>> {
+    let vectors: Value =
+        serde_json::from_str(include_str!("../../../conformance/vectors/envelope.json"))
+            .map_err(|e| errored(format!("envelope vectors: {e}")))?;
+    let group = vectors["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["cases"][0]["data"]["sealed"].is_object())
+        .ok_or_else(|| errored("no sealed vector"))?;
+    let channel = group["channel"].as_str().unwrap_or_default().to_owned();
+    let case = &group["cases"][0];
+    let data_text = case["data"].to_string();
+    let mut a = Conn::connect(&ctx, "a").await?;
+    let mut b = Conn::connect(&ctx, "b").await?;
+    a.subscribe(&channel, None).await?;
+    b.subscribe(&channel, None).await?;
+    let event = case["event"].as_str().unwrap_or("client-call.offer");
+    a.send_text(&format!(
+        r#"{{"event":"{event}","channel":"{channel}","data":{data_text}}}"#
+    ))
+    .await?;
+    let (_, text) = b
+        .wait_for_raw("the sealed offer", PROMPT, |f| {
+            f["event"] == event && f["channel"] == channel.as_str()
+        })
+        .await?;
+    let frame = Frame::parse(text.as_bytes(), &crate::pusher::FrameLimits::default())
+        .map_err(|e| fail("the relayed frame parses", "a Pusher frame", e.to_string()))?;
+    let opened = crate::event::parse_frame(&frame)
+        .map_err(|e| {
+            fail(
+                "the relayed sealed event still parses",
+                "a sealed call.offer",
+                e.to_string(),
+            )
+        })
+        .and_then(|(_, incoming)| match incoming {
+            Incoming::Sealed(s) => Ok(s),
+            Incoming::Clear(_) => Err(fail("the relayed event is still sealed", "sealed", "clear")),
+        })?;
+    let key = ChannelKey::from_shared_secret(case["shared_secret"].as_str().unwrap_or_default())
+        .map_err(|e| errored(e.to_string()))?;
+    let call_channel = CallChannel::parse(&channel).map_err(|e| errored(e.to_string()))?;
+    crate::envelope::open(&key, &call_channel, &opened).map_err(|e| {
+        fail(
+            "the receiver opens the relayed envelope",
+            "an authentic XC20P envelope",
+            e.to_string(),
+        )
+    })?;
+    Ok(None)
+}
+
+/// A reference client signing its own subscriptions with the app secret, as a presence user.
+async fn client(ctx: &Ctx, user: &str) -> Step<RealtimeClient> {
+    RealtimeClient::connect(ClientConfig {
+        url: ctx.target.app_url(0),
+        auth: Auth::Signer {
+            key: ctx.target.key.clone(),
+            secret: ctx.secret()?.clone(),
+            presence_user: Some((user.to_owned(), json!({}))),
+        },
+        events_per_second: Some(f64::from(ctx.target.rate_limit.0)),
+    })
+    .await
+    .map_err(|e| errored(format!("reference client {user}: {e}")))
+}
+
+fn user(name: &str) -> Step<UserId> {
+    UserId::parse(name).map_err(|e| errored(e.to_string()))
+}
+
+fn party(name: &str) -> Step<DevicePartyId> {
+    DevicePartyId::parse(&format!("{name}-{:08x}", rand::random::<u32>()))
+        .map_err(|e| errored(e.to_string()))
+}
+
+/// A caller on a fresh presence call channel and a callee that received its `call.started`,
+/// both joined, with an observer subscribed first.
+struct Call {
+    caller: Signaling,
+    callee: Signaling,
+    observer: Conn,
+    channel: String,
+}
+
+async fn set_up_call(ctx: &Ctx) -> Step<Call> {
+    let name = format!(
+        "presence-call.room.conform-{:08x}.call-{:016x}",
+        rand::random::<u32>(),
+        rand::random::<u64>()
+    );
+    let channel = CallChannel::parse(&name).map_err(|e| errored(e.to_string()))?;
+    let mut observer = Conn::connect(ctx, "observer").await?;
+    observer
+        .subscribe(&name, Some(("conform-observer", json!({}))))
+        .await?;
+    let machine = CallMachine::caller(channel.clone(), party("alice")?, user("conform-alice")?);
+    let mut caller = Signaling::join(
+        machine,
+        client(ctx, "conform-alice").await?,
+        Privacy::Standard,
+    )
+    .await
+    .map_err(|e| errored(format!("caller joins: {e}")))?;
+    let mut bob = client(ctx, "conform-bob").await?;
+    bob.subscribe(&name)
+        .await
+        .map_err(|e| errored(format!("callee subscribes: {e}")))?;
+    caller
+        .start(
+            vec![user("conform-bob")?],
+            MediaSelection {
+                audio: true,
+                video: false,
+                screen: false,
+            },
+            RingTimeoutMs::default(),
+            Privacy::Standard,
+        )
+        .map_err(|e| errored(format!("caller starts: {e}")))?;
+    let deadline = Instant::now() + PROMPT;
+    let started = loop {
+        let ev = tokio::time::timeout_at(deadline, bob.next_event())
+            .await
+            .map_err(|_| {
+                fail(
+                    "the callee receives call.started through the target",
+                    "client-call.started",
+                    "nothing",
+                )
+            })?;
+        if let Some(ClientEvent::Event {
+            channel: ch,
+            event,
+            data,
+            user_id,
+        }) = ev
+            && let Ok((_, Incoming::Clear(e))) = crate::event::parse_frame(&Frame {
+                event,
+                channel: ch,
+                data,
+                user_id,
+            })
+        {
+            break e;
+        }
+    };
+    let machine =
+        CallMachine::callee(&started, party("bob")?, user("conform-bob")?, 0).map_err(|e| {
+            fail(
+                "the relayed call.started is a valid invitation",
+                "valid call.started",
+                e.to_string(),
+            )
+        })?;
+    let callee = Signaling::join(machine, bob, Privacy::Standard)
+        .await
+        .map_err(|e| errored(format!("callee joins: {e}")))?;
+    Ok(Call {
+        caller,
+        callee,
+        observer,
+        channel: name,
+    })
+}
+
+/// The next notice of `sig` that `pred` picks, skipping others.
+async fn until(
+    sig: &mut Signaling,
+    who: &str,
+    what: &str,
+    pred: impl Fn(&Action) -> bool,
+) -> Step<Action> {
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        match sig.next_event(deadline).await {
+            Ok(Some(a)) if pred(&a) => return Ok(a),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(fail(
+                    format!("{who} gets {what} through the target"),
+                    what.to_owned(),
+                    "nothing within 5 s",
+                ));
+            }
+            Err(e) => {
+                return Err(fail(
+                    format!("{who} gets {what} through the target"),
+                    what.to_owned(),
+                    e,
+                ));
+            }
+        }
+    }
+}
+
+/// Waits on the observer for each call event in `names`, in order.
+async fn observe(observer: &mut Conn, channel: &str, names: &[&str]) -> Step<Vec<Value>> {
+    let mut seen = Vec::new();
+    for name in names {
+        let f = observer
+            .wait_for(&format!("{name} on the call channel"), PROMPT, |f| {
+                f["event"] == *name && f["channel"] == channel
+            })
+            .await?;
+        ensure(
+            f["user_id"].is_string(),
+            "call events on a presence call channel carry the sender's user_id",
+            "user_id",
+            f.to_string(),
+        )?;
+        seen.push(f);
+    }
+    Ok(seen)
+}
+
+const SDP_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=conform\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n";
+
+async fn standard_flow(ctx: Ctx) -> Step<Option<String>> {
+    let Call {
+        mut caller,
+        mut callee,
+        mut observer,
+        channel,
+    } = set_up_call(&ctx).await?;
+    callee.accept().map_err(errored)?;
+    until(&mut caller, "the caller", "call.accepted", |a| {
+        matches!(a, Action::CreateOffer { .. })
+    })
+    .await?;
+    let negotiation = caller.send_offer(SDP_OFFER, false).map_err(errored)?;
+    let offer = until(&mut callee, "the callee", "call.offer", |a| {
+        matches!(a, Action::RemoteOffer { .. })
+    })
+    .await?;
+    if let Action::RemoteOffer {
+        sdp,
+        negotiation_id,
+        ..
+    } = &offer
+    {
+        ensure(
+            sdp == SDP_OFFER && *negotiation_id == negotiation,
+            "the offer arrives unchanged",
+            SDP_OFFER,
+            sdp.clone(),
+        )?;
+    }
+    callee
+        .send_answer(
+            &SDP_OFFER.replace("s=conform", "s=conform-answer"),
+            negotiation,
+        )
+        .map_err(errored)?;
+    until(&mut caller, "the caller", "call.answer", |a| {
+        matches!(a, Action::RemoteAnswer { .. })
+    })
+    .await?;
+    caller.hang_up().map_err(errored)?;
+    until(&mut callee, "the callee", "call.ended", |a| {
+        matches!(a, Action::Ended { .. })
+    })
+    .await?;
+    let seen = observe(
+        &mut observer,
+        &channel,
+        &[
+            "client-call.started",
+            "client-call.accepted",
+            "client-call.offer",
+            "client-call.answer",
+            "client-call.ended",
+        ],
+    )
+    .await?;
+    ensure(
+        seen[0]["user_id"] == "conform-alice" && seen[1]["user_id"] == "conform-bob",
+        "each event names its verified sender",
+        "started by conform-alice, accepted by conform-bob",
+        format!("{} / {}", seen[0]["user_id"], seen[1]["user_id"]),
+    )?;
+    caller.close().await;
+    callee.close().await;
+    Ok(None)
+}
+
+async fn chunked_offer(ctx: Ctx) -> Step<Option<String>> {
+    let Call {
+        mut caller,
+        mut callee,
+        mut observer,
+        channel,
+    } = set_up_call(&ctx).await?;
+    callee.accept().map_err(errored)?;
+    until(&mut caller, "the caller", "call.accepted", |a| {
+        matches!(a, Action::CreateOffer { .. })
+    })
+    .await?;
+    let mut sdp = SDP_OFFER.to_owned();
+    while sdp.len() < ctx.target.max_event_bytes * 2 {
+        sdp.push_str("a=conform-padding:0123456789abcdef0123456789abcdef\r\n");
+    }
+    caller.send_offer(&sdp, false).map_err(errored)?;
+    let offer = until(
+        &mut callee,
+        "the callee",
+        "the reassembled call.offer",
+        |a| matches!(a, Action::RemoteOffer { .. }),
+    )
+    .await?;
+    if let Action::RemoteOffer { sdp: got, .. } = &offer {
+        ensure(
+            *got == sdp,
+            "the chunked offer reassembles to the sent SDP",
+            format!("{} bytes", sdp.len()),
+            format!("{} bytes", got.len()),
+        )?;
+    }
+    let chunks = observe(
+        &mut observer,
+        &channel,
+        &[
+            "client-call.offer",
+            "client-call.offer",
+            "client-call.offer",
+        ],
+    )
+    .await?;
+    for c in &chunks {
+        let data = decode_data(&c["data"]);
+        ensure(
+            data["chunk"]["count"]
+                .as_u64()
+                .is_some_and(|n| (2..=8).contains(&n)),
+            "each chunk event carries chunk {id, index, count}",
+            "chunk.count in 2..=8",
+            data["chunk"].to_string(),
+        )?;
+    }
+    caller.close().await;
+    callee.close().await;
+    Ok(Some(format!(
+        "{} bytes of SDP in {} chunks",
+        sdp.len(),
+        decode_data(&chunks[0]["data"])["chunk"]["count"]
+    )))
+}
+
+async fn webrtc_handshake(ctx: Ctx) -> Step<Option<String>> {
+    let began = Instant::now();
+    let Call {
+        caller,
+        callee,
+        mut observer,
+        channel,
+    } = set_up_call(&ctx).await?;
+    let options = crate::media::PeerOptions::default();
+    let mut caller = CallSession::with_signaling(caller, options.clone())
+        .await
+        .map_err(|e| errored(format!("caller's WebRTC peer: {e}")))?;
+    let mut callee = CallSession::with_signaling(callee, options)
+        .await
+        .map_err(|e| errored(format!("callee's WebRTC peer: {e}")))?;
+    callee.accept().await.map_err(errored)?;
+    let within = Duration::from_secs(20);
+    let (a, b) = tokio::join!(
+        caller.run(RunUntil::MediaUp, within),
+        callee.run(RunUntil::MediaUp, within)
+    );
+    let took = began.elapsed();
+    let a = a.map_err(|e| {
+        fail(
+            "the caller's media comes up through the target's signaling",
+            "data channel echo and RTP",
+            e,
+        )
+    })?;
+    let b = b.map_err(|e| {
+        fail(
+            "the callee's media comes up through the target's signaling",
+            "data channel echo and RTP",
+            e,
+        )
+    })?;
+    let _ = (a, b);
+    let seen = observe(
+        &mut observer,
+        &channel,
+        &[
+            "client-call.offer",
+            "client-call.answer",
+            "client-call.ice_candidate",
+        ],
+    )
+    .await?;
+    let ended_gen = |f: &Value| decode_data(&f["data"])["end_of_candidates"] == true;
+    let mut candidates = vec![seen[2].clone()];
+    while !candidates.iter().any(ended_gen) {
+        let f = observer
+            .wait_for("call.ice_candidate with end_of_candidates", PROMPT, |f| {
+                f["event"] == "client-call.ice_candidate"
+            })
+            .await?;
+        candidates.push(f);
+    }
+    caller.hang_up().await.map_err(errored)?;
+    let _ = callee.run(RunUntil::Ended, Duration::from_secs(5)).await;
+    caller.close().await;
+    callee.close().await;
+    Ok(Some(format!(
+        "media up {} ms after the call was set up",
+        took.as_millis()
+    )))
+}

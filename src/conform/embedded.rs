@@ -1,0 +1,100 @@
+//! The embedded default target: both reference servers started in-process on loopback ports,
+//! with a temporary database, the runner's webhook listener between the realtime server and the
+//! trusted server, and the development users. `domvia-calls conform` without `--target` tests
+//! this.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::target::{Target, TargetUser};
+use super::wire::{WebhookLog, listen_webhooks};
+use crate::signing::Secret;
+use crate::stack::{self, RunningStack, StackConfig};
+
+/// TURN secret of the embedded trusted server (it only mints credentials; no relay runs).
+const EMBEDDED_TURN_SECRET: &str = "conform-embedded-turn-secret";
+
+/// The embedded servers and the target that describes them.
+pub struct Embedded {
+    pub target: Target,
+    pub webhooks: Arc<WebhookLog>,
+    stack: RunningStack,
+    data_dir: PathBuf,
+}
+
+/// Options of the embedded servers.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddedOptions {
+    /// A deliberate defect of the realtime server (test builds only).
+    #[cfg(feature = "defects")]
+    pub defect: Option<crate::realtime::Defect>,
+}
+
+impl Embedded {
+    pub async fn start(options: EmbeddedOptions) -> Result<Embedded, String> {
+        let loopback = "127.0.0.1:0".parse().expect("a socket address");
+        let (webhooks, hook_addr) = listen_webhooks(loopback, None).await?;
+        let mut cfg = StackConfig::development(loopback, loopback);
+        let data_dir = std::env::temp_dir().join(format!(
+            "domvia-conform-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        cfg.trusted.data_dir = data_dir.clone();
+        cfg.trusted.stun_urls = vec!["stun:127.0.0.1:3478".into()];
+        cfg.trusted.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
+        cfg.trusted.turn_secret = Some(Secret::new(EMBEDDED_TURN_SECRET));
+        let app = cfg
+            .realtime
+            .apps
+            .iter_mut()
+            .find(|a| a.id == cfg.trusted.app_id)
+            .ok_or("the development app is missing")?;
+        app.webhook_url = Some(format!("http://{hook_addr}/"));
+        #[cfg(feature = "defects")]
+        {
+            app.defect = options.defect;
+        }
+        let _ = &options;
+        let (app_id, key, secret) = (app.id.clone(), app.key.clone(), app.secret.clone());
+        let (rate, burst, max_bytes, max_members) = (
+            app.client_events_per_second,
+            app.client_event_burst,
+            app.max_event_bytes,
+            app.max_presence_members,
+        );
+        let stack = stack::start(cfg).await?;
+        let rt = stack.realtime.addr();
+        let tr = stack.trusted.addr();
+        webhooks.set_forward(Some(format!("http://{tr}/realtime/webhooks")));
+        let mut target = Target::new(vec![format!("ws://{rt}")], &app_id, &key);
+        target.secret = Some(secret);
+        target.http_api = Some(format!("http://{rt}"));
+        target.auth_endpoint = Some(format!("http://{tr}/realtime/auth"));
+        target.users = ["alice", "bob", "dave"]
+            .iter()
+            .map(|u| TargetUser {
+                name: (*u).into(),
+                token: format!("{u}-token"),
+            })
+            .collect();
+        target.scope = Some("room/chat-room-42".into());
+        target.webhook_listen = Some(hook_addr);
+        target.turn_secret = Some(Secret::new(EMBEDDED_TURN_SECRET));
+        target.rate_limit = (rate, burst);
+        target.max_event_bytes = max_bytes;
+        target.max_presence_members = max_members;
+        target.features = target.infer_features();
+        Ok(Embedded {
+            target,
+            webhooks,
+            stack,
+            data_dir,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        self.stack.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

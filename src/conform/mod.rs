@@ -1,0 +1,286 @@
+//! The conformance runner: runs the cases of [`cases`] against a [`Target`] and turns their
+//! outcomes into verdicts ([`verdict`]) and reports ([`report`]).
+//!
+//! Cases run one after another (several check rates and timing, and the machines are small);
+//! each has its own trace and a time budget. Every call event a case receives is checked against
+//! the generated JSON Schemas, and a violation fails a case that otherwise passed.
+
+pub mod cases;
+pub mod embedded;
+pub mod report;
+pub mod target;
+pub mod verdict;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+pub use cases::{Area, Case, CaseInfo};
+pub use target::{Feature, Target, TargetUser};
+pub use verdict::{Failure, KnownFailing, Level, LevelFilter, Outcome, Selection, Verdict};
+pub use wire::TraceEntry;
+
+use wire::{Ctx, Problem, Schemas, WebhookLog};
+
+/// Longest a case may take before it counts as failed (the target hung).
+const CASE_BUDGET: Duration = Duration::from_secs(90);
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub selection: Selection,
+    pub known_failing: KnownFailing,
+    pub seed: u64,
+    /// Runs each case this many times; the worst outcome counts.
+    pub repeat: u32,
+    /// Keep the wire trace of every case, not only of those that did not pass.
+    pub trace_all: bool,
+    /// Print a line per case to standard error as it finishes.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            selection: Selection::default(),
+            known_failing: KnownFailing::default(),
+            seed: 1,
+            repeat: 1,
+            trace_all: false,
+            progress: false,
+        }
+    }
+}
+
+/// One case's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub id: String,
+    pub area: String,
+    pub level: Level,
+    pub title: String,
+    pub requirements: Vec<String>,
+    pub verdict: Verdict,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub failure: Option<Failure>,
+    /// Why the case was unsupported or errored.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub trace: Vec<TraceEntry>,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub version: String,
+    pub protocol_version: u64,
+    pub seed: u64,
+    pub repeat: u32,
+    pub target: serde_json::Value,
+    pub duration_ms: u64,
+    /// Count per verdict name.
+    pub summary: BTreeMap<String, usize>,
+    pub cases: Vec<CaseResult>,
+}
+
+impl Report {
+    /// Whether the run as a whole failed: some case is `fail`, `errored` or `fixed`.
+    pub fn failed(&self) -> bool {
+        self.cases.iter().any(|c| c.verdict.fails_run())
+    }
+
+    /// Case id to verdict, the form of the expected-results file.
+    pub fn verdicts(&self) -> BTreeMap<String, Verdict> {
+        self.cases
+            .iter()
+            .map(|c| (c.id.clone(), c.verdict))
+            .collect()
+    }
+}
+
+/// The cases a run with `selection` includes, in order.
+pub fn selected(selection: &Selection) -> Vec<Case> {
+    cases::all()
+        .into_iter()
+        .filter(|c| selection.includes(c.info.id, c.info.level))
+        .collect()
+}
+
+fn outcome_of(
+    result: Result<Result<Option<String>, Problem>, tokio::time::error::Elapsed>,
+    violations: Vec<String>,
+) -> Outcome {
+    match result {
+        Err(_) => Outcome::Failed(Failure {
+            message: format!("the case did not finish within {CASE_BUDGET:?}"),
+            expected: "the target answers every step".into(),
+            actual: "the case hung".into(),
+        }),
+        Ok(Ok(note)) if violations.is_empty() => Outcome::Passed { note },
+        Ok(Ok(_)) => Outcome::Failed(Failure {
+            message: "received call events break their JSON Schema".into(),
+            expected: "every call event valid against schemas/".into(),
+            actual: violations.join("\n"),
+        }),
+        Ok(Err(Problem::Fail(f))) => Outcome::Failed(f),
+        Ok(Err(Problem::Unsupported(r))) => Outcome::Unsupported(r),
+        Ok(Err(Problem::Errored(e))) => Outcome::Errored(e),
+    }
+}
+
+/// How bad an outcome is, to keep the worst of repeats.
+fn severity(o: &Outcome) -> u8 {
+    match o {
+        Outcome::Passed { .. } => 0,
+        Outcome::Unsupported(_) => 1,
+        Outcome::Failed(_) => 2,
+        Outcome::Errored(_) => 3,
+    }
+}
+
+/// Runs the selected cases against `target`. `webhooks` is a listener already started by the
+/// caller; without one, a listener is started on `target.webhook_listen` if set.
+pub async fn run(
+    target: Target,
+    opts: &RunOptions,
+    webhooks: Option<Arc<WebhookLog>>,
+) -> Result<Report, String> {
+    let began = Instant::now();
+    let schemas = Arc::new(Schemas::compile()?);
+    let webhooks = match (webhooks, target.webhook_listen) {
+        (Some(w), _) => Some(w),
+        (None, Some(addr)) => Some(
+            wire::listen_webhooks(addr, target.webhook_forward.clone())
+                .await?
+                .0,
+        ),
+        (None, None) => None,
+    };
+    let target = Arc::new(target);
+    let selected = selected(&opts.selection);
+    let total = selected.len();
+    let mut results = Vec::with_capacity(total);
+    for (i, case) in selected.iter().enumerate() {
+        let info = &case.info;
+        let missing: Vec<&str> = info
+            .needs
+            .iter()
+            .filter(|f| !target.features.contains(f))
+            .map(|f| f.name())
+            .collect();
+        let started = Instant::now();
+        let mut trace = Vec::new();
+        let (outcome, repeats) = if missing.is_empty() {
+            let mut worst: Option<Outcome> = None;
+            let mut passes = 0;
+            for attempt in 0..opts.repeat.max(1) {
+                let ctx = Ctx::new(
+                    target.clone(),
+                    opts.seed.wrapping_add(u64::from(attempt)),
+                    webhooks.clone(),
+                    schemas.clone(),
+                );
+                let result = tokio::time::timeout(CASE_BUDGET, (case.run)(ctx.clone())).await;
+                let outcome = outcome_of(result, ctx.take_schema_violations());
+                let this_trace = ctx.take_trace();
+                if matches!(outcome, Outcome::Passed { .. }) {
+                    passes += 1;
+                }
+                if worst
+                    .as_ref()
+                    .is_none_or(|w| severity(&outcome) > severity(w))
+                {
+                    trace = this_trace;
+                    worst = Some(outcome);
+                }
+            }
+            (worst.unwrap_or(Outcome::Errored("not run".into())), passes)
+        } else {
+            (
+                Outcome::Unsupported(format!(
+                    "the target does not declare {}",
+                    missing.join(", ")
+                )),
+                0,
+            )
+        };
+        let listed = opts.known_failing.lists(info.id);
+        let verdict = verdict::decide(info.level, &outcome, listed);
+        let mut result = CaseResult {
+            id: info.id.to_owned(),
+            area: info.area.name().to_owned(),
+            level: info.level,
+            title: info.title.to_owned(),
+            requirements: info.requirements.iter().map(|r| (*r).to_owned()).collect(),
+            verdict,
+            duration_ms: started.elapsed().as_millis() as u64,
+            note: None,
+            failure: None,
+            reason: None,
+            trace: Vec::new(),
+        };
+        match outcome {
+            Outcome::Passed { note } => result.note = note,
+            Outcome::Failed(f) => result.failure = Some(f),
+            Outcome::Unsupported(r) | Outcome::Errored(r) => result.reason = Some(r),
+        }
+        if opts.repeat > 1 && missing.is_empty() {
+            let n = format!("passed {repeats} of {} runs", opts.repeat);
+            result.note = Some(result.note.map_or(n.clone(), |x| format!("{x}; {n}")));
+        }
+        if opts.trace_all
+            || !matches!(
+                verdict,
+                Verdict::Pass | Verdict::Informational | Verdict::Unsupported
+            )
+        {
+            result.trace = trace;
+        }
+        if opts.progress {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "[{:>3}/{total}] {:<13} {} ({} ms)",
+                i + 1,
+                verdict.name(),
+                info.id,
+                result.duration_ms
+            );
+            if let Some(f) = &result.failure {
+                let _ = writeln!(err, "          {}", f.message);
+            }
+            if let (Some(r), Verdict::Errored) = (&result.reason, verdict) {
+                let _ = writeln!(err, "          {r}");
+            }
+        }
+        results.push(result);
+    }
+    let mut summary: BTreeMap<String, usize> = Verdict::ALL
+        .iter()
+        .map(|v| (v.name().to_owned(), 0))
+        .collect();
+    for r in &results {
+        *summary.entry(r.verdict.name().to_owned()).or_default() += 1;
+    }
+    Ok(Report {
+        tool: "domvia-calls conform".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol_version: crate::limits::PROTOCOL_VERSION,
+        seed: opts.seed,
+        repeat: opts.repeat.max(1),
+        target: target.summary(),
+        duration_ms: began.elapsed().as_millis() as u64,
+        summary,
+        cases: results,
+    })
+}

@@ -1,0 +1,202 @@
+//! What the runner tests: the target's endpoints, credentials and declared features.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::signing::Secret;
+
+/// A capability a target may or may not offer; cases that need an undeclared one are
+/// `unsupported`, not failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// The app secret is known, so the runner signs subscriptions itself.
+    AppSecret,
+    /// Presence channels.
+    Presence,
+    /// `pusher:signin` (user authentication).
+    UserSignin,
+    /// Client events are rate limited (the value is [`Target::rate_limit`]).
+    RateLimit,
+    /// The HTTP API (`--http-api`).
+    HttpApi,
+    /// Webhooks delivered to the runner's listener (`--webhook-listen`).
+    Webhooks,
+    /// A trusted server with an auth endpoint and user tokens (`--auth-endpoint`, `--user`).
+    Trusted,
+    /// Strong-privacy channel keys from the trusted server.
+    StrongPrivacy,
+    /// A real WebRTC handshake between two reference peers through the target's signaling.
+    Webrtc,
+    /// A TURN server with REST credentials (`--turn`, `--turn-secret`).
+    Turn,
+    /// Several nodes of one cluster (more than one `--target`).
+    Cluster,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 11] = [
+        Feature::AppSecret,
+        Feature::Presence,
+        Feature::UserSignin,
+        Feature::RateLimit,
+        Feature::HttpApi,
+        Feature::Webhooks,
+        Feature::Trusted,
+        Feature::StrongPrivacy,
+        Feature::Webrtc,
+        Feature::Turn,
+        Feature::Cluster,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::AppSecret => "app_secret",
+            Feature::Presence => "presence",
+            Feature::UserSignin => "user_signin",
+            Feature::RateLimit => "rate_limit",
+            Feature::HttpApi => "http_api",
+            Feature::Webhooks => "webhooks",
+            Feature::Trusted => "trusted",
+            Feature::StrongPrivacy => "strong_privacy",
+            Feature::Webrtc => "webrtc",
+            Feature::Turn => "turn",
+            Feature::Cluster => "cluster",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// A user the trusted server knows, with the bearer token that signs them in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetUser {
+    pub name: String,
+    pub token: String,
+}
+
+/// Everything the runner knows about the implementation under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// WebSocket base URLs of the nodes (`ws://host:port`), at least one.
+    pub nodes: Vec<String>,
+    pub app_id: String,
+    pub key: String,
+    pub secret: Option<Secret>,
+    /// HTTP API base URL (`http://host:port`).
+    pub http_api: Option<String>,
+    /// The trusted server's channel authorization endpoint.
+    pub auth_endpoint: Option<String>,
+    /// Trusted-server users; the first two must share a call scope, and `scope` names it.
+    pub users: Vec<TargetUser>,
+    /// A call scope (`type/id`, e.g. `room/chat-room-42`) that the first two users belong to
+    /// and the third (if any) does not.
+    pub scope: Option<String>,
+    /// Where the runner listens for the target's webhooks.
+    pub webhook_listen: Option<SocketAddr>,
+    /// Where received webhooks are passed on unchanged (for a deployment whose trusted server
+    /// also needs them).
+    pub webhook_forward: Option<String>,
+    pub turn: Option<String>,
+    pub turn_secret: Option<Secret>,
+    /// Client events per second and burst the target enforces.
+    pub rate_limit: (u32, u32),
+    /// Largest event `data` the target accepts.
+    pub max_event_bytes: usize,
+    /// Distinct users a presence channel takes.
+    pub max_presence_members: usize,
+    pub features: BTreeSet<Feature>,
+}
+
+impl Target {
+    /// A target on `nodes` with Pusher's default limits; features are inferred by
+    /// [`Target::infer_features`].
+    pub fn new(nodes: Vec<String>, app_id: &str, key: &str) -> Target {
+        Target {
+            nodes,
+            app_id: app_id.to_owned(),
+            key: key.to_owned(),
+            secret: None,
+            http_api: None,
+            auth_endpoint: None,
+            users: Vec::new(),
+            scope: None,
+            webhook_listen: None,
+            webhook_forward: None,
+            turn: None,
+            turn_secret: None,
+            rate_limit: (
+                crate::limits::CLIENT_EVENTS_PER_SECOND,
+                crate::limits::CLIENT_EVENT_BURST,
+            ),
+            max_event_bytes: crate::limits::MAX_EVENT_DATA_BYTES,
+            max_presence_members: 100,
+            features: BTreeSet::new(),
+        }
+    }
+
+    /// The features the given endpoints and credentials make possible; presence, user sign-in,
+    /// rate limiting and WebRTC are assumed, as every Pusher-compatible server has them.
+    pub fn infer_features(&self) -> BTreeSet<Feature> {
+        let mut f = BTreeSet::from([
+            Feature::Presence,
+            Feature::UserSignin,
+            Feature::RateLimit,
+            Feature::Webrtc,
+        ]);
+        if self.secret.is_some() {
+            f.insert(Feature::AppSecret);
+        }
+        if self.http_api.is_some() && self.secret.is_some() {
+            f.insert(Feature::HttpApi);
+        }
+        if self.webhook_listen.is_some() && self.secret.is_some() {
+            f.insert(Feature::Webhooks);
+        }
+        if self.auth_endpoint.is_some() && self.users.len() >= 2 {
+            f.insert(Feature::Trusted);
+            f.insert(Feature::StrongPrivacy);
+        }
+        if self.turn.is_some() && self.turn_secret.is_some() {
+            f.insert(Feature::Turn);
+        }
+        if self.nodes.len() > 1 {
+            f.insert(Feature::Cluster);
+        }
+        f
+    }
+
+    /// The trusted server's base URL, from the auth endpoint (`.../realtime/auth`).
+    pub fn trusted_base(&self) -> Option<String> {
+        self.auth_endpoint.as_ref().map(|u| {
+            u.strip_suffix("/realtime/auth")
+                .unwrap_or(u.trim_end_matches('/'))
+                .to_owned()
+        })
+    }
+
+    /// `ws://node/app/{key}` for node `i`.
+    pub fn app_url(&self, node: usize) -> String {
+        let base = self.nodes[node % self.nodes.len()].trim_end_matches('/');
+        format!("{base}/app/{}", self.key)
+    }
+
+    /// What the target is, without secrets, for reports.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "nodes": self.nodes,
+            "app_id": self.app_id,
+            "key": self.key,
+            "http_api": self.http_api,
+            "auth_endpoint": self.auth_endpoint,
+            "users": self.users.iter().map(|u| &u.name).collect::<Vec<_>>(),
+            "webhook_listen": self.webhook_listen,
+            "turn": self.turn,
+            "features": self.features.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        })
+    }
+}
