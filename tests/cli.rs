@@ -70,8 +70,20 @@ fn embedded_vectors_are_the_committed_ones() {
 }
 
 #[test]
-fn default_command_runs_the_self_check() {
+fn the_default_command_is_the_conformance_suite_and_check_the_self_check() {
     let out = bin().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("testing the embedded reference servers"),
+        "{err}"
+    );
+    assert!(err.contains(" pass"), "{err}");
+    let out = bin().arg("check").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("check: ok"));
     let repo = env!("CARGO_MANIFEST_DIR");

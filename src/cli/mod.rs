@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the built-in self-check: every conformance vector, the schema drift check and the
-    /// spec's requirement check (the default when no command is given).
+    /// spec's requirement check.
     Check {
         /// Repository root to check on disk; without it the copies built into the binary are used.
         #[arg(long)]
@@ -72,7 +72,8 @@ enum Command {
     #[cfg(all(feature = "media", feature = "trusted"))]
     Call(call::CallArgs),
     /// Test a Pusher-protocol realtime service (and optionally its trusted server) against the
-    /// protocol; with no --target, start the reference servers in-process and test them.
+    /// protocol; with no --target, start the reference servers in-process and test them (the
+    /// default when no command is given).
     #[cfg(feature = "conform")]
     Conform(Box<conform::ConformArgs>),
     /// Run the reference realtime server and trusted server (or one role alone).
@@ -153,8 +154,21 @@ enum SpecAction {
 
 pub type CliResult = Result<bool, String>;
 
+/// With no command: the main job, the conformance suite against the embedded reference servers
+/// (or the self-check in a build without the runner).
+fn default_command() -> Command {
+    #[cfg(feature = "conform")]
+    if let Ok(Cli {
+        command: Some(c), ..
+    }) = Cli::try_parse_from(["domvia-calls", "conform"])
+    {
+        return c;
+    }
+    Command::Check { root: None }
+}
+
 pub fn run(cli: Cli) -> CliResult {
-    match cli.command.unwrap_or(Command::Check { root: None }) {
+    match cli.command.unwrap_or_else(default_command) {
         Command::Check { root } => check_all(root.as_deref()),
         Command::Vectors { dir, verbose } => run_vectors(dir.as_deref(), verbose),
         Command::Schemas { action } => match action {
