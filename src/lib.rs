@@ -30,6 +30,8 @@ pub mod envelope;
 pub mod event;
 pub mod fuzz_entry;
 pub mod ids;
+#[cfg(feature = "conform")]
+pub mod interop;
 pub mod limits;
 #[cfg(feature = "media")]
 pub mod media;

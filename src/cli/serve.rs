@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// Realtime HTTP API base URL for role `trusted`.
     #[arg(long, env = "DOMVIA_REALTIME_API_URL")]
     realtime_api_url: Option<String>,
+    /// The realtime server as browsers reach it (`http://host:port`), for the demo page.
+    #[arg(long, env = "DOMVIA_PUBLIC_REALTIME_URL")]
+    public_realtime_url: Option<String>,
+    /// pusher-js browser bundle (`pusher.min.js`) served to the demo page.
+    #[arg(long, env = "DOMVIA_PUSHER_JS")]
+    pusher_js: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +136,12 @@ fn build(args: ServeArgs) -> Result<(Role, ServerConfig, TrustedConfig), String>
     if let Some(url) = args.realtime_api_url {
         trusted.realtime_api_url = url;
     }
+    if let Some(url) = args.public_realtime_url {
+        trusted.public_realtime_url = Some(url);
+    }
+    if let Some(path) = args.pusher_js {
+        trusted.pusher_js = Some(path);
+    }
     if let Some(path) = args.fixture.or_else(|| trusted.fixture.clone()) {
         let dir: Directory =
             toml::from_str(&read(&path)?).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -158,6 +170,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         let apps = realtime.apps.clone();
         let dev_key = trusted.privacy_master_key.expose() == DEVELOPMENT_MASTER_KEY;
         let demo_users = trusted.directory.is_none();
+        let pusher_js = trusted_server::pusher_js_path(trusted.pusher_js.as_ref());
         let (realtime_addr, trusted_addr, stop): (Option<SocketAddr>, Option<SocketAddr>, Stop) = match role {
             Role::Both => {
                 let s = stack::start(StackConfig { realtime, trusted }).await?;
@@ -192,6 +205,10 @@ pub fn run(args: ServeArgs) -> CliResult {
             println!("  POST http://{addr}/realtime/auth  POST http://{addr}/calls  POST http://{addr}/realtime/webhooks  GET http://{addr}/calls/history|missed");
             if demo_users {
                 println!("  demo users alice, bob, carol, dave with bearer tokens alice-token, bob-token, ...");
+            }
+            match &pusher_js {
+                Some(path) => println!("  demo call page http://{addr}/demo/ (pusher-js from {})", path.display()),
+                None => println!("  demo call page http://{addr}/demo/ needs pusher-js: run `npm ci --prefix tests/interop/pusher-js` here, or pass --pusher-js FILE"),
             }
             if dev_key {
                 println!("  privacy master key: development default (set [trusted] privacy_master_key for real use)");

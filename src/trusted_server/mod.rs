@@ -7,6 +7,7 @@
 //! written to the outbox in the transaction that decided them and deleted only after the realtime
 //! server accepted them, so a crash at any point loses no event and no record.
 
+mod demo;
 mod store;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify, oneshot};
 use tokio::task::JoinHandle;
 
+pub use demo::pusher_js_path;
 pub use store::Store;
 
 use crate::ids::CallId;
@@ -78,6 +80,14 @@ pub struct TrustedConfig {
     /// How often the ring-timeout watchdog looks for expired calls.
     #[serde(default = "default_watchdog_ms")]
     pub watchdog_interval_ms: u64,
+    /// The realtime server as browsers reach it (`http://host:port`), for the demo page; the HTTP
+    /// API URL by default.
+    #[serde(default)]
+    pub public_realtime_url: Option<String>,
+    /// pusher-js browser bundle (`pusher.min.js`) for the demo page; found in an npm install of
+    /// the interop tests by default.
+    #[serde(default)]
+    pub pusher_js: Option<PathBuf>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -130,6 +140,8 @@ impl TrustedConfig {
             turn_secret: None,
             turn_ttl_secs: default_turn_ttl(),
             watchdog_interval_ms: default_watchdog_ms(),
+            public_realtime_url: None,
+            pusher_js: None,
         }
     }
 
@@ -261,6 +273,12 @@ pub async fn start(
         .route("/calls/history", get(history))
         .route("/calls/missed", get(missed))
         .route("/calls/{id}", get(call_detail))
+        .route("/ice-servers", get(ice_servers_for_user))
+        .route("/demo", get(demo::redirect))
+        .route("/demo/", get(demo::page))
+        .route("/demo/call.js", get(demo::script))
+        .route("/demo/pusher.min.js", get(demo::pusher_js))
+        .route("/demo/config", get(demo::config))
         .with_state(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
@@ -374,6 +392,20 @@ fn ice_servers(config: &TrustedConfig, user: &str, now_ms: u64) -> Value {
         servers.push(json!({ "urls": config.turn_urls, "username": cred.username, "credential": cred.password }));
     }
     Value::Array(servers)
+}
+
+/// `GET /ice-servers`: STUN and fresh TURN credentials for the signed-in user, for a callee (the
+/// caller gets them from `POST /calls`).
+async fn ice_servers_for_user(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(user) = bearer(&state, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "auth.not_signed_in",
+            "sign in first: missing or unknown bearer token",
+        );
+    };
+    axum::Json(json!({ "ice_servers": ice_servers(&state.config, user.id.as_str(), unix_ms()) }))
+        .into_response()
 }
 
 async fn create_call(

@@ -1,0 +1,729 @@
+// The domvia-calls demo page: a call client for browsers. Signaling goes through the real
+// pusher-js client (client events on the call channel, channel authorization from the trusted
+// server); media goes through the browser's RTCPeerConnection. It follows spec/04-events.md for
+// standard-privacy, peer-to-peer calls; a strong-privacy call is declined as `incompatible`,
+// because browsers have no XChaCha20-Poly1305.
+//
+// Query parameters (used by the interop tests, handy for people too):
+//   user, token   sign in at once
+//   answer=auto   accept every incoming call
+//   loopback=1    signal only UDP candidates on 127.0.0.1 or ::1, so test traffic stays on the machine
+//   video=1       send the camera too
+// window.domvia exposes the state and a report built from getStats for tests.
+'use strict';
+
+(function () {
+  const KINDS = ['started', 'ringing', 'accepted', 'offer', 'answer', 'ice_candidate', 'media_state', 'ended'];
+  // The protocol's default limits; pusher-js does not pass on the limits a server announces.
+  const MAX_EVENT_BYTES = 10240;
+  const MAX_CHUNKS = 8;
+  const MAX_CANDIDATES_PER_EVENT = 20;
+  // Stay below the default 10 client events per second with a small burst.
+  const EVENTS_PER_SECOND = 8;
+  const EVENT_BURST = 4;
+  const CANDIDATE_WINDOW_MS = 40;
+  const CONNECT_TIMEOUT_MS = 20000;
+  const CHUNK_TIMEOUT_MS = 30000;
+
+  const params = new URLSearchParams(location.search);
+  const loopbackOnly = params.get('loopback') === '1';
+  const autoAnswer = params.get('answer') === 'auto';
+
+  const $ = (id) => document.getElementById(id);
+  const encoder = new TextEncoder();
+  const byteLength = (s) => encoder.encode(s).length;
+  const randomHex = (bytes) => Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+
+  const page = {
+    config: null,
+    pusher: null,
+    user: null,
+    token: null,
+    pacer: null,
+    call: null,
+    invitations: new Set(),
+    log: [],
+    errors: [],
+    finished: [],
+    throttled: 0,
+  };
+
+  function log(text) {
+    const line = `${new Date().toISOString().slice(11, 23)} ${text}`;
+    page.log.push(line);
+    console.log('[domvia] ' + text);
+    const el = $('log');
+    el.textContent += line + '\n';
+    el.scrollTop = el.scrollHeight;
+  }
+
+  function showError(text) {
+    page.errors.push(text);
+    log('ERROR ' + text);
+    $('error').textContent = text;
+  }
+
+  function setStatus(state, text) {
+    const el = $('status');
+    el.dataset.state = state;
+    el.textContent = text;
+  }
+
+  // Client events leave through one token bucket per connection, in order.
+  class Pacer {
+    constructor(rate, burst) {
+      this.rate = rate;
+      this.burst = burst;
+      this.tokens = burst;
+      this.last = performance.now();
+      this.queue = [];
+      this.timer = null;
+    }
+    push(send) {
+      this.queue.push(send);
+      this.pump();
+    }
+    pump() {
+      const now = performance.now();
+      this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
+      this.last = now;
+      while (this.queue.length && this.tokens >= 1) {
+        this.tokens -= 1;
+        this.queue.shift()();
+      }
+      if (this.queue.length && !this.timer) {
+        const wait = Math.ceil(((1 - this.tokens) * 1000) / this.rate);
+        this.timer = setTimeout(() => {
+          this.timer = null;
+          this.pump();
+        }, wait);
+      }
+    }
+  }
+
+  // Splits an offer or answer whose data is over the limit into 2..8 chunk bodies with equal
+  // members and one slice of the SDP each ([EVT-080]).
+  function chunkBodies(header, body) {
+    const fits = (b) => byteLength(JSON.stringify({ ...header, seq: Number.MAX_SAFE_INTEGER, ...b })) <= MAX_EVENT_BYTES;
+    if (fits(body)) return [body];
+    const id = randomHex(8);
+    for (let count = 2; count <= MAX_CHUNKS; count++) {
+      const size = Math.ceil(body.sdp.length / count);
+      const pieces = [];
+      for (let i = 0; i < count; i++) pieces.push(body.sdp.slice(i * size, (i + 1) * size));
+      if (pieces.some((p) => p.length === 0)) break;
+      const bodies = pieces.map((sdp, index) => ({ ...body, sdp, chunk: { id, index, count } }));
+      if (bodies.every(fits)) return bodies;
+    }
+    throw new Error(`the SDP (${body.sdp.length} bytes) does not fit in ${MAX_CHUNKS} events`);
+  }
+
+  function candidateAllowed(c) {
+    if (!c.candidate) return false;
+    if (!loopbackOnly) return true;
+    return c.protocol === 'udp' && (c.address === '127.0.0.1' || c.address === '::1');
+  }
+
+  function wireCandidate(c) {
+    return {
+      candidate: c.candidate,
+      sdp_mid: c.sdpMid,
+      sdp_mline_index: c.sdpMLineIndex,
+      username_fragment: c.usernameFragment || null,
+    };
+  }
+
+  class Call {
+    constructor({ role, callId, channelName, caller, callees, media, iceServers }) {
+      this.role = role;
+      this.callId = callId;
+      this.channelName = channelName;
+      this.caller = caller;
+      this.callees = callees;
+      this.media = media;
+      this.iceServers = iceServers || [];
+      this.party = 'web-' + randomHex(8);
+      this.seq = 0;
+      this.seen = new Map();
+      this.chunks = new Map();
+      this.peerParty = null;
+      this.peerUser = null;
+      this.pc = null;
+      this.local = null;
+      this.remoteCandidates = [];
+      this.pendingLocal = [];
+      this.candidateTimer = null;
+      this.connectTimer = null;
+      this.phase = 'new';
+      this.reason = null;
+      this.accepted = false;
+      this.dc = { open: false, sent: [], received: [], echoed: false };
+      this.remoteMediaState = null;
+      this.muted = false;
+      this.began = performance.now();
+      this.times = {};
+      this.channel = null;
+    }
+
+    mark(what) {
+      if (!(what in this.times)) this.times[what] = Math.round(performance.now() - this.began);
+    }
+
+    join() {
+      return new Promise((resolve, reject) => {
+        const channel = page.pusher.subscribe(this.channelName);
+        this.channel = channel;
+        for (const kind of KINDS) {
+          const handler = (data, meta) => this.receive(kind, data, meta || {});
+          channel.bind('client-call.' + kind, handler);
+          channel.bind('call.' + kind, handler);
+        }
+        channel.bind('pusher:subscription_succeeded', () => {
+          log(`subscribed to ${this.channelName}`);
+          resolve();
+        });
+        channel.bind('pusher:subscription_error', (e) => {
+          reject(new Error(`cannot join ${this.channelName}: ${e.status || ''} ${e.error || e.type || ''}`.trim()));
+        });
+      });
+    }
+
+    send(kind, body) {
+      const header = { v: 1, call_id: this.callId, party_id: this.party, user_id: page.user };
+      const bodies = kind === 'offer' || kind === 'answer' ? chunkBodies(header, body) : [body];
+      for (const b of bodies) {
+        // Seqs are taken now, so chunks get consecutive ones and order is kept by the pacer.
+        const data = { ...header, seq: ++this.seq, sent_at_ms: Date.now(), ...b };
+        const name = 'client-call.' + kind;
+        page.pacer.push(() => {
+          if (!this.channel || !this.channel.trigger(name, data)) {
+            showError(`could not send ${name}: not subscribed to ${this.channelName}`);
+          }
+        });
+        log(`sent ${name}${b.chunk ? ` (chunk ${b.chunk.index + 1}/${b.chunk.count})` : ''}${b.to_party_id ? ` to ${b.to_party_id}` : ''}`);
+      }
+    }
+
+    receive(kind, raw, meta) {
+      let data = raw;
+      if (typeof data === 'string') {
+        try {
+          data = JSON.parse(data);
+        } catch (e) {
+          log(`dropped ${kind}: data is not JSON`);
+          return;
+        }
+      }
+      if (!data || data.v !== 1 || data.call_id !== this.callId || typeof data.party_id !== 'string' || !Number.isSafeInteger(data.seq)) {
+        log(`dropped ${kind}: bad header`);
+        return;
+      }
+      if (data.party_id === this.party) return;
+      if (meta.user_id !== undefined && data.user_id !== meta.user_id) {
+        log(`dropped ${kind}: user_id ${data.user_id} is not the verified ${meta.user_id}`);
+        return;
+      }
+      const last = this.seen.get(data.party_id) || 0;
+      if (data.seq <= last) {
+        log(`dropped ${kind} from ${data.party_id}: seq ${data.seq} already seen`);
+        return;
+      }
+      this.seen.set(data.party_id, data.seq);
+      if (data.to_party_id && data.to_party_id !== this.party) return;
+      if (data.chunk) {
+        data = this.joinChunk(data);
+        if (!data) return;
+      }
+      log(`received ${kind} from ${data.party_id} (${data.user_id})`);
+      try {
+        this.handle(kind, data);
+      } catch (e) {
+        showError(`handling ${kind}: ${e.message}`);
+      }
+    }
+
+    joinChunk(data) {
+      const key = `${data.party_id}/${data.chunk.id}`;
+      const now = performance.now();
+      for (const [k, set] of this.chunks) if (now - set.first > CHUNK_TIMEOUT_MS) this.chunks.delete(k);
+      const set = this.chunks.get(key) || { first: now, parts: new Map(), count: data.chunk.count };
+      set.parts.set(data.chunk.index, data);
+      this.chunks.set(key, set);
+      if (set.parts.size < set.count) return null;
+      this.chunks.delete(key);
+      const ordered = [...set.parts.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
+      const joined = { ...ordered[ordered.length - 1], sdp: ordered.map((p) => p.sdp).join('') };
+      delete joined.chunk;
+      return joined;
+    }
+
+    handle(kind, data) {
+      if (this.phase === 'ended') return;
+      switch (kind) {
+        case 'ringing':
+          if (this.role === 'caller' && !this.accepted) {
+            this.setPhase('ringing', `ringing at ${data.user_id}`);
+            this.mark('ringing');
+          }
+          break;
+        case 'accepted':
+          if (this.role === 'caller') this.onAccepted(data);
+          else if (!this.accepted && data.user_id === page.user) this.end('answered_elsewhere', false, 'answered on another device');
+          break;
+        case 'offer':
+          if (this.role === 'callee' && this.accepted && data.user_id === this.caller) this.onOffer(data);
+          break;
+        case 'answer':
+          if (this.role === 'caller' && data.party_id === this.peerParty) this.onAnswer(data);
+          break;
+        case 'ice_candidate':
+          if (data.party_id === this.peerParty) this.onCandidates(data);
+          break;
+        case 'media_state':
+          this.remoteMediaState = data;
+          $('fact-remote').textContent = `remote: ${data.audio && data.audio.muted ? 'muted' : 'audio on'}${data.on_hold ? ', on hold' : ''}`;
+          break;
+        case 'ended':
+          this.onEnded(data);
+          break;
+        case 'started':
+          break;
+      }
+    }
+
+    setPhase(phase, text) {
+      this.phase = phase;
+      setStatus(phase, text);
+      render();
+    }
+
+    async ring() {
+      this.setPhase('ringing', `incoming call from ${this.caller}`);
+      this.send('ringing', {});
+      this.mark('ringing');
+    }
+
+    async openPeer() {
+      const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+      this.pc = pc;
+      pc.onicecandidate = (e) => this.onLocalCandidate(e.candidate);
+      pc.onconnectionstatechange = () => {
+        log(`connection ${pc.connectionState}`);
+        $('fact-ice').textContent = `connection: ${pc.connectionState}`;
+        if (pc.connectionState === 'connected') {
+          clearTimeout(this.connectTimer);
+          this.mark('connected');
+          this.setPhase('connected', `in a call with ${this.peerUser}`);
+        } else if (pc.connectionState === 'failed' && this.phase !== 'ended') {
+          this.end('ice_failed', true, 'no network path to the other side (ICE failed)');
+        }
+      };
+      pc.ontrack = (e) => {
+        const el = e.track.kind === 'video' ? $('remote-video') : $('remote-audio');
+        el.srcObject = e.streams[0] || new MediaStream([e.track]);
+        el.classList.remove('hidden');
+        log(`remote ${e.track.kind} track`);
+      };
+      pc.ondatachannel = (e) => this.watchDataChannel(e.channel, true);
+      try {
+        this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: !!this.media.video });
+        for (const track of this.local.getTracks()) pc.addTrack(track, this.local);
+        if (this.media.video) {
+          $('local-video').srcObject = this.local;
+          $('local-video').classList.remove('hidden');
+        }
+      } catch (e) {
+        showError(`no microphone (${e.name}): receiving only`);
+        pc.addTransceiver('audio', { direction: 'recvonly' });
+      }
+      this.connectTimer = setTimeout(() => {
+        if (this.phase !== 'connected' && this.phase !== 'ended') this.end('ice_failed', true, `media did not connect within ${CONNECT_TIMEOUT_MS / 1000} s`);
+      }, CONNECT_TIMEOUT_MS);
+      return pc;
+    }
+
+    watchDataChannel(dc, echo) {
+      this.dataChannel = dc;
+      dc.onopen = () => {
+        this.dc.open = true;
+        this.mark('data_channel_open');
+        if (!echo) {
+          dc.send('ping');
+          this.dc.sent.push('ping');
+        }
+        render();
+      };
+      dc.onmessage = (e) => {
+        const text = String(e.data);
+        this.dc.received.push(text);
+        if (echo && !text.startsWith('echo:')) {
+          dc.send('echo:' + text);
+          this.dc.sent.push('echo:' + text);
+          this.dc.echoed = true;
+        }
+        if (!echo && text.startsWith('echo:')) this.dc.echoed = true;
+        if (this.dc.echoed) this.mark('data_channel_echo');
+        render();
+      };
+    }
+
+    async onAccepted(data) {
+      if (this.peerParty && data.party_id !== this.peerParty) {
+        // A second device answered: the first acceptance wins ([FLOW-004]).
+        this.send('ended', { reason: 'answered_elsewhere', to_party_id: data.party_id });
+        return;
+      }
+      if (this.peerParty) return;
+      this.accepted = true;
+      this.peerParty = data.party_id;
+      this.peerUser = data.user_id;
+      this.mark('accepted');
+      this.setPhase('connecting', `${data.user_id} answered; connecting media`);
+      const pc = await this.openPeer();
+      this.watchDataChannel(pc.createDataChannel('domvia'), false);
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      this.send('offer', { to_party_id: this.peerParty, sdp: offer.sdp, negotiation_id: 1, ice_restart: false });
+    }
+
+    async accept() {
+      if (this.role !== 'callee' || this.accepted || this.phase === 'ended') return;
+      this.accepted = true;
+      this.mark('accepted');
+      this.setPhase('connecting', `answering ${this.caller}`);
+      await this.openPeer();
+      this.send('accepted', {});
+    }
+
+    decline(busy) {
+      if (this.role !== 'callee' || this.accepted) return;
+      this.end(busy ? 'busy' : 'declined', true, busy ? 'busy' : 'declined');
+    }
+
+    async onOffer(data) {
+      if (this.peerParty && data.party_id !== this.peerParty) return;
+      this.peerParty = data.party_id;
+      this.peerUser = data.user_id;
+      await this.pc.setRemoteDescription({ type: 'offer', sdp: data.sdp });
+      await this.releaseCandidates();
+      const answer = await this.pc.createAnswer();
+      await this.pc.setLocalDescription(answer);
+      this.send('answer', { to_party_id: this.peerParty, sdp: answer.sdp, negotiation_id: data.negotiation_id });
+    }
+
+    async onAnswer(data) {
+      if (this.pc.signalingState !== 'have-local-offer') return;
+      await this.pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+      await this.releaseCandidates();
+    }
+
+    async onCandidates(data) {
+      for (const c of data.candidates || []) this.remoteCandidates.push(c);
+      if (data.end_of_candidates) this.remoteCandidates.push(null);
+      if (this.pc && this.pc.remoteDescription) await this.releaseCandidates();
+    }
+
+    async releaseCandidates() {
+      const list = this.remoteCandidates;
+      this.remoteCandidates = [];
+      for (const c of list) {
+        try {
+          if (c === null) await this.pc.addIceCandidate();
+          else await this.pc.addIceCandidate({ candidate: c.candidate, sdpMid: c.sdp_mid, sdpMLineIndex: c.sdp_mline_index, usernameFragment: c.username_fragment || undefined });
+        } catch (e) {
+          log(`remote candidate not usable: ${e.message}`);
+        }
+      }
+    }
+
+    onLocalCandidate(c) {
+      if (this.phase === 'ended') return;
+      if (c && !candidateAllowed(c)) return;
+      if (c) this.pendingLocal.push(wireCandidate(c));
+      if (!c) {
+        this.flushCandidates(true);
+      } else if (!this.candidateTimer) {
+        this.candidateTimer = setTimeout(() => this.flushCandidates(false), CANDIDATE_WINDOW_MS);
+      }
+    }
+
+    flushCandidates(endOfCandidates) {
+      clearTimeout(this.candidateTimer);
+      this.candidateTimer = null;
+      const all = this.pendingLocal;
+      this.pendingLocal = [];
+      if (!all.length && !endOfCandidates) return;
+      for (let i = 0; i < all.length || (i === 0 && endOfCandidates); i += MAX_CANDIDATES_PER_EVENT) {
+        const batch = all.slice(i, i + MAX_CANDIDATES_PER_EVENT);
+        const last = i + MAX_CANDIDATES_PER_EVENT >= all.length;
+        this.send('ice_candidate', { to_party_id: this.peerParty, candidates: batch, end_of_candidates: endOfCandidates && last });
+      }
+    }
+
+    onEnded(data) {
+      const fromPeer = data.party_id === this.peerParty;
+      const fromServer = data.party_id === 'server';
+      const fromCaller = this.role === 'callee' && data.user_id === this.caller;
+      const refusal = this.role === 'caller' && !this.accepted && (data.reason === 'declined' || data.reason === 'busy');
+      if (fromPeer || fromServer || fromCaller || refusal || data.to_party_id === this.party) {
+        this.end(data.reason, false, `${data.user_id} ended the call: ${data.reason}`);
+      }
+    }
+
+    setMuted(muted) {
+      this.muted = muted;
+      if (this.local) for (const t of this.local.getAudioTracks()) t.enabled = !muted;
+      this.send('media_state', {
+        audio: { muted },
+        video: { enabled: !!this.media.video },
+        screen: { sharing: false },
+        on_hold: false,
+      });
+    }
+
+    hangUp() {
+      const reason = this.role === 'caller' && !this.accepted ? 'cancelled' : 'hangup';
+      this.end(reason, true, reason === 'cancelled' ? 'call cancelled' : 'you hung up');
+    }
+
+    end(reason, notify, text) {
+      if (this.phase === 'ended') return;
+      clearTimeout(this.connectTimer);
+      if (notify) this.send('ended', { reason });
+      this.reason = reason;
+      this.mark('ended');
+      this.setPhase('ended', `call ended (${reason}): ${text}`);
+      // Give the pacer time to send the last event before leaving the channel.
+      setTimeout(() => {
+        if (this.pc) this.pc.close();
+        if (this.local) for (const t of this.local.getTracks()) t.stop();
+        page.pusher.unsubscribe(this.channelName);
+      }, 1000);
+      page.finished.push({ callId: this.callId, role: this.role, reason });
+      render();
+    }
+  }
+
+  async function api(method, path, body) {
+    const res = await fetch(path, {
+      method,
+      headers: { authorization: `Bearer ${page.token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json = null;
+    try {
+      json = JSON.parse(text);
+    } catch (e) {
+      /* not JSON */
+    }
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${(json && json.error) || text}`);
+    return json;
+  }
+
+  async function signIn(user, token) {
+    if (typeof Pusher === 'undefined') {
+      throw new Error('pusher-js did not load from /demo/pusher.min.js; start the server where it can find pusher-js (see the README, "The demo page")');
+    }
+    page.config = page.config || (await (await fetch('/demo/config')).json());
+    page.user = user;
+    page.token = token;
+    const rt = page.config.realtime;
+    const pusher = new Pusher(rt.key, {
+      wsHost: rt.host,
+      wsPort: rt.port,
+      forceTLS: false,
+      enabledTransports: ['ws'],
+      disableStats: true,
+      cluster: 'domvia',
+      channelAuthorization: {
+        customHandler: ({ socketId, channelName }, callback) => {
+          api('POST', '/realtime/auth', { socket_id: socketId, channel_name: channelName })
+            .then((auth) => callback(null, auth))
+            .catch((e) => {
+              showError(e.message);
+              callback(e, null);
+            });
+        },
+      },
+    });
+    page.pusher = pusher;
+    page.pacer = new Pacer(EVENTS_PER_SECOND, EVENT_BURST);
+    pusher.connection.bind('state_change', (s) => log(`realtime connection ${s.current}`));
+    pusher.connection.bind('error', (e) => {
+      const err = (e && e.error && e.error.data) || {};
+      if (err.code === 4301) page.throttled += 1;
+      showError(`realtime server: ${err.code || ''} ${err.message || JSON.stringify(e)}`);
+    });
+    const inbox = pusher.subscribe(`private-call-inbox.${user}`);
+    await new Promise((resolve, reject) => {
+      inbox.bind('pusher:subscription_succeeded', resolve);
+      inbox.bind('pusher:subscription_error', (e) => reject(new Error(`cannot open the inbox of ${user}: ${e.status || ''} ${e.error || ''}`)));
+    });
+    inbox.bind('call.started', (data) => onInvitation(typeof data === 'string' ? JSON.parse(data) : data));
+    log(`signed in as ${user}`);
+    setStatus('idle', `signed in as ${user}; waiting for calls`);
+    $('signin').classList.add('hidden');
+    $('dial').classList.remove('hidden');
+  }
+
+  async function onInvitation(started) {
+    if (!started || page.invitations.has(started.call_id)) return;
+    page.invitations.add(started.call_id);
+    log(`invitation to ${started.channel} from ${started.caller}`);
+    if (page.call && page.call.phase !== 'ended') {
+      log('busy with another call: the invitation is ignored');
+      return;
+    }
+    const call = new Call({
+      role: 'callee',
+      callId: started.call_id,
+      channelName: started.channel,
+      caller: started.caller,
+      callees: started.callees,
+      media: started.media || { audio: true },
+    });
+    page.call = call;
+    try {
+      call.iceServers = (await api('GET', '/ice-servers')).ice_servers || [];
+      await call.join();
+      if (started.privacy !== 'standard' || started.topology !== 'p2p') {
+        call.end('incompatible', true, `this page cannot take ${started.privacy} privacy / ${started.topology} calls`);
+        return;
+      }
+      await call.ring();
+      if (autoAnswer) await call.accept();
+    } catch (e) {
+      showError(e.message);
+    }
+  }
+
+  async function placeCall(callee, scopeText, video) {
+    const [scope, scopeId] = scopeText.split('/');
+    const media = { audio: true, video: !!video, screen: false };
+    const placed = await api('POST', '/calls', { scope, scope_id: scopeId, callees: [callee], media });
+    const call = new Call({
+      role: 'caller',
+      callId: placed.call_id,
+      channelName: placed.channel,
+      caller: page.user,
+      callees: [callee],
+      media,
+      iceServers: placed.ice_servers,
+    });
+    page.call = call;
+    call.setPhase('calling', `calling ${callee}`);
+    await call.join();
+    call.send('started', {
+      channel: placed.channel,
+      caller: page.user,
+      callees: [callee],
+      media,
+      ring_timeout_ms: placed.ring_timeout_ms,
+      privacy: 'standard',
+      topology: 'p2p',
+    });
+    return placed.call_id;
+  }
+
+  function render() {
+    const call = page.call;
+    const ringingIn = call && call.role === 'callee' && call.phase === 'ringing';
+    $('incoming').classList.toggle('hidden', !ringingIn);
+    if (ringingIn) $('incoming-text').textContent = `${call.caller} is calling (${call.channelName})`;
+    const live = call && call.phase !== 'ended';
+    $('hangup-button').disabled = !live || ringingIn;
+    $('mute-button').disabled = !(live && call.phase === 'connected');
+    $('mute-button').textContent = call && call.muted ? 'Unmute' : 'Mute';
+    $('call-button').disabled = !!live;
+    if (call) $('fact-dc').textContent = `data channel: ${call.dc.echoed ? 'echo ok' : call.dc.open ? 'open' : '-'}`;
+  }
+
+  // What tests read: the call's state plus the browser's own statistics.
+  async function report() {
+    const call = page.call;
+    const out = {
+      user: page.user,
+      errors: page.errors,
+      throttled: page.throttled,
+      finished: page.finished,
+      call: null,
+    };
+    if (!call) return out;
+    out.call = {
+      id: call.callId,
+      role: call.role,
+      phase: call.phase,
+      reason: call.reason,
+      party: call.party,
+      peer_party: call.peerParty,
+      peer_user: call.peerUser,
+      data_channel: call.dc,
+      times_ms: call.times,
+      events_sent: call.seq,
+      connection_state: call.pc ? call.pc.connectionState : null,
+      ice_connection_state: call.pc ? call.pc.iceConnectionState : null,
+    };
+    if (call.pc) {
+      const stats = await call.pc.getStats();
+      const byId = new Map();
+      stats.forEach((s) => byId.set(s.id, s));
+      let inbound = 0;
+      let outbound = 0;
+      let pair = null;
+      stats.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') inbound += s.packetsReceived || 0;
+        if (s.type === 'outbound-rtp' && s.kind === 'audio') outbound += s.packetsSent || 0;
+        if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+      });
+      out.call.inbound_audio_packets = inbound;
+      out.call.outbound_audio_packets = outbound;
+      if (pair) {
+        const local = byId.get(pair.localCandidateId) || {};
+        const remote = byId.get(pair.remoteCandidateId) || {};
+        out.call.selected_pair = {
+          state: pair.state,
+          bytes_received: pair.bytesReceived || 0,
+          local: { type: local.candidateType, address: local.address, protocol: local.protocol },
+          remote: { type: remote.candidateType, address: remote.address, protocol: remote.protocol },
+        };
+      }
+    }
+    return out;
+  }
+
+  function guard(promise) {
+    Promise.resolve(promise).catch((e) => showError(e.message));
+  }
+
+  $('signin-button').onclick = () => guard(signIn($('user').value.trim(), $('token').value));
+  $('call-button').onclick = () => guard(placeCall($('callee').value.trim(), $('scope').value.trim(), $('video').checked));
+  $('accept-button').onclick = () => guard(page.call && page.call.accept());
+  $('decline-button').onclick = () => page.call && page.call.decline(false);
+  $('hangup-button').onclick = () => page.call && page.call.hangUp();
+  $('mute-button').onclick = () => page.call && page.call.setMuted(!page.call.muted);
+
+  window.domvia = {
+    page,
+    signIn,
+    call: placeCall,
+    accept: () => page.call && page.call.accept(),
+    hangUp: () => page.call && page.call.hangUp(),
+    report,
+    ready: false,
+  };
+
+  const user = params.get('user');
+  const token = params.get('token');
+  if (user && token) {
+    $('user').value = user;
+    $('token').value = token;
+    signIn(user, token)
+      .then(() => {
+        window.domvia.ready = true;
+      })
+      .catch((e) => showError(e.message));
+  } else {
+    window.domvia.ready = true;
+  }
+})();

@@ -1,0 +1,102 @@
+//! The demo call page (`/demo`): a browser client that signs in as a user of the directory, uses
+//! the real pusher-js client for signaling and `RTCPeerConnection` for media. The page and its
+//! script are compiled in; pusher-js is read from an npm install at request time, since it is not
+//! ours to ship.
+//!
+//! Invariant: the only file these routes read from disk is the pusher-js bundle at a configured
+//! or well-known path; no part of a request names a file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde_json::json;
+
+use super::AppState;
+
+const PAGE: &str = include_str!("../demo/index.html");
+const SCRIPT: &str = include_str!("../demo/call.js");
+
+/// Where an `npm ci` of the interop tests or of an app puts the browser bundle, relative to the
+/// working directory.
+const PUSHER_JS_CANDIDATES: [&str; 2] = [
+    "tests/interop/pusher-js/node_modules/pusher-js/dist/web/pusher.min.js",
+    "node_modules/pusher-js/dist/web/pusher.min.js",
+];
+
+/// The pusher-js bundle the page loads: the configured file, else the first well-known path that
+/// exists.
+pub fn pusher_js_path(configured: Option<&PathBuf>) -> Option<PathBuf> {
+    match configured {
+        Some(p) => Some(p.clone()),
+        None => PUSHER_JS_CANDIDATES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file()),
+    }
+}
+
+pub async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
+}
+
+pub async fn redirect() -> Redirect {
+    Redirect::permanent("/demo/")
+}
+
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+pub async fn pusher_js(State(state): State<Arc<AppState>>) -> Response {
+    let path = pusher_js_path(state.config.pusher_js.as_ref());
+    match path.map(|p| (std::fs::read(&p), p)) {
+        Some((Ok(bytes), _)) => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            bytes,
+        )
+            .into_response(),
+        Some((Err(e), p)) => (
+            StatusCode::NOT_FOUND,
+            format!("// cannot read pusher-js at {}: {e}\n", p.display()),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "// pusher-js not found: run `npm ci --prefix tests/interop/pusher-js` in the \
+             domvia-calls checkout, or start the server with --pusher-js FILE\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Where the page finds the realtime server: `public_realtime_url`, else the HTTP API's address
+/// (the same listener serves WebSockets).
+pub async fn config(State(state): State<Arc<AppState>>) -> Response {
+    let base = state
+        .config
+        .public_realtime_url
+        .as_deref()
+        .unwrap_or(&state.config.realtime_api_url);
+    match reqwest::Url::parse(base) {
+        Ok(url) if url.host_str().is_some() => axum::Json(json!({
+            "realtime": {
+                "host": url.host_str(),
+                "port": url.port_or_known_default(),
+                "key": state.config.app_key,
+            }
+        }))
+        .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({ "error": format!("the realtime URL {base} has no host"), "code": "demo.config" })),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,270 @@
+//! Interop with an independent WebRTC stack and the real pusher-js client: headless Chromium runs
+//! the demo page (`/demo/`) against the reference servers and calls, and is called by, the Rust
+//! reference peer; two browser tabs also call each other. Every media fact is read from the
+//! browser's own `getStats`.
+//!
+//! Needs Debian's `chromium` and an `npm ci` of `tests/interop/pusher-js`; without them the tests
+//! say what they skipped and why, unless `DOMVIA_REQUIRE_INTEROP=1` (set by CI) makes that a
+//! failure.
+#![cfg(feature = "conform")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use domvia_calls::call::Phase;
+use domvia_calls::interop::chromium::{self, Chromium, Page};
+use domvia_calls::media::PeerOptions;
+use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
+use domvia_calls::stack::{self, RunningStack, StackConfig};
+use serde_json::{Value, json};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn pusher_js() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop/pusher-js/node_modules/pusher-js/dist/web/pusher.min.js")
+}
+
+/// Chromium's path when the test should run here; `None` when it was skipped or already ran in
+/// a loopback-only network namespace.
+fn prerequisites(test: &str) -> Option<PathBuf> {
+    let Some(bin) = chromium::binary() else {
+        common::interop::skip(test, "Chromium is not installed (apt-get install chromium)");
+        return None;
+    };
+    if !pusher_js().is_file() {
+        common::interop::skip(
+            test,
+            "pusher-js is not installed (npm ci --prefix tests/interop/pusher-js)",
+        );
+        return None;
+    }
+    match common::interop::rerun_isolated(test)? {
+        true => None,
+        false => Some(bin),
+    }
+}
+
+async fn stack(tag: &str) -> RunningStack {
+    let mut cfg = StackConfig::development(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    cfg.trusted.data_dir = common::temp_dir(tag);
+    cfg.trusted.pusher_js = Some(pusher_js());
+    cfg.realtime.webhook_batch_ms = 10;
+    stack::start(cfg).await.unwrap()
+}
+
+fn device(s: &RunningStack, user: &str) -> Device {
+    Device::new(
+        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
+        &format!("http://{}", s.trusted.addr()),
+        &format!("{user}-token"),
+        user,
+    )
+    .unwrap()
+}
+
+/// The demo page signed in as `user`, with test traffic kept on loopback.
+async fn open_as<'b>(browser: &'b Chromium, s: &RunningStack, user: &str, extra: &str) -> Page<'b> {
+    let url = format!(
+        "http://{}/demo/?user={user}&token={user}-token&loopback=1{extra}",
+        s.trusted.addr()
+    );
+    let page = browser.open(&url).await.unwrap();
+    if let Err(e) = page
+        .wait_for("window.domvia && window.domvia.ready === true", WITHIN)
+        .await
+    {
+        panic!(
+            "{user}'s page did not sign in: {e}\n{:#?}",
+            page.console().await
+        );
+    }
+    page
+}
+
+async fn report(page: &Page<'_>) -> Value {
+    page.eval("domvia.report()").await.unwrap()
+}
+
+/// Waits until the page's call is connected with the data channel echo done and audio packets
+/// received, as the browser's own statistics say.
+async fn browser_media_up(page: &Page<'_>, who: &str) -> Value {
+    let condition = "domvia.report().then(r => !!r.call && r.call.phase === 'connected' \
+                     && r.call.data_channel.echoed && r.call.inbound_audio_packets > 0)";
+    if let Err(e) = page.wait_for(condition, WITHIN).await {
+        panic!(
+            "{who}'s browser media did not come up: {e}\nreport: {:#}\nconsole: {:#?}",
+            report(page).await,
+            page.console().await
+        );
+    }
+    report(page).await
+}
+
+/// The selected pair joins this browser's loopback candidate to the other side. Chromium hides
+/// the address of a peer-reflexive remote candidate (learnt from a check that beat its trickled
+/// candidate); every candidate either side signals is on loopback, so that one is too.
+fn assert_loopback_pair(r: &Value, who: &str) {
+    let pair = &r["call"]["selected_pair"];
+    assert!(pair["bytes_received"].as_u64() > Some(0), "{who}: {r:#}");
+    assert_eq!(pair["local"]["type"], "host", "{who}: {r:#}");
+    assert_eq!(pair["local"]["address"], "127.0.0.1", "{who}: {r:#}");
+    let remote = pair["remote"]["address"].as_str().unwrap_or_default();
+    assert!(
+        ["127.0.0.1", ""].contains(&remote)
+            && ["host", "prflx"].contains(&pair["remote"]["type"].as_str().unwrap_or_default()),
+        "{who}'s remote candidate is not the other side's loopback one: {r:#}"
+    );
+}
+
+async fn wait_record(s: &RunningStack, call_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = serde_json::from_str(
+            &reqwest::Client::new()
+                .get(format!("http://{}/calls/{call_id}", s.trusted.addr()))
+                .header("authorization", "Bearer alice-token")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        if v["call"]["state"] == "ended" || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_browser() {
+    let Some(bin) = prerequisites("browser_calls_browser") else {
+        return;
+    };
+    let s = stack("chromium-b2b").await;
+    let browser = Chromium::launch(&bin).await.unwrap();
+    let bob = open_as(&browser, &s, "bob", "&answer=auto").await;
+    let alice = open_as(&browser, &s, "alice", "").await;
+    let began = Instant::now();
+    let call_id = alice
+        .eval("domvia.call('bob', 'room/chat-room-42', false)")
+        .await
+        .unwrap();
+    let a = browser_media_up(&alice, "alice").await;
+    let b = browser_media_up(&bob, "bob").await;
+    let took = began.elapsed();
+    assert_eq!(a["call"]["id"], call_id);
+    assert_eq!(b["call"]["id"], call_id);
+    assert_eq!(a["call"]["peer_user"], "bob");
+    assert_eq!(b["call"]["peer_user"], "alice");
+    assert!(b["call"]["data_channel"]["received"][0] == "ping", "{b:#}");
+    assert_loopback_pair(&a, "alice");
+    assert_loopback_pair(&b, "bob");
+    assert!(a["errors"].as_array().unwrap().is_empty(), "{a:#}");
+    assert!(b["errors"].as_array().unwrap().is_empty(), "{b:#}");
+    alice.eval("domvia.hangUp()").await.unwrap();
+    bob.wait_for(
+        "domvia.page.call.phase === 'ended' && domvia.page.call.reason === 'hangup'",
+        WITHIN,
+    )
+    .await
+    .unwrap();
+    let record = wait_record(&s, call_id.as_str().unwrap()).await;
+    assert_eq!(record["call"]["state"], "ended", "{record:#}");
+    assert_eq!(record["call"]["end_reason"], "hangup", "{record:#}");
+    common::interop::say(&format!(
+        "interop Chromium -> Chromium: media up (connected, echo, audio both ways) {} ms after the call was placed",
+        took.as_millis()
+    ));
+    browser.close().await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_peer_calls_browser() {
+    let Some(bin) = prerequisites("rust_peer_calls_browser") else {
+        return;
+    };
+    let s = stack("chromium-r2b").await;
+    let browser = Chromium::launch(&bin).await.unwrap();
+    let bob = open_as(&browser, &s, "bob", "&answer=auto").await;
+    let began = Instant::now();
+    let (mut alice, placed) = CallSession::place(
+        &device(&s, "alice"),
+        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
+        PeerOptions::default(),
+    )
+    .await
+    .unwrap();
+    let outcome = alice.run(RunUntil::MediaUp, WITHIN).await;
+    let rust_up = began.elapsed();
+    let b = browser_media_up(&bob, "bob").await;
+    let outcome = outcome.unwrap_or_else(|e| panic!("the Rust caller: {e}\nbrowser: {b:#}"));
+    assert_eq!(outcome.phase, Phase::Active);
+    assert_eq!(b["call"]["id"], placed.call_id);
+    assert_eq!(b["call"]["data_channel"]["received"][0], "ping");
+    assert_loopback_pair(&b, "bob");
+    alice.hang_up().await.unwrap();
+    bob.wait_for("domvia.page.call.phase === 'ended'", WITHIN)
+        .await
+        .unwrap();
+    alice.close().await;
+    common::interop::say(&format!(
+        "interop Rust -> Chromium: Rust media up {} ms after the call was placed",
+        rust_up.as_millis()
+    ));
+    browser.close().await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_rust_peer() {
+    let Some(bin) = prerequisites("browser_calls_rust_peer") else {
+        return;
+    };
+    let s = stack("chromium-b2r").await;
+    let browser = Chromium::launch(&bin).await.unwrap();
+    let inbox = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let alice = open_as(&browser, &s, "alice", "").await;
+    let began = Instant::now();
+    let call_id = alice
+        .eval("domvia.call('bob', 'room/chat-room-42', false)")
+        .await
+        .unwrap();
+    let mut bob = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    assert_eq!(bob.call_id().as_str(), call_id.as_str().unwrap());
+    bob.accept().await.unwrap();
+    let outcome = bob.run(RunUntil::MediaUp, WITHIN).await;
+    let a = browser_media_up(&alice, "alice").await;
+    let took = began.elapsed();
+    let outcome = outcome.unwrap_or_else(|e| panic!("the Rust callee: {e}\nbrowser: {a:#}"));
+    assert_eq!(outcome.phase, Phase::Active);
+    assert_eq!(a["call"]["data_channel"]["received"][0], "echo:ping");
+    assert_loopback_pair(&a, "alice");
+    bob.hang_up().await.unwrap();
+    alice
+        .wait_for(
+            "domvia.page.call.phase === 'ended' && domvia.page.call.reason === 'hangup'",
+            WITHIN,
+        )
+        .await
+        .unwrap();
+    bob.close().await;
+    common::interop::say(&format!(
+        "interop Chromium -> Rust: media up on both sides {} ms after the call was placed",
+        took.as_millis()
+    ));
+    browser.close().await;
+    s.shutdown().await;
+}
