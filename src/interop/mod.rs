@@ -3,4 +3,5 @@
 //! Pusher-protocol client). Both are optional system components; callers find out whether they
 //! are installed and say so when they are not.
 
+pub mod aiortc;
 pub mod chromium;

@@ -1,0 +1,148 @@
+//! The aiortc peer (`tests/interop/aiortc/peer.py`, compiled in) as a child process: a Python
+//! WebRTC stack with its own Pusher-protocol client, as the other party of a call.
+//!
+//! The script prints `READY` once it listens for invitations and `RESULT {json}` as its last line;
+//! its log goes to standard error and is kept for failure messages.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::Mutex;
+
+/// The peer script, so an installed binary does not need a checkout.
+pub const SCRIPT: &str = include_str!("../../tests/interop/aiortc/peer.py");
+
+/// The Python interpreter; `DOMVIA_PYTHON` overrides it.
+fn python() -> String {
+    std::env::var("DOMVIA_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// `Ok` when Python with aiortc and websockets is installed, else what is missing.
+pub async fn available() -> Result<(), String> {
+    let out = Command::new(python())
+        .args(["-c", "import aiortc, websockets"])
+        .output()
+        .await
+        .map_err(|e| format!("{} cannot run: {e}", python()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "Python cannot import aiortc and websockets (pip install -r tests/interop/aiortc/requirements.txt): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ))
+    }
+}
+
+/// A running aiortc peer.
+pub struct AiortcPeer {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    log: Arc<Mutex<String>>,
+    script: PathBuf,
+}
+
+impl AiortcPeer {
+    /// Starts the peer with `args` (see `peer.py --help`).
+    pub async fn spawn(args: &[String]) -> Result<AiortcPeer, String> {
+        let script = std::env::temp_dir().join(format!(
+            "domvia-aiortc-peer-{}-{:016x}.py",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
+        let mut child = Command::new(python())
+            .arg(&script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the aiortc peer: {e}"))?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        let mut stderr = child.stderr.take().ok_or("no stderr")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .await
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Ok(AiortcPeer {
+            child,
+            stdout,
+            log,
+            script,
+        })
+    }
+
+    /// What the peer logged so far.
+    pub async fn log(&self) -> String {
+        self.log.lock().await.clone()
+    }
+
+    /// Waits for the `READY` line (a callee listening for invitations).
+    pub async fn ready(&mut self, within: Duration) -> Result<(), String> {
+        let wait = async {
+            while let Ok(Some(line)) = self.stdout.next_line().await {
+                if line.trim() == "READY" {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(within, wait).await {
+            Ok(true) => Ok(()),
+            _ => Err(format!(
+                "the aiortc peer did not get ready:\n{}",
+                self.log().await
+            )),
+        }
+    }
+
+    /// Waits for the peer to exit and returns its `RESULT` and whether it exited with 0.
+    pub async fn finish(mut self, within: Duration) -> Result<(Value, bool), String> {
+        let mut result = None;
+        let read = async {
+            while let Ok(Some(line)) = self.stdout.next_line().await {
+                if let Some(json) = line.strip_prefix("RESULT ") {
+                    result = serde_json::from_str::<Value>(json).ok();
+                }
+            }
+            self.child.wait().await
+        };
+        let status = tokio::time::timeout(within, read).await;
+        let log = self.log().await;
+        let _ = std::fs::remove_file(&self.script);
+        match (status, result) {
+            (Ok(Ok(status)), Some(result)) => Ok((result, status.success())),
+            (Ok(Err(e)), _) => Err(format!("waiting for the aiortc peer: {e}\n{log}")),
+            (Ok(Ok(_)), None) => Err(format!("the aiortc peer gave no RESULT:\n{log}")),
+            (Err(_), _) => Err(format!(
+                "the aiortc peer did not finish within {within:?}:\n{log}"
+            )),
+        }
+    }
+}
+
+impl Drop for AiortcPeer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.script);
+    }
+}

@@ -1,0 +1,155 @@
+//! Interop with a second independent WebRTC stack: aiortc (Python) with a Pusher-protocol client
+//! of its own calls, and is called by, the Rust reference peer through the reference servers.
+//! aiortc's host addresses are limited to 127.0.0.1 by the peer script, so the test stays on
+//! loopback without a network namespace.
+//!
+//! Needs Python with aiortc and websockets (tests/interop/aiortc/requirements.txt); without them
+//! the tests say what they skipped and why, unless `DOMVIA_REQUIRE_INTEROP=1` (set by CI).
+#![cfg(feature = "conform")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use domvia_calls::call::Phase;
+use domvia_calls::interop::aiortc::{self, AiortcPeer};
+use domvia_calls::media::PeerOptions;
+use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
+use domvia_calls::stack::{self, RunningStack, StackConfig};
+use serde_json::{Value, json};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+async fn prerequisites(test: &str) -> bool {
+    match aiortc::available().await {
+        Ok(()) => true,
+        Err(why) => {
+            common::interop::skip(test, &why);
+            false
+        }
+    }
+}
+
+async fn stack(tag: &str) -> RunningStack {
+    let mut cfg = StackConfig::development(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    cfg.trusted.data_dir = common::temp_dir(tag);
+    cfg.realtime.webhook_batch_ms = 10;
+    stack::start(cfg).await.unwrap()
+}
+
+fn device(s: &RunningStack, user: &str) -> Device {
+    Device::new(
+        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
+        &format!("http://{}", s.trusted.addr()),
+        &format!("{user}-token"),
+        user,
+    )
+    .unwrap()
+}
+
+fn peer_args(s: &RunningStack, user: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--realtime-url".to_owned(),
+        format!("ws://{}/app/domvia-key", s.realtime.addr()),
+        "--trusted-url".to_owned(),
+        format!("http://{}", s.trusted.addr()),
+        "--user".to_owned(),
+        user.to_owned(),
+        "--token".to_owned(),
+        format!("{user}-token"),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+/// What aiortc itself saw: connected over a loopback host pair, the data channel echo, audio RTP
+/// in, and the end the Rust side sent.
+fn assert_aiortc_media(r: &Value, echo_text: &str) {
+    assert_eq!(r["connected"], true, "{r:#}");
+    assert_eq!(r["echo"], true, "{r:#}");
+    assert_eq!(r["data_channel_received"][0], echo_text, "{r:#}");
+    assert!(r["inbound_audio_packets"].as_u64() > Some(0), "{r:#}");
+    assert_eq!(
+        r["selected_pair"],
+        json!({"local": "host", "remote": "host"}),
+        "{r:#}"
+    );
+    assert_eq!(r["end_reason"], "hangup", "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_calls_rust_peer() {
+    if !prerequisites("aiortc_calls_rust_peer").await {
+        return;
+    }
+    let s = stack("aiortc-a2r").await;
+    let inbox = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let began = Instant::now();
+    let alice = AiortcPeer::spawn(&peer_args(&s, "alice", &["--call", "bob"]))
+        .await
+        .unwrap();
+    let mut bob = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    bob.accept().await.unwrap();
+    let outcome = bob.run(RunUntil::MediaUp, WITHIN).await;
+    let took = began.elapsed();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => panic!("the Rust callee: {e}\naiortc:\n{}", alice.log().await),
+    };
+    assert_eq!(outcome.phase, Phase::Active);
+    bob.hang_up().await.unwrap();
+    let (result, ok) = alice.finish(WITHIN).await.unwrap();
+    assert!(ok, "{result:#}");
+    assert_aiortc_media(&result, "echo:ping");
+    assert_eq!(result["peer_user"], "bob");
+    assert_eq!(result["call_id"], bob.call_id().as_str());
+    bob.close().await;
+    common::interop::say(&format!(
+        "interop aiortc -> Rust: Rust media up {} ms after the aiortc peer started (process start included)",
+        took.as_millis()
+    ));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_peer_calls_aiortc() {
+    if !prerequisites("rust_peer_calls_aiortc").await {
+        return;
+    }
+    let s = stack("aiortc-r2a").await;
+    let mut bob = AiortcPeer::spawn(&peer_args(&s, "bob", &[])).await.unwrap();
+    bob.ready(WITHIN).await.unwrap();
+    let began = Instant::now();
+    let (mut alice, placed) = CallSession::place(
+        &device(&s, "alice"),
+        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
+        PeerOptions::default(),
+    )
+    .await
+    .unwrap();
+    let outcome = alice.run(RunUntil::MediaUp, WITHIN).await;
+    let took = began.elapsed();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => panic!("the Rust caller: {e}\naiortc:\n{}", bob.log().await),
+    };
+    assert_eq!(outcome.phase, Phase::Active);
+    alice.hang_up().await.unwrap();
+    let (result, ok) = bob.finish(WITHIN).await.unwrap();
+    assert!(ok, "{result:#}");
+    assert_aiortc_media(&result, "ping");
+    assert_eq!(result["peer_user"], "alice");
+    assert_eq!(result["call_id"], placed.call_id);
+    alice.close().await;
+    common::interop::say(&format!(
+        "interop Rust -> aiortc: Rust media up {} ms after the call was placed",
+        took.as_millis()
+    ));
+    s.shutdown().await;
+}
