@@ -26,7 +26,7 @@ use crate::event::{
     RingTimeoutMs, Sdp, Seq, StartedBody, Topology, UnixMillis,
 };
 use crate::ids::{CallId, ChunkId, DevicePartyId, PartyId, UserId};
-use crate::limits::{MAX_CANDIDATES_PER_EVENT, MAX_EVENT_DATA_BYTES};
+use crate::limits::{MAX_CANDIDATES_PER_EVENT, MAX_EVENT_DATA_BYTES, MEDIA_CONNECT_TIMEOUT_MS};
 
 /// Which side of the call this device is on. The callee is the polite peer of perfect negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +126,9 @@ pub struct CallMachine {
     ring_deadline_ms: Option<u64>,
     /// The caller ends the call itself on ring timeout only when no trusted server does.
     own_ring_timeout: bool,
+    /// How long Connecting may last before ICE counts as failed, and when that is.
+    connect_timeout_ms: u64,
+    connect_deadline_ms: Option<u64>,
     next_negotiation: u32,
     outstanding_offer: Option<u32>,
     pending_candidates: Vec<IceCandidate>,
@@ -188,6 +191,8 @@ impl CallMachine {
             peer: None,
             ring_deadline_ms: None,
             own_ring_timeout: true,
+            connect_timeout_ms: MEDIA_CONNECT_TIMEOUT_MS,
+            connect_deadline_ms: None,
             next_negotiation: 1,
             outstanding_offer: None,
             pending_candidates: Vec::new(),
@@ -210,6 +215,17 @@ impl CallMachine {
     pub fn with_server_ring_timeout(mut self) -> Self {
         self.own_ring_timeout = false;
         self
+    }
+
+    /// How long media may take to connect after the call was accepted before the call ends with
+    /// `ice_failed` ([MEDIA-007]); [`MEDIA_CONNECT_TIMEOUT_MS`] by default.
+    pub fn set_connect_timeout(&mut self, timeout_ms: u64) {
+        self.connect_timeout_ms = timeout_ms;
+    }
+
+    fn enter_connecting(&mut self, now_ms: u64) {
+        self.phase = Phase::Connecting;
+        self.connect_deadline_ms = Some(now_ms.saturating_add(self.connect_timeout_ms));
     }
 
     pub fn phase(&self) -> Phase {
@@ -242,6 +258,7 @@ impl CallMachine {
         match self.phase {
             Phase::Outgoing | Phase::Ringing if self.own_ring_timeout => self.ring_deadline_ms,
             Phase::Incoming | Phase::Alerting => self.ring_deadline_ms,
+            Phase::Connecting => self.connect_deadline_ms,
             _ => None,
         }
     }
@@ -363,7 +380,7 @@ impl CallMachine {
         if !matches!(self.phase, Phase::Incoming | Phase::Alerting) {
             return Err(self.wrong("accept"));
         }
-        self.phase = Phase::Connecting;
+        self.enter_connecting(now_ms);
         self.send(EventBody::Accepted, now_ms);
         Ok(())
     }
@@ -529,7 +546,8 @@ impl CallMachine {
     }
 
     /// Ring timeout: the caller gives up with `no_answer` (unless the server does it); a callee
-    /// device stops ringing without sending anything.
+    /// device stops ringing without sending anything. Connect timeout: media did not come up in
+    /// time, so ICE failed and either side ends the call with `ice_failed`.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         let Some(deadline) = self.next_timeout() else {
             return;
@@ -537,9 +555,10 @@ impl CallMachine {
         if now_ms < deadline {
             return;
         }
-        match self.role {
-            Role::Caller => self.end(EndReason::NoAnswer, true, false, now_ms),
-            Role::Callee => self.end(EndReason::NoAnswer, false, false, now_ms),
+        match (self.phase, self.role) {
+            (Phase::Connecting, _) => self.end(EndReason::IceFailed, true, false, now_ms),
+            (_, Role::Caller) => self.end(EndReason::NoAnswer, true, false, now_ms),
+            (_, Role::Callee) => self.end(EndReason::NoAnswer, false, false, now_ms),
         }
     }
 
@@ -638,7 +657,7 @@ impl CallMachine {
         match self.phase {
             Phase::Outgoing | Phase::Ringing => {
                 self.peer = Some(from.clone());
-                self.phase = Phase::Connecting;
+                self.enter_connecting(now_ms);
                 self.out.push_back(Action::PeerAccepted {
                     party: from.clone(),
                     user: user.clone(),
@@ -1078,6 +1097,37 @@ mod tests {
         .unwrap();
         assert!(alice.handle_event(&server_end, T0 + 60_000));
         assert_eq!(alice.phase(), Phase::Ended(EndReason::NoAnswer));
+    }
+
+    #[test]
+    fn media_that_does_not_connect_in_time_ends_the_call_with_ice_failed() {
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        net.machines[1].set_connect_timeout(5_000);
+        net.machines[1].accept(T0).unwrap();
+        net.deliver(T0);
+        assert_eq!(net.machines[0].phase(), Phase::Connecting);
+        assert_eq!(
+            net.machines[0].next_timeout(),
+            Some(T0 + MEDIA_CONNECT_TIMEOUT_MS)
+        );
+        assert_eq!(net.machines[1].next_timeout(), Some(T0 + 5_000));
+        net.machines[1].handle_timeout(T0 + 4_999);
+        assert_eq!(net.machines[1].phase(), Phase::Connecting);
+        net.machines[1].handle_timeout(T0 + 5_000);
+        net.deliver(T0 + 5_000);
+        assert_eq!(net.machines[1].phase(), Phase::Ended(EndReason::IceFailed));
+        assert_eq!(
+            net.machines[0].phase(),
+            Phase::Ended(EndReason::IceFailed),
+            "the other side hears of it through call.ended"
+        );
+
+        // Once media is up the connect timeout is gone.
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        connected(&mut net);
+        assert_eq!(net.machines[0].next_timeout(), None);
+        net.machines[0].handle_timeout(T0 + 10 * MEDIA_CONNECT_TIMEOUT_MS);
+        assert_eq!(net.machines[0].phase(), Phase::Active);
     }
 
     fn connected(net: &mut Net) -> u32 {

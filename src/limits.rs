@@ -72,6 +72,11 @@ pub const MAX_PARTIES_PER_CALL: usize = 64;
 pub const CLIENT_EVENTS_PER_SECOND: u32 = 10;
 pub const CLIENT_EVENT_BURST: u32 = 10;
 
+/// A device still connecting media this long after the call was accepted ends it with
+/// `ice_failed` ([MEDIA-007]): an ICE agent without a usable candidate pair may otherwise wait
+/// for ever.
+pub const MEDIA_CONNECT_TIMEOUT_MS: u64 = 20_000;
+
 /// A caller repeating `call.started` without a trusted server waits at least this long between
 /// repeats.
 pub const MIN_STARTED_REPEAT_INTERVAL_MS: u64 = 2_000;

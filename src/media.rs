@@ -53,6 +53,32 @@ pub enum PeerSignal {
     FirstRtp,
 }
 
+/// One end of the candidate pair ICE selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairEnd {
+    /// `host`, `srflx`, `prflx` or `relay`.
+    pub kind: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl PairEnd {
+    fn of(c: &rtc::peer_connection::transport::RTCIceCandidate) -> PairEnd {
+        PairEnd {
+            kind: c.typ.to_string(),
+            address: c.address.clone(),
+            port: c.port,
+        }
+    }
+}
+
+/// The candidate pair media flows over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedPair {
+    pub local: PairEnd,
+    pub remote: PairEnd,
+}
+
 /// How to build a peer.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -62,6 +88,9 @@ pub struct PeerOptions {
     pub relay_only: bool,
     /// Local UDP addresses to bind; each becomes one host candidate.
     pub binds: Vec<String>,
+    /// How long media may take to connect after the call was accepted before the call ends with
+    /// `ice_failed`.
+    pub connect_timeout: Duration,
 }
 
 impl Default for PeerOptions {
@@ -70,6 +99,7 @@ impl Default for PeerOptions {
             ice_servers: Vec::new(),
             relay_only: false,
             binds: vec!["127.0.0.1:0".into()],
+            connect_timeout: Duration::from_millis(crate::limits::MEDIA_CONNECT_TIMEOUT_MS),
         }
     }
 }
@@ -184,11 +214,15 @@ impl MediaPeer {
             .map_err(|e| e.to_string())?;
         // Measured on loopback: short check intervals and no wait for peer-reflexive candidates
         // take connection setup from ~1.2 s worst case to tens of milliseconds.
-        let settings = SettingEngineBuilder::new()
+        let mut settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-            .build();
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
+        if options.relay_only {
+            // A relay pair normally waits 2 s in case a direct one works; relay-only has none.
+            settings = settings.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+        }
+        let settings = settings.build();
         let servers = options
             .ice_servers
             .iter()
@@ -362,6 +396,41 @@ impl MediaPeer {
                 }
             }
         });
+    }
+
+    async fn ice_transport(
+        &self,
+    ) -> Option<Arc<dyn webrtc::peer_connection::transport::IceTransport>> {
+        Some(self.pc.sctp().await?.transport().ice_transport())
+    }
+
+    /// The candidate pair ICE selected, once it has selected one.
+    pub async fn selected_pair(&self) -> Option<SelectedPair> {
+        let pair = self
+            .ice_transport()
+            .await?
+            .get_selected_candidate_pair()
+            .await
+            .ok()??;
+        Some(SelectedPair {
+            local: PairEnd::of(pair.local()),
+            remote: PairEnd::of(pair.remote()),
+        })
+    }
+
+    /// The local candidates gathered so far (after the transport policy: relay-only keeps relay
+    /// candidates alone).
+    pub async fn local_candidates(&self) -> Vec<PairEnd> {
+        match self.ice_transport().await {
+            Some(ice) => ice
+                .get_local_candidates()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(PairEnd::of)
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     pub async fn close(&self) {

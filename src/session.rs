@@ -71,6 +71,25 @@ impl Device {
     }
 }
 
+impl Device {
+    /// `GET /ice-servers`: STUN and fresh TURN credentials for this user.
+    async fn ice_servers(&self) -> Result<Vec<(Vec<String>, String, String)>, String> {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/ice-servers", self.trusted_url))
+            .header("authorization", format!("Bearer {}", self.token))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body: Value = serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?)
+            .unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("GET /ice-servers: {status} {body}"));
+        }
+        Ok(ice_servers(&body))
+    }
+}
+
 /// A timeline of what happened, with times since the session began.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
@@ -442,8 +461,17 @@ impl Signaling {
             if let Some(a) = self.notices.pop_front() {
                 return Ok(Some(a));
             }
+            // The machine's own deadlines (ring and connect timeouts) come before the caller's.
+            let timeout = self
+                .machine
+                .next_timeout()
+                .map(|ms| tokio::time::Instant::from_std(self.epoch + Duration::from_millis(ms)));
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = async { tokio::time::sleep_until(timeout.unwrap_or(deadline)).await }, if timeout.is_some_and(|t| t < deadline) => {
+                    let now = self.now_ms();
+                    self.machine.handle_timeout(now);
+                }
                 event = self.client.next_event() => match event {
                     Some(ClientEvent::Event { channel, event, data, user_id }) => {
                         self.handle_frame(Frame { event, channel, data, user_id });
@@ -594,14 +622,21 @@ impl Inbox {
         Ok(sig)
     }
 
-    /// Waits for an invitation and joins it with the reference WebRTC peer.
+    /// Waits for an invitation and joins it with the reference WebRTC peer, adding the ICE
+    /// servers (TURN credentials included) the trusted server gives this user.
     pub async fn next_call(
         self,
         peer_options: PeerOptions,
         within: Duration,
     ) -> Result<CallSession, String> {
-        let sig = self.next_invitation(within).await?;
-        CallSession::new(sig, peer_options).await
+        let device = self.device.clone();
+        let mut sig = self.next_invitation(within).await?;
+        let mut options = peer_options;
+        match device.ice_servers().await {
+            Ok(servers) => options.ice_servers.extend(servers),
+            Err(e) => sig.timeline.note(format!("no ICE servers: {e}")),
+        }
+        CallSession::new(sig, options).await
     }
 }
 
@@ -615,7 +650,9 @@ impl CallSession {
         CallSession::new(sig, peer_options).await
     }
 
-    async fn new(sig: Signaling, peer_options: PeerOptions) -> Result<CallSession, String> {
+    async fn new(mut sig: Signaling, peer_options: PeerOptions) -> Result<CallSession, String> {
+        sig.machine
+            .set_connect_timeout(peer_options.connect_timeout.as_millis() as u64);
         Ok(CallSession {
             sig,
             peer: MediaPeer::new(&peer_options).await?,
@@ -649,6 +686,14 @@ impl CallSession {
     }
     pub fn timeline(&self) -> &Timeline {
         &self.sig.timeline
+    }
+    /// The candidate pair the media flows over, once ICE selected one.
+    pub async fn selected_pair(&self) -> Option<crate::media::SelectedPair> {
+        self.peer.selected_pair().await
+    }
+    /// The local ICE candidates gathered so far.
+    pub async fn local_candidates(&self) -> Vec<crate::media::PairEnd> {
+        self.peer.local_candidates().await
     }
 
     pub async fn accept(&mut self) -> Result<(), String> {

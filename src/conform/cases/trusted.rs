@@ -86,6 +86,15 @@ pub fn cases() -> Vec<Case> {
             place
         ),
         case!(
+            "trusted.calls.ice-servers",
+            Trusted,
+            Should,
+            ["SRV-015", "SIGN-030"],
+            [Trusted],
+            "GET /ice-servers gives a signed-in callee STUN and its own time-limited TURN credentials",
+            ice_servers_for_callee
+        ),
+        case!(
             "trusted.calls.invitation",
             Trusted,
             Must,
@@ -412,10 +421,11 @@ async fn reveals_nothing(ctx: Ctx) -> Step<Option<String>> {
     Ok(None)
 }
 
-async fn place(ctx: Ctx) -> Step<Option<String>> {
-    let placed = place_call(&ctx, json!({})).await?;
-    let (caller, _) = user(&ctx, 0)?;
-    let servers = placed["ice_servers"]
+/// Checks `servers` (the `ice_servers` of an answer) holds STUN and a TURN server whose REST
+/// credential belongs to `who` and expires within a day; with the TURN secret, also the password.
+/// Returns the credential's lifetime in seconds.
+fn check_ice_servers(ctx: &Ctx, answer: &Value, who: &str) -> Step<u64> {
+    let servers = answer["ice_servers"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -434,7 +444,7 @@ async fn place(ctx: Ctx) -> Step<Option<String>> {
             .any(|s| urls(s).iter().any(|u| u.starts_with("stun:"))),
         "the answer lists a STUN server",
         "ice_servers with a stun: URL",
-        placed.to_string(),
+        answer.to_string(),
     )?;
     let turn = servers.iter().find(|s| {
         urls(s)
@@ -445,21 +455,21 @@ async fn place(ctx: Ctx) -> Step<Option<String>> {
         return Err(fail(
             "the answer lists a TURN server with credentials",
             "ice_servers with a turn: URL",
-            placed.to_string(),
+            answer.to_string(),
         ));
     };
     let username = turn["username"].as_str().unwrap_or_default();
-    let (expiry, who) = username.split_once(':').unwrap_or(("", ""));
+    let (expiry, named) = username.split_once(':').unwrap_or(("", ""));
     let expiry: u64 = expiry.parse().unwrap_or(0);
     let now = unix_now();
     ensure(
-        who == caller && expiry > now && expiry <= now + 24 * 3600,
-        "TURN username is {expiry_unix}:{user_id}, expiring within a day",
-        format!("<unix time in (now, now+24h]>:{caller}"),
+        named == who && expiry > now && expiry <= now + 24 * 3600,
+        "TURN username is {expiry_unix}:{user_id} of the signed-in user, expiring within a day",
+        format!("<unix time in (now, now+24h]>:{who}"),
         username.to_owned(),
     )?;
     if let Some(secret) = &ctx.target.turn_secret {
-        let want = signing::turn_credential(secret, who, expiry).password;
+        let want = signing::turn_credential(secret, named, expiry).password;
         ensure(
             turn["credential"] == want.as_str(),
             "TURN password is base64(HMAC-SHA1(secret, username))",
@@ -467,10 +477,40 @@ async fn place(ctx: Ctx) -> Step<Option<String>> {
             turn["credential"].to_string(),
         )?;
     }
-    Ok(Some(format!(
-        "TURN credential valid for {} s",
-        expiry - now
-    )))
+    Ok(expiry - now)
+}
+
+async fn place(ctx: Ctx) -> Step<Option<String>> {
+    let placed = place_call(&ctx, json!({})).await?;
+    let (caller, _) = user(&ctx, 0)?;
+    let lifetime = check_ice_servers(&ctx, &placed, &caller)?;
+    Ok(Some(format!("TURN credential valid for {lifetime} s")))
+}
+
+async fn ice_servers_for_callee(ctx: Ctx) -> Step<Option<String>> {
+    let (callee, token) = user(&ctx, 1)?;
+    let url = format!("{}/ice-servers", base(&ctx)?);
+    let anonymous = response(&ctx, "GET /ice-servers", reqwest::Client::new().get(&url)).await?;
+    ensure(
+        anonymous.0 == 401 || anonymous.0 == 403,
+        "GET /ice-servers without a bearer token is refused",
+        "401 or 403",
+        format!("{} {}", anonymous.0, anonymous.1),
+    )?;
+    let got = response(
+        &ctx,
+        "GET /ice-servers",
+        reqwest::Client::new().get(&url).bearer_auth(token),
+    )
+    .await?;
+    ensure(
+        got.0 == 200,
+        "GET /ice-servers answers a signed-in user",
+        "200 {ice_servers}",
+        format!("{} {}", got.0, got.1),
+    )?;
+    let lifetime = check_ice_servers(&ctx, &got.1, &callee)?;
+    Ok(Some(format!("TURN credential valid for {lifetime} s")))
 }
 
 async fn open_inbox(ctx: &Ctx, i: usize) -> Step<Conn> {

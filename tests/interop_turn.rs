@@ -1,0 +1,236 @@
+//! The TURN path with a real relay: Debian's coturn with REST credentials (`use-auth-secret`) on
+//! 127.0.0.1. The trusted server mints the credentials; the caller's WebRTC peer is relay-only.
+//! A call connects over a relay candidate pair; with a wrong secret or an expired credential no
+//! relay candidate exists, the call ends with `ice_failed` and the trusted server records it.
+//!
+//! Needs `turnserver` (apt-get install coturn); without it the tests say what they skipped and
+//! why, unless `DOMVIA_REQUIRE_INTEROP=1` (set by CI).
+#![cfg(feature = "media")]
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::interop::{Coturn, TURN_RELAY_PORTS};
+use domvia_calls::call::Phase;
+use domvia_calls::event::EndReason;
+use domvia_calls::media::PeerOptions;
+use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
+use domvia_calls::signing::{self, Secret};
+use domvia_calls::stack::{self, RunningStack, StackConfig};
+use serde_json::{Value, json};
+
+const WITHIN: Duration = Duration::from_secs(30);
+const TURN_SECRET: &str = "turn-secret-for-tests";
+
+fn prerequisites(test: &str) -> bool {
+    if Coturn::installed() {
+        return true;
+    }
+    common::interop::skip(test, "coturn is not installed (apt-get install coturn)");
+    false
+}
+
+/// The reference servers; with `turn`, the trusted server mints credentials for it with `secret`.
+async fn stack(tag: &str, turn: Option<(&Coturn, &str)>) -> RunningStack {
+    let mut cfg = StackConfig::development(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    cfg.trusted.data_dir = common::temp_dir(tag);
+    cfg.realtime.webhook_batch_ms = 10;
+    if let Some((coturn, secret)) = turn {
+        cfg.trusted.turn_urls = vec![coturn.url()];
+        cfg.trusted.turn_secret = Some(Secret::new(secret));
+    }
+    stack::start(cfg).await.unwrap()
+}
+
+fn device(s: &RunningStack, user: &str) -> Device {
+    Device::new(
+        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
+        &format!("http://{}", s.trusted.addr()),
+        &format!("{user}-token"),
+        user,
+    )
+    .unwrap()
+}
+
+fn relay_only() -> PeerOptions {
+    PeerOptions {
+        relay_only: true,
+        ..PeerOptions::default()
+    }
+}
+
+async fn record(s: &RunningStack, call_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = serde_json::from_str(
+            &reqwest::Client::new()
+                .get(format!("http://{}/calls/{call_id}", s.trusted.addr()))
+                .header("authorization", "Bearer alice-token")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        if v["call"]["state"] == "ended" || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_call_connects_through_coturn() {
+    if !prerequisites("relay_only_call_connects_through_coturn") {
+        return;
+    }
+    let coturn = Coturn::start(TURN_SECRET);
+    let s = stack("turn-ok", Some((&coturn, TURN_SECRET))).await;
+    let inbox = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let began = Instant::now();
+    let (mut alice, placed) = CallSession::place(
+        &device(&s, "alice"),
+        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
+        relay_only(),
+    )
+    .await
+    .unwrap();
+    let mut bob = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    bob.accept().await.unwrap();
+    let (a, b) = tokio::join!(
+        alice.run(RunUntil::MediaUp, WITHIN),
+        bob.run(RunUntil::MediaUp, WITHIN)
+    );
+    let took = began.elapsed();
+    assert_eq!(a.unwrap().phase, Phase::Active);
+    assert_eq!(b.unwrap().phase, Phase::Active);
+    let alice_pair = alice.selected_pair().await.expect("alice selected a pair");
+    let bob_pair = bob.selected_pair().await.expect("bob selected a pair");
+    // The relay-only side sends from its relayed address; the other side's pair ends at that
+    // address (learnt as a trickled relay candidate or, if a check came first, as prflx).
+    assert_eq!(alice_pair.local.kind, "relay", "{alice_pair:?}");
+    let gathered = alice.local_candidates().await;
+    assert!(
+        !gathered.is_empty() && gathered.iter().all(|c| c.kind == "relay"),
+        "a relay-only peer gathers relay candidates alone: {gathered:?}"
+    );
+    assert!(
+        TURN_RELAY_PORTS.contains(&alice_pair.local.port),
+        "{alice_pair:?}"
+    );
+    assert_eq!(
+        (bob_pair.remote.address.as_str(), bob_pair.remote.port),
+        (alice_pair.local.address.as_str(), alice_pair.local.port),
+        "bob's pair {bob_pair:?} does not end at alice's relayed address"
+    );
+    assert!(
+        ["relay", "prflx"].contains(&bob_pair.remote.kind.as_str()),
+        "{bob_pair:?}"
+    );
+    alice.hang_up().await.unwrap();
+    let _ = bob.run(RunUntil::Ended, WITHIN).await;
+    assert_eq!(
+        record(&s, &placed.call_id).await["call"]["end_reason"],
+        "hangup"
+    );
+    common::interop::say(&format!(
+        "interop relay (coturn, relay-only caller): media up {} ms after the call was placed",
+        took.as_millis()
+    ));
+    alice.close().await;
+    bob.close().await;
+    s.shutdown().await;
+}
+
+/// A relay-only caller whose TURN credential coturn refuses: no relay candidate, so after the
+/// connect timeout (shortened here) the call ends with `ice_failed` on both sides and in the
+/// trusted server's record.
+async fn refused_credential_fails_the_call(s: &RunningStack, caller_peer: PeerOptions) {
+    let caller_peer = PeerOptions {
+        connect_timeout: Duration::from_secs(3),
+        ..caller_peer
+    };
+    let inbox = Inbox::open(&device(s, "bob")).await.unwrap();
+    let (mut alice, placed) = CallSession::place(
+        &device(s, "alice"),
+        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
+        caller_peer,
+    )
+    .await
+    .unwrap();
+    let mut bob = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    bob.accept().await.unwrap();
+    let (a, b) = tokio::join!(
+        alice.run(RunUntil::MediaUp, WITHIN),
+        bob.run(RunUntil::MediaUp, WITHIN)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.phase,
+        Phase::Ended(EndReason::IceFailed),
+        "{:?}",
+        alice.timeline().entries
+    );
+    assert_eq!(
+        b.phase,
+        Phase::Ended(EndReason::IceFailed),
+        "{:?}",
+        bob.timeline().entries
+    );
+    assert!(alice.selected_pair().await.is_none());
+    assert_eq!(
+        alice.local_candidates().await,
+        vec![],
+        "coturn refused the allocation, so the relay-only caller has no candidate"
+    );
+    let rec = record(s, &placed.call_id).await;
+    assert_eq!(rec["call"]["state"], "ended", "{rec:#}");
+    assert_eq!(rec["call"]["end_reason"], "ice_failed", "{rec:#}");
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_turn_secret_gives_no_relay_and_the_call_ends_ice_failed() {
+    if !prerequisites("a_wrong_turn_secret_gives_no_relay_and_the_call_ends_ice_failed") {
+        return;
+    }
+    let coturn = Coturn::start(TURN_SECRET);
+    let s = stack("turn-wrong", Some((&coturn, "not-the-turn-secret"))).await;
+    refused_credential_fails_the_call(&s, relay_only()).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_turn_credential_gives_no_relay_and_the_call_ends_ice_failed() {
+    if !prerequisites("an_expired_turn_credential_gives_no_relay_and_the_call_ends_ice_failed") {
+        return;
+    }
+    let coturn = Coturn::start(TURN_SECRET);
+    // The trusted server hands out no TURN server here; the caller brings a credential made with
+    // the right secret that expired a minute ago.
+    let s = stack("turn-expired", None).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = signing::turn_credential(&Secret::new(TURN_SECRET), "alice", now - 60);
+    let peer = PeerOptions {
+        ice_servers: vec![(vec![coturn.url()], expired.username, expired.password)],
+        ..relay_only()
+    };
+    refused_credential_fails_the_call(&s, peer).await;
+    s.shutdown().await;
+}
