@@ -30,9 +30,12 @@ fn catcher(d: Defect) -> &'static str {
 /// Runs the suite against the reference server with defect `d`; returns whether the catcher
 /// found it and the row of the detection table.
 async fn run_with(d: Defect, opts: &RunOptions) -> (bool, String) {
-    let embedded = Embedded::start(EmbeddedOptions { defect: Some(d) })
-        .await
-        .unwrap();
+    let embedded = Embedded::start(EmbeddedOptions {
+        defect: Some(d),
+        ..EmbeddedOptions::default()
+    })
+    .await
+    .unwrap();
     let report = conform::run(
         embedded.target.clone(),
         opts,

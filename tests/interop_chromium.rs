@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use domvia_calls::call::Phase;
+use domvia_calls::conform::{SecondPeer, Verdict};
 use domvia_calls::interop::chromium::{self, Chromium, Page};
 use domvia_calls::media::PeerOptions;
 use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
@@ -69,7 +70,7 @@ fn device(s: &RunningStack, user: &str) -> Device {
 }
 
 /// The demo page signed in as `user`, with test traffic kept on loopback.
-async fn open_as<'b>(browser: &'b Chromium, s: &RunningStack, user: &str, extra: &str) -> Page<'b> {
+async fn open_as(browser: &Chromium, s: &RunningStack, user: &str, extra: &str) -> Page {
     let url = format!(
         "http://{}/demo/?user={user}&token={user}-token&loopback=1{extra}",
         s.trusted.addr()
@@ -87,13 +88,13 @@ async fn open_as<'b>(browser: &'b Chromium, s: &RunningStack, user: &str, extra:
     page
 }
 
-async fn report(page: &Page<'_>) -> Value {
+async fn report(page: &Page) -> Value {
     page.eval("domvia.report()").await.unwrap()
 }
 
 /// Waits until the page's call is connected with the data channel echo done and audio packets
 /// received, as the browser's own statistics say.
-async fn browser_media_up(page: &Page<'_>, who: &str) -> Value {
+async fn browser_media_up(page: &Page, who: &str) -> Value {
     let condition = "domvia.report().then(r => !!r.call && r.call.phase === 'connected' \
                      && r.call.data_channel.echoed && r.call.inbound_audio_packets > 0)";
     if let Err(e) = page.wait_for(condition, WITHIN).await {
@@ -267,4 +268,15 @@ async fn browser_calls_rust_peer() {
     ));
     browser.close().await;
     s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_takes_chromium_as_the_callee_of_its_webrtc_case() {
+    let Some(_) = prerequisites("the_runner_takes_chromium_as_the_callee_of_its_webrtc_case")
+    else {
+        return;
+    };
+    let report = common::interop::run_webrtc_case(SecondPeer::Chromium, Some(pusher_js())).await;
+    assert_eq!(report.0, Verdict::Pass, "{}", report.1);
+    assert!(report.1.contains("callee chromium"), "{}", report.1);
 }

@@ -234,3 +234,53 @@ async fn an_expired_turn_credential_gives_no_relay_and_the_call_ends_ice_failed(
     refused_credential_fails_the_call(&s, peer).await;
     s.shutdown().await;
 }
+
+/// The runner's `webrtc.turn-relay` case passes against a working relay and fails when the relay
+/// refuses its credentials (here: the runner was given the wrong TURN secret).
+#[cfg(feature = "conform")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_relay_case_passes_through_coturn_and_fails_on_refused_credentials() {
+    use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
+    use domvia_calls::conform::{self, RunOptions, Selection, Verdict};
+    if !prerequisites(
+        "the_runner_relay_case_passes_through_coturn_and_fails_on_refused_credentials",
+    ) {
+        return;
+    }
+    let coturn = Coturn::start(TURN_SECRET);
+    let mut embedded = Embedded::start(EmbeddedOptions {
+        turn: Some((coturn.url(), Secret::new(TURN_SECRET))),
+        ..EmbeddedOptions::default()
+    })
+    .await
+    .unwrap();
+    let opts = RunOptions {
+        selection: Selection {
+            only: vec!["webrtc.turn-relay".into()],
+            ..Selection::default()
+        },
+        ..RunOptions::default()
+    };
+    let mut verdicts = Vec::new();
+    for secret in [TURN_SECRET, "not-the-turn-secret"] {
+        embedded.target.turn_secret = Some(Secret::new(secret));
+        let report = conform::run(
+            embedded.target.clone(),
+            &opts,
+            Some(embedded.webhooks.clone()),
+        )
+        .await
+        .unwrap();
+        let case = report.cases[0].clone();
+        verdicts.push((case.verdict, serde_json::to_string(&case).unwrap()));
+    }
+    embedded.shutdown().await;
+    assert_eq!(verdicts[0].0, Verdict::Pass, "{}", verdicts[0].1);
+    assert!(
+        verdicts[0].1.contains("relayed through"),
+        "{}",
+        verdicts[0].1
+    );
+    assert_eq!(verdicts[1].0, Verdict::Fail, "{}", verdicts[1].1);
+    assert!(verdicts[1].1.contains("IceFailed"), "{}", verdicts[1].1);
+}

@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
 use domvia_calls::conform::verdict::diff_expected;
 use domvia_calls::conform::{
-    self, Feature, KnownFailing, LevelFilter, RunOptions, Selection, Target, TargetUser, Verdict,
-    report,
+    self, Feature, KnownFailing, LevelFilter, RunOptions, SecondPeer, Selection, Target,
+    TargetUser, Verdict, report,
 };
 use domvia_calls::signing::Secret;
 use serde::Deserialize;
@@ -21,6 +21,23 @@ pub enum LevelArg {
     Must,
     Should,
     All,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PeerArg {
+    Rust,
+    Chromium,
+    Aiortc,
+}
+
+impl PeerArg {
+    fn second_peer(self) -> SecondPeer {
+        match self {
+            PeerArg::Rust => SecondPeer::Rust,
+            PeerArg::Chromium => SecondPeer::Chromium,
+            PeerArg::Aiortc => SecondPeer::Aiortc,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +77,14 @@ pub struct ConformArgs {
     turn: Option<String>,
     #[arg(long, env = "DOMVIA_CONFORM_TURN_SECRET", hide_env_values = true)]
     turn_secret: Option<String>,
+    /// The callee of the WebRTC cases: the reference Rust peer, headless Chromium running the demo
+    /// page with pusher-js, or aiortc (Python).
+    #[arg(long, value_enum, default_value = "rust")]
+    peer: PeerArg,
+    /// pusher-js browser bundle for `--peer chromium` (found in an npm install of the interop
+    /// tests by default).
+    #[arg(long)]
+    pusher_js: Option<PathBuf>,
     /// The features the target offers, comma-separated (default: inferred from the other flags).
     #[arg(long, value_delimiter = ',')]
     features: Option<Vec<String>>,
@@ -301,7 +326,12 @@ pub fn run(a: ConformArgs) -> CliResult {
                         .ok_or_else(|| format!("unknown defect {d:?}"))?,
                 );
             }
-            let embedded = Embedded::start(options).await?;
+            if let (Some(url), Some(secret)) = (&a.turn, &a.turn_secret) {
+                options.turn = Some((url.clone(), Secret::new(secret)));
+            }
+            let mut embedded = Embedded::start(options).await?;
+            embedded.target.second_peer = a.peer.second_peer();
+            embedded.target.pusher_js = a.pusher_js.clone();
             eprintln!(
                 "testing the embedded reference servers: realtime {}, trusted {}",
                 embedded.target.nodes[0],
@@ -316,7 +346,9 @@ pub fn run(a: ConformArgs) -> CliResult {
             embedded.shutdown().await;
             report
         } else {
-            let target = build_target(&a)?;
+            let mut target = build_target(&a)?;
+            target.second_peer = a.peer.second_peer();
+            target.pusher_js = a.pusher_js.clone();
             if target.nodes.is_empty() {
                 return Err("give at least one --target".to_owned());
             }

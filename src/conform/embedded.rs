@@ -11,7 +11,8 @@ use super::wire::{WebhookLog, listen_webhooks};
 use crate::signing::Secret;
 use crate::stack::{self, RunningStack, StackConfig};
 
-/// TURN secret of the embedded trusted server (it only mints credentials; no relay runs).
+/// TURN secret of the embedded trusted server when no TURN server is given (it only mints
+/// credentials then; no relay runs).
 const EMBEDDED_TURN_SECRET: &str = "conform-embedded-turn-secret";
 
 /// The embedded servers and the target that describes them.
@@ -28,6 +29,9 @@ pub struct EmbeddedOptions {
     /// A deliberate defect of the realtime server (test builds only).
     #[cfg(feature = "defects")]
     pub defect: Option<crate::realtime::Defect>,
+    /// A running TURN server (`turn:` URL) and its REST secret: the trusted server mints
+    /// credentials for it and the `webrtc.turn-relay` case uses it.
+    pub turn: Option<(String, Secret)>,
 }
 
 impl Embedded {
@@ -42,8 +46,14 @@ impl Embedded {
         ));
         cfg.trusted.data_dir = data_dir.clone();
         cfg.trusted.stun_urls = vec!["stun:127.0.0.1:3478".into()];
-        cfg.trusted.turn_urls = vec!["turn:127.0.0.1:3478?transport=udp".into()];
-        cfg.trusted.turn_secret = Some(Secret::new(EMBEDDED_TURN_SECRET));
+        let (turn_url, turn_secret) = options.turn.clone().unwrap_or_else(|| {
+            (
+                "turn:127.0.0.1:3478?transport=udp".into(),
+                Secret::new(EMBEDDED_TURN_SECRET),
+            )
+        });
+        cfg.trusted.turn_urls = vec![turn_url.clone()];
+        cfg.trusted.turn_secret = Some(turn_secret.clone());
         let app = cfg
             .realtime
             .apps
@@ -80,7 +90,8 @@ impl Embedded {
             .collect();
         target.scope = Some("room/chat-room-42".into());
         target.webhook_listen = Some(hook_addr);
-        target.turn_secret = Some(Secret::new(EMBEDDED_TURN_SECRET));
+        target.turn_secret = Some(turn_secret);
+        target.turn = options.turn.is_some().then_some(turn_url);
         target.rate_limit = (rate, burst);
         target.max_event_bytes = max_bytes;
         target.max_presence_members = max_members;

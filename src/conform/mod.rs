@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 pub use cases::{Area, Case, CaseInfo};
-pub use target::{Feature, Target, TargetUser};
+pub use target::{Feature, SecondPeer, Target, TargetUser};
 pub use verdict::{Failure, KnownFailing, Level, LevelFilter, Outcome, Selection, Verdict};
 pub use wire::TraceEntry;
 

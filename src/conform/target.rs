@@ -72,6 +72,30 @@ impl Feature {
     }
 }
 
+/// Which WebRTC implementation answers the runner's calls in the `webrtc` cases (the caller is
+/// always the reference Rust peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondPeer {
+    /// The reference Rust peer (webrtc-rs).
+    #[default]
+    Rust,
+    /// Headless Chromium running the demo page with the real pusher-js client.
+    Chromium,
+    /// aiortc (Python) with its own Pusher-protocol client.
+    Aiortc,
+}
+
+impl SecondPeer {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecondPeer::Rust => "rust",
+            SecondPeer::Chromium => "chromium",
+            SecondPeer::Aiortc => "aiortc",
+        }
+    }
+}
+
 /// A user the trusted server knows, with the bearer token that signs them in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetUser {
@@ -110,6 +134,10 @@ pub struct Target {
     /// Distinct users a presence channel takes.
     pub max_presence_members: usize,
     pub features: BTreeSet<Feature>,
+    /// The callee of the `webrtc` cases.
+    pub second_peer: SecondPeer,
+    /// pusher-js for the demo page when the second peer is Chromium.
+    pub pusher_js: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -136,6 +164,8 @@ impl Target {
             max_event_bytes: crate::limits::MAX_EVENT_DATA_BYTES,
             max_presence_members: 100,
             features: BTreeSet::new(),
+            second_peer: SecondPeer::Rust,
+            pusher_js: None,
         }
     }
 
@@ -196,6 +226,7 @@ impl Target {
             "users": self.users.iter().map(|u| &u.name).collect::<Vec<_>>(),
             "webhook_listen": self.webhook_listen,
             "turn": self.turn,
+            "second_peer": self.second_peer,
             "features": self.features.iter().map(|f| f.name()).collect::<Vec<_>>(),
         })
     }

@@ -9,6 +9,8 @@
 //   answer=auto   accept every incoming call
 //   loopback=1    signal only UDP candidates on 127.0.0.1 or ::1, so test traffic stays on the machine
 //   video=1       send the camera too
+//   join=CHANNEL  join this call channel as a callee and wait for its call.started there, for a
+//                 call placed without a trusted server (the conformance runner does this)
 // window.domvia exposes the state and a report built from getStats for tests.
 'use strict';
 
@@ -287,6 +289,7 @@
           this.onEnded(data);
           break;
         case 'started':
+          if (this.role === 'callee' && !this.caller && data.caller === data.user_id) this.onStartedOnChannel(data);
           break;
       }
     }
@@ -295,6 +298,19 @@
       this.phase = phase;
       setStatus(phase, text);
       render();
+    }
+
+    // A call placed without a trusted server: the invitation arrives on the channel itself.
+    async onStartedOnChannel(data) {
+      this.caller = data.caller;
+      this.callees = data.callees;
+      this.media = data.media || { audio: true };
+      if (data.privacy !== 'standard' || data.topology !== 'p2p') {
+        this.end('incompatible', true, `this page cannot take ${data.privacy} privacy / ${data.topology} calls`);
+        return;
+      }
+      await this.ring();
+      if (autoAnswer) await this.accept();
     }
 
     async ring() {
@@ -598,6 +614,22 @@
     }
   }
 
+  async function joinChannel(channelName) {
+    const call = new Call({
+      role: 'callee',
+      callId: channelName.split('.').pop(),
+      channelName,
+      caller: null,
+      callees: [],
+      media: { audio: true },
+    });
+    page.call = call;
+    call.iceServers = (await api('GET', '/ice-servers')).ice_servers || [];
+    await call.join();
+    call.joined = true;
+    call.setPhase('incoming', `joined ${channelName}; waiting for call.started`);
+  }
+
   async function placeCall(callee, scopeText, video) {
     const [scope, scopeId] = scopeText.split('/');
     const media = { audio: true, video: !!video, screen: false };
@@ -684,8 +716,8 @@
         out.call.selected_pair = {
           state: pair.state,
           bytes_received: pair.bytesReceived || 0,
-          local: { type: local.candidateType, address: local.address, protocol: local.protocol },
-          remote: { type: remote.candidateType, address: remote.address, protocol: remote.protocol },
+          local: { type: local.candidateType, address: local.address, port: local.port, protocol: local.protocol },
+          remote: { type: remote.candidateType, address: remote.address, port: remote.port, protocol: remote.protocol },
         };
       }
     }
@@ -707,6 +739,7 @@
     page,
     signIn,
     call: placeCall,
+    join: joinChannel,
     accept: () => page.call && page.call.accept(),
     hangUp: () => page.call && page.call.hangUp(),
     report,
@@ -719,6 +752,7 @@
     $('user').value = user;
     $('token').value = token;
     signIn(user, token)
+      .then(() => (params.get('join') ? joinChannel(params.get('join')) : null))
       .then(() => {
         window.domvia.ready = true;
       })

@@ -96,23 +96,40 @@ impl AiortcPeer {
         self.log.lock().await.clone()
     }
 
-    /// Waits for the `READY` line (a callee listening for invitations).
-    pub async fn ready(&mut self, within: Duration) -> Result<(), String> {
+    /// Waits for the next line of standard output that starts with `prefix` and returns the rest
+    /// of it; lines before it are skipped.
+    async fn line_starting(&mut self, prefix: &str, within: Duration) -> Result<String, String> {
         let wait = async {
             while let Ok(Some(line)) = self.stdout.next_line().await {
-                if line.trim() == "READY" {
-                    return true;
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return Some(rest.trim().to_owned());
                 }
             }
-            false
+            None
         };
         match tokio::time::timeout(within, wait).await {
-            Ok(true) => Ok(()),
-            _ => Err(format!(
-                "the aiortc peer did not get ready:\n{}",
+            Ok(Some(rest)) => Ok(rest),
+            Ok(None) => Err(format!(
+                "the aiortc peer exited before printing {prefix}:\n{}",
+                self.log().await
+            )),
+            Err(_) => Err(format!(
+                "the aiortc peer printed no {prefix} within {within:?}:\n{}",
                 self.log().await
             )),
         }
+    }
+
+    /// Waits for the `READY` line: the peer waits for a call.
+    pub async fn ready(&mut self, within: Duration) -> Result<(), String> {
+        self.line_starting("READY", within).await.map(|_| ())
+    }
+
+    /// Waits for the `MEDIA` line and returns what the peer saw once media was up: `connected`,
+    /// `echo`, `inbound_audio_packets`, `selected_pair`, ...
+    pub async fn media_up(&mut self, within: Duration) -> Result<Value, String> {
+        let json = self.line_starting("MEDIA ", within).await?;
+        serde_json::from_str(&json).map_err(|e| format!("the MEDIA line is not JSON: {e}"))
     }
 
     /// Waits for the peer to exit and returns its `RESULT` and whether it exited with 0.

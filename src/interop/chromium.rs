@@ -45,18 +45,23 @@ struct Shared {
     console: Mutex<HashMap<String, Vec<String>>>,
 }
 
-/// A running headless Chromium.
-pub struct Chromium {
-    child: Child,
-    profile: PathBuf,
+/// The DevTools connection, shared by the browser and its pages.
+struct Connection {
     outgoing: mpsc::UnboundedSender<String>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
 }
 
-/// One page (tab) of the browser.
-pub struct Page<'a> {
-    browser: &'a Chromium,
+/// A running headless Chromium.
+pub struct Chromium {
+    child: Child,
+    profile: PathBuf,
+    conn: Arc<Connection>,
+}
+
+/// One page (tab) of the browser; usable until the browser closes.
+pub struct Page {
+    conn: Arc<Connection>,
     session: String,
     target: String,
 }
@@ -190,12 +195,71 @@ impl Chromium {
         Ok(Chromium {
             child,
             profile,
-            outgoing,
-            shared,
-            next_id: AtomicU64::new(1),
+            conn: Arc::new(Connection {
+                outgoing,
+                shared,
+                next_id: AtomicU64::new(1),
+            }),
         })
     }
 
+    /// Opens `url` in a new tab and waits until its `load` event.
+    pub async fn open(&self, url: &str) -> Result<Page, String> {
+        let step = Duration::from_secs(10);
+        let target = self
+            .conn
+            .command(
+                None,
+                "Target.createTarget",
+                json!({ "url": "about:blank" }),
+                step,
+            )
+            .await?["targetId"]
+            .as_str()
+            .ok_or("Target.createTarget gave no targetId")?
+            .to_owned();
+        let session = self
+            .conn
+            .command(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target, "flatten": true }),
+                step,
+            )
+            .await?["sessionId"]
+            .as_str()
+            .ok_or("Target.attachToTarget gave no sessionId")?
+            .to_owned();
+        let page = Page {
+            conn: self.conn.clone(),
+            session,
+            target,
+        };
+        page.call("Runtime.enable", json!({})).await?;
+        page.call("Page.enable", json!({})).await?;
+        page.call("Page.navigate", json!({ "url": url })).await?;
+        page.wait_for("document.readyState === 'complete'", step)
+            .await?;
+        Ok(page)
+    }
+
+    /// Stops the browser and removes its profile.
+    pub async fn close(mut self) {
+        let _ = self
+            .conn
+            .command(None, "Browser.close", json!({}), Duration::from_secs(5))
+            .await;
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+impl Connection {
     async fn command(
         &self,
         session: Option<&str>,
@@ -222,58 +286,6 @@ impl Chromium {
             }
         }
     }
-
-    /// Opens `url` in a new tab and waits until its `load` event.
-    pub async fn open(&self, url: &str) -> Result<Page<'_>, String> {
-        let step = Duration::from_secs(10);
-        let target = self
-            .command(
-                None,
-                "Target.createTarget",
-                json!({ "url": "about:blank" }),
-                step,
-            )
-            .await?["targetId"]
-            .as_str()
-            .ok_or("Target.createTarget gave no targetId")?
-            .to_owned();
-        let session = self
-            .command(
-                None,
-                "Target.attachToTarget",
-                json!({ "targetId": target, "flatten": true }),
-                step,
-            )
-            .await?["sessionId"]
-            .as_str()
-            .ok_or("Target.attachToTarget gave no sessionId")?
-            .to_owned();
-        let page = Page {
-            browser: self,
-            session,
-            target,
-        };
-        page.call("Runtime.enable", json!({})).await?;
-        page.call("Page.enable", json!({})).await?;
-        page.call("Page.navigate", json!({ "url": url })).await?;
-        page.wait_for("document.readyState === 'complete'", step)
-            .await?;
-        Ok(page)
-    }
-
-    /// Stops the browser and removes its profile.
-    pub async fn close(mut self) {
-        let _ = self
-            .command(None, "Browser.close", json!({}), Duration::from_secs(5))
-            .await;
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
 }
 
 impl Drop for Chromium {
@@ -283,9 +295,9 @@ impl Drop for Chromium {
     }
 }
 
-impl Page<'_> {
+impl Page {
     async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
-        self.browser
+        self.conn
             .command(Some(&self.session), method, params, Duration::from_secs(10))
             .await
     }
@@ -294,7 +306,7 @@ impl Page<'_> {
     /// as JSON. A thrown error comes back as `Err` with its description.
     pub async fn eval_within(&self, expression: &str, within: Duration) -> Result<Value, String> {
         let result = self
-            .browser
+            .conn
             .command(
                 Some(&self.session),
                 "Runtime.evaluate",
@@ -337,7 +349,7 @@ impl Page<'_> {
 
     /// What the page logged to its console and the exceptions it threw, so far.
     pub async fn console(&self) -> Vec<String> {
-        self.browser
+        self.conn
             .shared
             .console
             .lock()
@@ -350,7 +362,7 @@ impl Page<'_> {
     /// Closes the tab.
     pub async fn close(self) {
         let _ = self
-            .browser
+            .conn
             .command(
                 None,
                 "Target.closeTarget",

@@ -5,3 +5,4 @@
 
 pub mod aiortc;
 pub mod chromium;
+pub mod peer_host;

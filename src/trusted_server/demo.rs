@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::AppState;
 
-const PAGE: &str = include_str!("../demo/index.html");
-const SCRIPT: &str = include_str!("../demo/call.js");
+pub(crate) const PAGE: &str = include_str!("../demo/index.html");
+pub(crate) const SCRIPT: &str = include_str!("../demo/call.js");
 
 /// Where an `npm ci` of the interop tests or of an app puts the browser bundle, relative to the
 /// working directory.
@@ -38,15 +38,15 @@ pub fn pusher_js_path(configured: Option<&PathBuf>) -> Option<PathBuf> {
     }
 }
 
-pub async fn page() -> Response {
+pub(super) async fn page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
-pub async fn redirect() -> Redirect {
+pub(super) async fn redirect() -> Redirect {
     Redirect::permanent("/demo/")
 }
 
-pub async fn script() -> Response {
+pub(super) async fn script() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         SCRIPT,
@@ -54,7 +54,7 @@ pub async fn script() -> Response {
         .into_response()
 }
 
-pub async fn pusher_js(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn pusher_js(State(state): State<Arc<AppState>>) -> Response {
     let path = pusher_js_path(state.config.pusher_js.as_ref());
     match path.map(|p| (std::fs::read(&p), p)) {
         Some((Ok(bytes), _)) => (
@@ -78,7 +78,7 @@ pub async fn pusher_js(State(state): State<Arc<AppState>>) -> Response {
 
 /// Where the page finds the realtime server: `public_realtime_url`, else the HTTP API's address
 /// (the same listener serves WebSockets).
-pub async fn config(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn config(State(state): State<Arc<AppState>>) -> Response {
     let base = state
         .config
         .public_realtime_url

@@ -7,7 +7,7 @@
 //! written to the outbox in the transaction that decided them and deleted only after the realtime
 //! server accepted them, so a crash at any point loses no event and no record.
 
-mod demo;
+pub(crate) mod demo;
 mod store;
 
 use std::net::SocketAddr;
@@ -326,7 +326,7 @@ fn bearer<'a>(state: &'a AppState, headers: &HeaderMap) -> Option<&'a User> {
 }
 
 /// `socket_id` and `channel_name` from a form-encoded (pusher-js) or JSON body.
-fn auth_params(headers: &HeaderMap, body: &[u8]) -> Option<(String, String)> {
+pub(crate) fn auth_params(headers: &HeaderMap, body: &[u8]) -> Option<(String, String)> {
     let is_json = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

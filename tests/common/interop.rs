@@ -177,3 +177,37 @@ impl Drop for Coturn {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Runs the conformance case `webrtc.handshake` against the embedded reference servers with
+/// `peer` as the callee; returns its verdict and what the report says about it.
+#[cfg(feature = "conform")]
+pub async fn run_webrtc_case(
+    peer: domvia_calls::conform::SecondPeer,
+    pusher_js: Option<std::path::PathBuf>,
+) -> (domvia_calls::conform::Verdict, String) {
+    use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
+    use domvia_calls::conform::{self, RunOptions, Selection};
+    let mut embedded = Embedded::start(EmbeddedOptions::default()).await.unwrap();
+    embedded.target.second_peer = peer;
+    embedded.target.pusher_js = pusher_js;
+    let opts = RunOptions {
+        selection: Selection {
+            only: vec!["webrtc.handshake".into()],
+            ..Selection::default()
+        },
+        ..RunOptions::default()
+    };
+    let report = conform::run(
+        embedded.target.clone(),
+        &opts,
+        Some(embedded.webhooks.clone()),
+    )
+    .await
+    .unwrap();
+    embedded.shutdown().await;
+    let case = &report.cases[0];
+    (
+        case.verdict,
+        serde_json::to_string(case).unwrap_or_default(),
+    )
+}

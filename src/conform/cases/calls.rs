@@ -1,8 +1,6 @@
 //! Call signaling through the target: sealed envelopes relayed intact, a whole call between two
-//! reference clients (watched by an observer that checks every event against its schema), SDP
-//! chunking, and a real WebRTC handshake whose signaling crosses the target.
-
-use std::time::Duration;
+//! reference clients (watched by an observer that checks every event against its schema) and SDP
+//! chunking. The helpers that set up a call on a fresh channel serve the WebRTC cases too.
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -16,7 +14,7 @@ use crate::envelope::ChannelKey;
 use crate::event::{Incoming, MediaSelection, Privacy, RingTimeoutMs};
 use crate::ids::{DevicePartyId, UserId};
 use crate::pusher::Frame;
-use crate::session::{CallSession, RunUntil, Signaling};
+use crate::session::Signaling;
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -46,15 +44,6 @@ pub fn cases() -> Vec<Case> {
             [AppSecret, Presence],
             "An offer larger than the event limit crosses the target as chunk events and is reassembled",
             chunked_offer
-        ),
-        case!(
-            "webrtc.handshake",
-            Webrtc,
-            Must,
-            ["MEDIA-001", "MEDIA-002", "MEDIA-006", "EVT-053"],
-            [AppSecret, Presence, Webrtc],
-            "Two reference WebRTC peers signal through the target to ICE + DTLS, a data channel echo and RTP",
-            webrtc_handshake
         ),
     ]
 }
@@ -114,7 +103,7 @@ async fn sealed_relayed(ctx: Ctx) -> Step<Option<String>> {
 }
 
 /// A reference client signing its own subscriptions with the app secret, as a presence user.
-async fn client(ctx: &Ctx, user: &str) -> Step<RealtimeClient> {
+pub(super) async fn client(ctx: &Ctx, user: &str) -> Step<RealtimeClient> {
     RealtimeClient::connect(ClientConfig {
         url: ctx.target.app_url(0),
         auth: Auth::Signer {
@@ -128,11 +117,11 @@ async fn client(ctx: &Ctx, user: &str) -> Step<RealtimeClient> {
     .map_err(|e| errored(format!("reference client {user}: {e}")))
 }
 
-fn user(name: &str) -> Step<UserId> {
+pub(super) fn user(name: &str) -> Step<UserId> {
     UserId::parse(name).map_err(|e| errored(e.to_string()))
 }
 
-fn party(name: &str) -> Step<DevicePartyId> {
+pub(super) fn party(name: &str) -> Step<DevicePartyId> {
     DevicePartyId::parse(&format!("{name}-{:08x}", rand::random::<u32>()))
         .map_err(|e| errored(e.to_string()))
 }
@@ -146,7 +135,8 @@ struct Call {
     channel: String,
 }
 
-async fn set_up_call(ctx: &Ctx) -> Step<Call> {
+/// A fresh presence call channel with an observer already subscribed to it.
+pub(super) async fn fresh_call_channel(ctx: &Ctx) -> Step<(CallChannel, Conn)> {
     let name = format!(
         "presence-call.room.conform-{:08x}.call-{:016x}",
         rand::random::<u32>(),
@@ -157,18 +147,23 @@ async fn set_up_call(ctx: &Ctx) -> Step<Call> {
     observer
         .subscribe(&name, Some(("conform-observer", json!({}))))
         .await?;
+    Ok((channel, observer))
+}
+
+/// The reference caller `conform-alice`, joined to `channel`.
+pub(super) async fn join_caller(ctx: &Ctx, channel: &CallChannel) -> Step<Signaling> {
     let machine = CallMachine::caller(channel.clone(), party("alice")?, user("conform-alice")?);
-    let mut caller = Signaling::join(
+    Signaling::join(
         machine,
         client(ctx, "conform-alice").await?,
         Privacy::Standard,
     )
     .await
-    .map_err(|e| errored(format!("caller joins: {e}")))?;
-    let mut bob = client(ctx, "conform-bob").await?;
-    bob.subscribe(&name)
-        .await
-        .map_err(|e| errored(format!("callee subscribes: {e}")))?;
+    .map_err(|e| errored(format!("caller joins: {e}")))
+}
+
+/// The caller invites `conform-bob` with `call.started` on the channel.
+pub(super) fn start_call(caller: &mut Signaling) -> Step<()> {
     caller
         .start(
             vec![user("conform-bob")?],
@@ -180,7 +175,22 @@ async fn set_up_call(ctx: &Ctx) -> Step<Call> {
             RingTimeoutMs::default(),
             Privacy::Standard,
         )
-        .map_err(|e| errored(format!("caller starts: {e}")))?;
+        .map_err(|e| errored(format!("caller starts: {e}")))
+}
+
+/// The reference callee `conform-bob`: subscribes to `channel`, lets the caller start the call,
+/// and joins as the callee of the `call.started` that crossed the target.
+pub(super) async fn join_callee(
+    ctx: &Ctx,
+    channel: &CallChannel,
+    caller: &mut Signaling,
+) -> Step<Signaling> {
+    let name = channel.to_string();
+    let mut bob = client(ctx, "conform-bob").await?;
+    bob.subscribe(&name)
+        .await
+        .map_err(|e| errored(format!("callee subscribes: {e}")))?;
+    start_call(caller)?;
     let deadline = Instant::now() + PROMPT;
     let started = loop {
         let ev = tokio::time::timeout_at(deadline, bob.next_event())
@@ -216,14 +226,20 @@ async fn set_up_call(ctx: &Ctx) -> Step<Call> {
                 e.to_string(),
             )
         })?;
-    let callee = Signaling::join(machine, bob, Privacy::Standard)
+    Signaling::join(machine, bob, Privacy::Standard)
         .await
-        .map_err(|e| errored(format!("callee joins: {e}")))?;
+        .map_err(|e| errored(format!("callee joins: {e}")))
+}
+
+async fn set_up_call(ctx: &Ctx) -> Step<Call> {
+    let (channel, observer) = fresh_call_channel(ctx).await?;
+    let mut caller = join_caller(ctx, &channel).await?;
+    let callee = join_callee(ctx, &channel, &mut caller).await?;
     Ok(Call {
         caller,
         callee,
         observer,
-        channel: name,
+        channel: channel.to_string(),
     })
 }
 
@@ -258,7 +274,11 @@ async fn until(
 }
 
 /// Waits on the observer for each call event in `names`, in order.
-async fn observe(observer: &mut Conn, channel: &str, names: &[&str]) -> Step<Vec<Value>> {
+pub(super) async fn observe(
+    observer: &mut Conn,
+    channel: &str,
+    names: &[&str],
+) -> Step<Vec<Value>> {
     let mut seen = Vec::new();
     for name in names {
         let f = observer
@@ -406,72 +426,5 @@ async fn chunked_offer(ctx: Ctx) -> Step<Option<String>> {
         "{} bytes of SDP in {} chunks",
         sdp.len(),
         decode_data(&chunks[0]["data"])["chunk"]["count"]
-    )))
-}
-
-async fn webrtc_handshake(ctx: Ctx) -> Step<Option<String>> {
-    let began = Instant::now();
-    let Call {
-        caller,
-        callee,
-        mut observer,
-        channel,
-    } = set_up_call(&ctx).await?;
-    let options = crate::media::PeerOptions::default();
-    let mut caller = CallSession::with_signaling(caller, options.clone())
-        .await
-        .map_err(|e| errored(format!("caller's WebRTC peer: {e}")))?;
-    let mut callee = CallSession::with_signaling(callee, options)
-        .await
-        .map_err(|e| errored(format!("callee's WebRTC peer: {e}")))?;
-    callee.accept().await.map_err(errored)?;
-    let within = Duration::from_secs(20);
-    let (a, b) = tokio::join!(
-        caller.run(RunUntil::MediaUp, within),
-        callee.run(RunUntil::MediaUp, within)
-    );
-    let took = began.elapsed();
-    let a = a.map_err(|e| {
-        fail(
-            "the caller's media comes up through the target's signaling",
-            "data channel echo and RTP",
-            e,
-        )
-    })?;
-    let b = b.map_err(|e| {
-        fail(
-            "the callee's media comes up through the target's signaling",
-            "data channel echo and RTP",
-            e,
-        )
-    })?;
-    let _ = (a, b);
-    let seen = observe(
-        &mut observer,
-        &channel,
-        &[
-            "client-call.offer",
-            "client-call.answer",
-            "client-call.ice_candidate",
-        ],
-    )
-    .await?;
-    let ended_gen = |f: &Value| decode_data(&f["data"])["end_of_candidates"] == true;
-    let mut candidates = vec![seen[2].clone()];
-    while !candidates.iter().any(ended_gen) {
-        let f = observer
-            .wait_for("call.ice_candidate with end_of_candidates", PROMPT, |f| {
-                f["event"] == "client-call.ice_candidate"
-            })
-            .await?;
-        candidates.push(f);
-    }
-    caller.hang_up().await.map_err(errored)?;
-    let _ = callee.run(RunUntil::Ended, Duration::from_secs(5)).await;
-    caller.close().await;
-    callee.close().await;
-    Ok(Some(format!(
-        "media up {} ms after the call was set up",
-        took.as_millis()
     )))
 }

@@ -8,6 +8,7 @@ mod hostile;
 mod http;
 mod realtime;
 mod trusted;
+mod webrtc;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -100,6 +101,7 @@ pub fn all() -> Vec<Case> {
     cases.extend(realtime::cases());
     cases.extend(http::cases());
     cases.extend(calls::cases());
+    cases.extend(webrtc::cases());
     cases.extend(hostile::cases());
     cases.extend(cluster::cases());
     cases.extend(trusted::cases());

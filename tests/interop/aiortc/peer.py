@@ -2,11 +2,12 @@
 """An independent call peer: aiortc for WebRTC and a small Pusher protocol 7 client of its own
 (the `websockets` package) for signaling, written from spec/ rather than from the Rust code.
 
-It places a call through a trusted server (--call USER) or answers the first invitation in its
-inbox, then runs the call until ICE and DTLS are up, the data channel carried "ping" and its
+It places a call through a trusted server (--call USER), answers the first invitation in its
+inbox, or (--join CHANNEL, for calls placed without a trusted server) joins a call channel and
+answers the call.started that arrives there; then it runs the call until ICE and DTLS are up, the data channel carried "ping" and its
 "echo:ping", and audio RTP arrived; it then waits for the other side to hang up (or hangs up
-itself with --hang-up). The last line on stdout is `RESULT {json}` with what happened; the exit
-code is 0 when media came up.
+itself with --hang-up). It prints `READY` once it waits for a call, `MEDIA {json}` when media
+is up, and `RESULT {json}` as its last line; the exit code is 0 when media came up.
 
 aiortc puts every candidate in the SDP (no trickle) and leaves 127.0.0.1 out of its host
 addresses (aioice's get_host_addresses). This script replaces that function so the only host
@@ -66,9 +67,9 @@ class Realtime:
     """A Pusher protocol 7 connection: answers pings, signs subscriptions through the trusted
     server's auth endpoint, paces client events below the server's limit."""
 
-    def __init__(self, url, trusted, token):
+    def __init__(self, url, auth_url, token):
         self.url = url
-        self.trusted = trusted
+        self.auth_url = auth_url
         self.token = token
         self.frames = asyncio.Queue()
         self.next_send = 0.0
@@ -102,7 +103,7 @@ class Realtime:
         auth = await asyncio.to_thread(
             http,
             "POST",
-            f"{self.trusted}/realtime/auth",
+            self.auth_url,
             self.token,
             {"socket_id": self.socket_id, "channel_name": channel},
         )
@@ -227,12 +228,26 @@ class Call:
         return sum(getattr(s, "packetsReceived", 0) for s in stats.values() if s.type == "inbound-rtp")
 
     def selected_pair(self):
+        def end(c):
+            return {"type": c.type, "address": c.host, "port": c.port}
+
         for t in self.pc.getTransceivers():
             conn = t.receiver.transport.transport._connection
             pair = conn._nominated.get(1)
             if pair is not None:
-                return {"local": pair.local_candidate.type, "remote": pair.remote_candidate.type}
+                return {"local": end(pair.local_candidate), "remote": end(pair.remote_candidate)}
         return None
+
+    async def report(self):
+        return {
+            "connected": "connected" in self.times,
+            "echo": self.echoed,
+            "data_channel_received": self.received,
+            "inbound_audio_packets": await self.inbound_packets(),
+            "selected_pair": self.selected_pair(),
+            "peer_user": self.peer_user,
+            "times_ms": self.times,
+        }
 
     async def receive(self, frame):
         event = frame.get("event", "")
@@ -310,6 +325,16 @@ class Call:
                 await self.pc.addIceCandidate(candidate)
             if data.get("end_of_candidates"):
                 await self.pc.addIceCandidate(None)
+        elif kind == "started" and self.role == "callee" and self.caller is None and data.get("caller") == data.get("user_id"):
+            # A call placed without a trusted server: the invitation arrives on the channel.
+            self.caller = data["caller"]
+            if data.get("privacy") != "standard" or data.get("topology") != "p2p":
+                await self.end("incompatible", notify=True)
+                return
+            await self.send("ringing", {})
+            self.accepted = True
+            self.mark("accepted")
+            await self.send("accepted", {})
         elif kind == "ended":
             from_peer = data["party_id"] == self.peer_party
             from_server = data["party_id"] == "server"
@@ -341,7 +366,9 @@ class Call:
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--realtime-url", required=True, help="ws://host:port/app/KEY")
-    ap.add_argument("--trusted-url", required=True, help="http://host:port")
+    ap.add_argument("--trusted-url", help="http://host:port of the trusted server")
+    ap.add_argument("--auth-url", help="channel authorization endpoint (default: TRUSTED_URL/realtime/auth)")
+    ap.add_argument("--join", metavar="CHANNEL", help="join this call channel and answer the call.started that arrives there")
     ap.add_argument("--user", required=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--call", metavar="USER", help="call this user; without it, answer the first invitation")
@@ -350,7 +377,10 @@ async def main():
     ap.add_argument("--within", type=float, default=30.0, help="seconds until giving up")
     args = ap.parse_args()
 
-    rt = Realtime(args.realtime_url, args.trusted_url, args.token)
+    auth_url = args.auth_url or f"{args.trusted_url}/realtime/auth"
+    if not args.join and not args.trusted_url:
+        ap.error("--trusted-url is needed unless --join is given")
+    rt = Realtime(args.realtime_url, auth_url, args.token)
     await rt.connect()
     result = {"user": args.user, "role": "caller" if args.call else "callee"}
     if args.call:
@@ -376,6 +406,10 @@ async def main():
                 "topology": "p2p",
             },
         )
+    elif args.join:
+        call = Call(rt, args.user, "callee", args.join, args.join.rsplit(".", 1)[1], None, [], args.hang_up)
+        await rt.subscribe(call.channel)
+        print("READY", flush=True)
     else:
         await rt.subscribe(f"private-call-inbox.{args.user}")
         print("READY", flush=True)
@@ -404,25 +438,15 @@ async def main():
     if call.media_up.is_set():
         # Let audio flow a little so the counts mean something.
         await asyncio.sleep(0.3)
+        print("MEDIA " + json.dumps(await call.report()), flush=True)
         if args.hang_up:
             await call.end("hangup", notify=True)
         try:
             await asyncio.wait_for(call.done.wait(), args.within)
         except asyncio.TimeoutError:
             log("the call did not end in time")
-    result.update(
-        {
-            "connected": "connected" in call.times,
-            "echo": call.echoed,
-            "data_channel_received": call.received,
-            "inbound_audio_packets": await call.inbound_packets(),
-            "selected_pair": call.selected_pair(),
-            "end_reason": call.end_reason,
-            "ended_by": call.ended_by,
-            "peer_user": call.peer_user,
-            "times_ms": call.times,
-        }
-    )
+    result.update(await call.report())
+    result.update({"end_reason": call.end_reason, "ended_by": call.ended_by})
     pump.cancel()
     await call.pc.close()
     await rt.ws.close()
