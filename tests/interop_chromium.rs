@@ -162,6 +162,15 @@ async fn browser_calls_browser() {
     let a = browser_media_up(&alice, "alice").await;
     let b = browser_media_up(&bob, "bob").await;
     let took = began.elapsed();
+    if let Some(dir) = std::env::var_os("DOMVIA_SCREENSHOTS") {
+        let dir = PathBuf::from(dir);
+        std::fs::write(
+            dir.join("alice-in-call.png"),
+            alice.screenshot().await.unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("bob-in-call.png"), bob.screenshot().await.unwrap()).unwrap();
+    }
     assert_eq!(a["call"]["id"], call_id);
     assert_eq!(b["call"]["id"], call_id);
     assert_eq!(a["call"]["peer_user"], "bob");
@@ -279,4 +288,100 @@ async fn the_runner_takes_chromium_as_the_callee_of_its_webrtc_case() {
     let report = common::interop::run_webrtc_case(SecondPeer::Chromium, Some(pusher_js())).await;
     assert_eq!(report.0, Verdict::Pass, "{}", report.1);
     assert!(report.1.contains("callee chromium"), "{}", report.1);
+}
+
+/// What a person sees: a wrong token is reported on the page; an incoming call shows the caller
+/// with Accept and Decline; clicking Accept connects; clicking Hang up ends the call on both pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_can_answer_and_hang_up_with_the_buttons() {
+    let Some(bin) = prerequisites("a_person_can_answer_and_hang_up_with_the_buttons") else {
+        return;
+    };
+    let s = stack("chromium-ui").await;
+    let browser = Chromium::launch(&bin).await.unwrap();
+    let shots = std::env::var_os("DOMVIA_SCREENSHOTS").map(PathBuf::from);
+    let shoot = async |page: &Page, name: &str| {
+        if let Some(dir) = &shots {
+            std::fs::write(dir.join(name), page.screenshot().await.unwrap()).unwrap();
+        }
+    };
+    let text = async |page: &Page, id: &str| -> String {
+        page.eval(&format!("document.getElementById('{id}').textContent"))
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let wrong = browser
+        .open(&format!(
+            "http://{}/demo/?user=bob&token=not-bobs-token&loopback=1",
+            s.trusted.addr()
+        ))
+        .await
+        .unwrap();
+    wrong
+        .wait_for(
+            "document.getElementById('error').textContent !== ''",
+            WITHIN,
+        )
+        .await
+        .unwrap();
+    let error = text(&wrong, "error").await;
+    assert!(
+        error.contains("401") || error.contains("403") || error.contains("sign in"),
+        "the page names the refusal: {error:?}"
+    );
+    shoot(&wrong, "wrong-token.png").await;
+
+    let bob = open_as(&browser, &s, "bob", "").await;
+    let alice = open_as(&browser, &s, "alice", "").await;
+    alice
+        .eval("document.getElementById('call-button').click()")
+        .await
+        .unwrap();
+    bob.wait_for(
+        "!document.getElementById('incoming').classList.contains('hidden')",
+        WITHIN,
+    )
+    .await
+    .unwrap();
+    assert!(
+        text(&bob, "incoming-text")
+            .await
+            .contains("alice is calling")
+    );
+    alice
+        .wait_for(
+            "document.getElementById('status').textContent === 'ringing at bob'",
+            WITHIN,
+        )
+        .await
+        .unwrap();
+    shoot(&bob, "incoming.png").await;
+    bob.eval("document.getElementById('accept-button').click()")
+        .await
+        .unwrap();
+    browser_media_up(&alice, "alice").await;
+    browser_media_up(&bob, "bob").await;
+    assert_eq!(text(&bob, "status").await, "in a call with alice");
+    bob.eval("document.getElementById('hangup-button').click()")
+        .await
+        .unwrap();
+    alice
+        .wait_for(
+            "document.getElementById('status').dataset.state === 'ended'",
+            WITHIN,
+        )
+        .await
+        .unwrap();
+    assert!(
+        text(&alice, "status").await.contains("hangup"),
+        "{}",
+        text(&alice, "status").await
+    );
+    shoot(&alice, "ended.png").await;
+    browser.close().await;
+    s.shutdown().await;
 }

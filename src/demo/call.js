@@ -579,6 +579,7 @@
     inbox.bind('call.started', (data) => onInvitation(typeof data === 'string' ? JSON.parse(data) : data));
     log(`signed in as ${user}`);
     setStatus('idle', `signed in as ${user}; waiting for calls`);
+    if ($('callee').value === user) $('callee').value = user === 'alice' ? 'bob' : 'alice';
     $('signin').classList.add('hidden');
     $('dial').classList.remove('hidden');
   }
@@ -723,6 +724,14 @@
     }
     return out;
   }
+
+  // Once a second, the audio packet counts from getStats, so a person sees media flowing.
+  setInterval(async () => {
+    const call = page.call;
+    if (!call || !call.pc || call.phase === 'ended') return;
+    const r = await report();
+    $('fact-rtp').textContent = `audio packets: ${r.call.outbound_audio_packets} out, ${r.call.inbound_audio_packets} in`;
+  }, 1000);
 
   function guard(promise) {
     Promise.resolve(promise).catch((e) => showError(e.message));

@@ -359,6 +359,17 @@ impl Page {
             .unwrap_or_default()
     }
 
+    /// A PNG of what the page shows now (for failure reports and for looking at the page).
+    pub async fn screenshot(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let shot = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await?;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .map_err(|e| format!("screenshot: {e}"))
+    }
+
     /// Closes the tab.
     pub async fn close(self) {
         let _ = self
