@@ -5,15 +5,15 @@
 //!
 //! Needs `turnserver` (apt-get install coturn); without it the tests say what they skipped and
 //! why, unless `DOMVIA_REQUIRE_INTEROP=1` (set by CI).
-#![cfg(feature = "media")]
+#![cfg(feature = "conform")]
 
 mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::interop::{Coturn, TURN_RELAY_PORTS};
 use domvia_calls::call::Phase;
 use domvia_calls::event::EndReason;
+use domvia_calls::interop::coturn::{Coturn, TURN_RELAY_PORTS};
 use domvia_calls::media::PeerOptions;
 use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
 use domvia_calls::signing::{self, Secret};
@@ -90,7 +90,7 @@ async fn relay_only_call_connects_through_coturn() {
     if !prerequisites("relay_only_call_connects_through_coturn") {
         return;
     }
-    let coturn = Coturn::start(TURN_SECRET);
+    let coturn = Coturn::start(TURN_SECRET).unwrap();
     let s = stack("turn-ok", Some((&coturn, TURN_SECRET))).await;
     let inbox = Inbox::open(&device(&s, "bob")).await.unwrap();
     let began = Instant::now();
@@ -207,7 +207,7 @@ async fn a_wrong_turn_secret_gives_no_relay_and_the_call_ends_ice_failed() {
     if !prerequisites("a_wrong_turn_secret_gives_no_relay_and_the_call_ends_ice_failed") {
         return;
     }
-    let coturn = Coturn::start(TURN_SECRET);
+    let coturn = Coturn::start(TURN_SECRET).unwrap();
     let s = stack("turn-wrong", Some((&coturn, "not-the-turn-secret"))).await;
     refused_credential_fails_the_call(&s, relay_only()).await;
     s.shutdown().await;
@@ -218,7 +218,7 @@ async fn an_expired_turn_credential_gives_no_relay_and_the_call_ends_ice_failed(
     if !prerequisites("an_expired_turn_credential_gives_no_relay_and_the_call_ends_ice_failed") {
         return;
     }
-    let coturn = Coturn::start(TURN_SECRET);
+    let coturn = Coturn::start(TURN_SECRET).unwrap();
     // The trusted server hands out no TURN server here; the caller brings a credential made with
     // the right secret that expired a minute ago.
     let s = stack("turn-expired", None).await;
@@ -247,7 +247,7 @@ async fn the_runner_relay_case_passes_through_coturn_and_fails_on_refused_creden
     ) {
         return;
     }
-    let coturn = Coturn::start(TURN_SECRET);
+    let coturn = Coturn::start(TURN_SECRET).unwrap();
     let mut embedded = Embedded::start(EmbeddedOptions {
         turn: Some((coturn.url(), Secret::new(TURN_SECRET))),
         ..EmbeddedOptions::default()

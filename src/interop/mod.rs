@@ -5,4 +5,6 @@
 
 pub mod aiortc;
 pub mod chromium;
+pub mod coturn;
+pub mod netns;
 pub mod peer_host;
