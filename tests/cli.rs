@@ -259,13 +259,12 @@ fn call_with_no_flags_makes_a_real_call_and_shows_the_record() {
     }
 }
 
-#[cfg(all(feature = "media", feature = "trusted"))]
-#[test]
-fn call_joins_a_deployment_as_either_party() {
+/// `serve` on ephemeral ports with `extra` flags; returns the process and the realtime and trusted
+/// addresses it printed.
+#[cfg(feature = "trusted")]
+fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, Vec<String>) {
     use std::io::{BufRead, BufReader};
-    use std::process::{Child, Stdio};
-
-    let data = temp_dir("call-join");
+    use std::process::Stdio;
     let mut serve = bin()
         .args([
             "serve",
@@ -275,7 +274,8 @@ fn call_joins_a_deployment_as_either_party() {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(&data)
+        .arg(data)
+        .args(extra)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -290,6 +290,77 @@ fn call_joins_a_deployment_as_either_party() {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
+    (serve, addrs)
+}
+
+/// A plain HTTP/1.0 GET; returns the status code and the body.
+#[cfg(feature = "trusted")]
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+#[cfg(feature = "trusted")]
+#[test]
+fn serve_serves_the_demo_page_with_the_configured_pusher_js() {
+    let data = temp_dir("serve-demo");
+    let bundle = data.join("pusher.min.js");
+    fs::write(&bundle, "/* a pusher-js build */").unwrap();
+    let (mut serve, addrs) = spawn_serve(
+        &data,
+        &[
+            "--pusher-js",
+            bundle.to_str().unwrap(),
+            "--public-realtime-url",
+            "http://calls.example.test:7001",
+        ],
+    );
+    let trusted = &addrs[1];
+    let (status, page) = http_get(trusted, "/demo/");
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>domvia-calls demo</title>") && page.contains("/demo/call.js"));
+    let (status, script) = http_get(trusted, "/demo/call.js");
+    assert_eq!(status, 200);
+    assert!(script.contains("window.domvia"));
+    assert_eq!(
+        http_get(trusted, "/demo/pusher.min.js"),
+        (200, "/* a pusher-js build */".to_owned())
+    );
+    let (status, config) = http_get(trusted, "/demo/config");
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["realtime"],
+        serde_json::json!({"host": "calls.example.test", "port": 7001, "key": "domvia-key"})
+    );
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+
+    // Without pusher-js the page still loads, and the bundle's 404 says how to get it.
+    fs::remove_file(&bundle).unwrap();
+    let (mut serve, addrs) = spawn_serve(&data, &["--pusher-js", bundle.to_str().unwrap()]);
+    let (status, body) = http_get(&addrs[1], "/demo/pusher.min.js");
+    assert_eq!(status, 404);
+    assert!(body.contains("cannot read pusher-js"), "{body}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    fs::remove_dir_all(data).unwrap();
+}
+
+#[cfg(all(feature = "media", feature = "trusted"))]
+#[test]
+fn call_joins_a_deployment_as_either_party() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Stdio};
+
+    let data = temp_dir("call-join");
+    let (mut serve, addrs) = spawn_serve(&data, &[]);
     let party = |user: &str, extra: &[&str]| -> Child {
         bin()
             .args([

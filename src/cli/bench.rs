@@ -40,6 +40,10 @@ pub enum BenchKind {
     /// RTP, medians of repeated calls, events per side) against a direct WebRTC handshake.
     #[cfg(all(feature = "media", feature = "trusted"))]
     Call(CallBenchArgs),
+    /// Call setup time per pairing of WebRTC implementations (Rust, Chromium, aiortc, a relay
+    /// through coturn) through the reference servers, as ratios to Rust calling Rust.
+    #[cfg(feature = "conform")]
+    Interop(super::bench_interop::InteropBenchArgs),
     /// The bare tokio-tungstenite echo server used as the baseline (started by `realtime`).
     #[command(hide = true)]
     EchoServer,
@@ -74,6 +78,10 @@ struct Plan {
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub fn run(kind: BenchKind) -> CliResult {
+    #[cfg(feature = "conform")]
+    if let BenchKind::Interop(args) = kind {
+        return super::bench_interop::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,6 +91,8 @@ pub fn run(kind: BenchKind) -> CliResult {
         BenchKind::Realtime(args) => runtime.block_on(realtime(args)),
         #[cfg(all(feature = "media", feature = "trusted"))]
         BenchKind::Call(args) => runtime.block_on(call_bench::run(args)),
+        #[cfg(feature = "conform")]
+        BenchKind::Interop(_) => unreachable!("handled before the runtime starts"),
     }
 }
 

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "server")]
 mod bench;
+#[cfg(feature = "conform")]
+mod bench_interop;
 #[cfg(all(feature = "media", feature = "trusted"))]
 mod call;
 #[cfg(feature = "conform")]

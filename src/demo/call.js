@@ -733,6 +733,25 @@
     $('fact-rtp').textContent = `audio packets: ${r.call.outbound_audio_packets} out, ${r.call.inbound_audio_packets} in`;
   }, 1000);
 
+  // Resolves once the current call is connected, the data channel echo is done and audio
+  // packets arrived: the moment benchmarks and tests wait for.
+  function whenMediaUp(within = 30000) {
+    const deadline = performance.now() + within;
+    return new Promise((resolve, reject) => {
+      const check = async () => {
+        const call = page.call;
+        if (call && call.phase === 'connected' && call.dc.echoed) {
+          const r = await report();
+          if (r.call.inbound_audio_packets > 0) return resolve(r);
+        }
+        if (call && call.phase === 'ended') return reject(new Error(`the call ended: ${call.reason}`));
+        if (performance.now() > deadline) return reject(new Error('media did not come up in time'));
+        setTimeout(check, 5);
+      };
+      check();
+    });
+  }
+
   function guard(promise) {
     Promise.resolve(promise).catch((e) => showError(e.message));
   }
@@ -752,6 +771,7 @@
     accept: () => page.call && page.call.accept(),
     hangUp: () => page.call && page.call.hangUp(),
     report,
+    whenMediaUp,
     ready: false,
   };
 

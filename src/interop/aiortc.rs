@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
 /// The peer script, so an installed binary does not need a checkout.
@@ -45,6 +45,7 @@ pub async fn available() -> Result<(), String> {
 /// A running aiortc peer.
 pub struct AiortcPeer {
     child: Child,
+    stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
     log: Arc<Mutex<String>>,
     script: PathBuf,
@@ -62,12 +63,13 @@ impl AiortcPeer {
         let mut child = Command::new(python())
             .arg(&script)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start the aiortc peer: {e}"))?;
+        let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
         let mut stderr = child.stderr.take().ok_or("no stderr")?;
         let log = Arc::new(Mutex::new(String::new()));
@@ -85,6 +87,7 @@ impl AiortcPeer {
         });
         Ok(AiortcPeer {
             child,
+            stdin,
             stdout,
             log,
             script,
@@ -123,6 +126,18 @@ impl AiortcPeer {
     /// Waits for the `READY` line: the peer waits for a call.
     pub async fn ready(&mut self, within: Duration) -> Result<(), String> {
         self.line_starting("READY", within).await.map(|_| ())
+    }
+
+    /// Lets a caller started with `--wait-go` place its call.
+    pub async fn go(&mut self) -> Result<(), String> {
+        let stdin = self.stdin.as_mut().ok_or("stdin is closed")?;
+        stdin.write_all(b"go\n").await.map_err(|e| e.to_string())?;
+        stdin.flush().await.map_err(|e| e.to_string())
+    }
+
+    /// Waits for the `UP` line, printed the moment the peer's media is up.
+    pub async fn up(&mut self, within: Duration) -> Result<(), String> {
+        self.line_starting("UP", within).await.map(|_| ())
     }
 
     /// Waits for the `MEDIA` line and returns what the peer saw once media was up: `connected`,

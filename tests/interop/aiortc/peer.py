@@ -7,7 +7,9 @@ inbox, or (--join CHANNEL, for calls placed without a trusted server) joins a ca
 answers the call.started that arrives there; then it runs the call until ICE and DTLS are up, the data channel carried "ping" and its
 "echo:ping", and audio RTP arrived; it then waits for the other side to hang up (or hangs up
 itself with --hang-up). It prints `READY` once it waits for a call, `MEDIA {json}` when media
-is up, and `RESULT {json}` as its last line; the exit code is 0 when media came up.
+is up (after `UP` the moment it is), and `RESULT {json}` as its last line; the exit code is 0
+when media came up. With --wait-go a caller connects, prints `READY` and places the call only
+when a line arrives on standard input (benchmarks time the call without Python's start-up).
 
 aiortc puts every candidate in the SDP (no trickle) and leaves 127.0.0.1 out of its host
 addresses (aioice's get_host_addresses). This script replaces that function so the only host
@@ -375,6 +377,7 @@ async def main():
     ap.add_argument("--scope", default="room/chat-room-42")
     ap.add_argument("--hang-up", action="store_true", help="hang up once media is up")
     ap.add_argument("--within", type=float, default=30.0, help="seconds until giving up")
+    ap.add_argument("--wait-go", action="store_true", help="caller: print READY, then wait for a line on stdin before calling")
     args = ap.parse_args()
 
     auth_url = args.auth_url or f"{args.trusted_url}/realtime/auth"
@@ -384,6 +387,9 @@ async def main():
     await rt.connect()
     result = {"user": args.user, "role": "caller" if args.call else "callee"}
     if args.call:
+        if args.wait_go:
+            print("READY", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
         scope, scope_id = args.scope.split("/", 1)
         placed = await asyncio.to_thread(
             http,
@@ -436,6 +442,7 @@ async def main():
     except asyncio.TimeoutError:
         log("media did not come up in time")
     if call.media_up.is_set():
+        print("UP", flush=True)
         # Let audio flow a little so the counts mean something.
         await asyncio.sleep(0.3)
         print("MEDIA " + json.dumps(await call.report()), flush=True)
