@@ -23,6 +23,7 @@ fn catcher(d: Defect) -> &'static str {
         Defect::IgnoreHttpTimestamp => "http_api.stale-timestamp",
         Defect::IgnoreEventSizeLimit => "limits.event-data-size",
         Defect::BadWebhookSignature => "webhooks.signed",
+        Defect::NodeLocalHubs => "cluster.client-event-across-nodes",
         _ => unreachable!("every defect has a catcher"),
     }
 }

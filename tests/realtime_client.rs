@@ -208,6 +208,7 @@ async fn unknown_app_is_final_and_4200_reconnects_with_subscriptions_restored() 
         apps: vec![app()],
         outbound_queue: 64,
         webhook_batch_ms: 20,
+        ..ServerConfig::default()
     };
     let again = server::start(config).await.expect("rebind the same port");
     let mut saw_disconnect = false;

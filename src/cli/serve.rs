@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Realtime server address (WebSocket and HTTP API).
     #[arg(long, env = "DOMVIA_BIND")]
     bind: Option<SocketAddr>,
+    /// Another address of the same realtime server (repeatable): one hub, several listeners, as
+    /// the nodes for the conformance kit's cluster cases.
+    #[arg(long = "extra-bind")]
+    extra_binds: Vec<SocketAddr>,
     /// Trusted server address.
     #[arg(long, env = "DOMVIA_TRUSTED_BIND")]
     trusted_bind: Option<SocketAddr>,
@@ -113,6 +117,9 @@ fn build(args: ServeArgs) -> Result<(Role, ServerConfig, TrustedConfig), String>
     if let Some(bind) = args.bind {
         realtime.bind = bind;
     }
+    if !args.extra_binds.is_empty() {
+        realtime.extra_binds = args.extra_binds.clone();
+    }
     for app in &mut realtime.apps {
         if let Some(rate) = args.client_events_per_second {
             app.client_events_per_second = rate;
@@ -171,22 +178,25 @@ pub fn run(args: ServeArgs) -> CliResult {
         let dev_key = trusted.privacy_master_key.expose() == DEVELOPMENT_MASTER_KEY;
         let demo_users = trusted.directory.is_none();
         let pusher_js = trusted_server::pusher_js_path(trusted.pusher_js.as_ref());
-        let (realtime_addr, trusted_addr, stop): (Option<SocketAddr>, Option<SocketAddr>, Stop) = match role {
+        let (realtime_addrs, trusted_addr, stop): (Vec<SocketAddr>, Option<SocketAddr>, Stop) = match role {
             Role::Both => {
                 let s = stack::start(StackConfig { realtime, trusted }).await?;
-                (Some(s.realtime.addr()), Some(s.trusted.addr()), Stop::Stack(s))
+                (s.realtime.addrs().to_vec(), Some(s.trusted.addr()), Stop::Stack(s))
             }
             Role::Realtime => {
                 let r = server::start(realtime).await.map_err(|e| e.to_string())?;
-                (Some(r.addr()), None, Stop::Realtime(r))
+                (r.addrs().to_vec(), None, Stop::Realtime(r))
             }
             Role::Trusted => {
                 let t = trusted_server::start(trusted, None).await?;
-                (None, Some(t.addr()), Stop::Trusted(t))
+                (Vec::new(), Some(t.addr()), Stop::Trusted(t))
             }
         };
-        if let Some(addr) = realtime_addr {
+        if let Some((addr, extra)) = realtime_addrs.split_first() {
             println!("domvia-calls realtime server listening on {addr}");
+            for a in extra {
+                println!("  and on {a} (the same server)");
+            }
             for app in &apps {
                 println!(
                     "  app id {}  key {}  client events {}/s  websocket ws://{addr}/app/{}?protocol=7  http api http://{addr}/apps/{}/",

@@ -1,6 +1,7 @@
 //! The embedded default target: both reference servers started in-process on loopback ports,
 //! with a temporary database, the runner's webhook listener between the realtime server and the
-//! trusted server, and the development users. `domvia-calls conform` without `--target` tests
+//! trusted server, and the development users. The realtime server listens on two addresses of one
+//! hub, which the cluster cases take as two nodes. `domvia-calls conform` without `--target` tests
 //! this.
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ impl Embedded {
         let loopback = "127.0.0.1:0".parse().expect("a socket address");
         let (webhooks, hook_addr) = listen_webhooks(loopback, None).await?;
         let mut cfg = StackConfig::development(loopback, loopback);
+        // A second address of the same server stands in for a second node of a cluster.
+        cfg.realtime.extra_binds = vec![loopback];
         let data_dir = std::env::temp_dir().join(format!(
             "domvia-conform-{}-{:016x}",
             std::process::id(),
@@ -75,9 +78,15 @@ impl Embedded {
         );
         let stack = stack::start(cfg).await?;
         let rt = stack.realtime.addr();
+        let nodes = stack
+            .realtime
+            .addrs()
+            .iter()
+            .map(|a| format!("ws://{a}"))
+            .collect();
         let tr = stack.trusted.addr();
         webhooks.set_forward(Some(format!("http://{tr}/realtime/webhooks")));
-        let mut target = Target::new(vec![format!("ws://{rt}")], &app_id, &key);
+        let mut target = Target::new(nodes, &app_id, &key);
         target.secret = Some(secret);
         target.http_api = Some(format!("http://{rt}"));
         target.auth_endpoint = Some(format!("http://{tr}/realtime/auth"));

@@ -40,11 +40,14 @@ pub enum Defect {
     IgnoreEventSizeLimit,
     /// Signs webhooks with a wrong key ([SIGN-020]).
     BadWebhookSignature,
+    /// Gives every listening address a hub of its own, so nodes deliver only their own
+    /// connections' events ([TRN-030] across a cluster).
+    NodeLocalHubs,
 }
 
 impl Defect {
     /// Every defect, in a stable order.
-    pub const ALL: [Defect; 14] = [
+    pub const ALL: [Defect; 15] = [
         Defect::EchoToSender,
         Defect::SkipSignatureCheck,
         Defect::AcceptOtherSocketSignature,
@@ -59,6 +62,7 @@ impl Defect {
         Defect::IgnoreHttpTimestamp,
         Defect::IgnoreEventSizeLimit,
         Defect::BadWebhookSignature,
+        Defect::NodeLocalHubs,
     ];
 
     /// The kebab-case name used on the command line and in reports.

@@ -13,6 +13,10 @@ use crate::realtime::AppConfig;
 pub struct ServerConfig {
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
+    /// More addresses served by the same hub (one process), e.g. as the nodes of the
+    /// conformance kit's cluster cases.
+    #[serde(default)]
+    pub extra_binds: Vec<SocketAddr>,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
     /// Frames queued per connection before it counts as a slow consumer.
@@ -39,6 +43,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: default_bind(),
+            extra_binds: Vec::new(),
             apps: vec![AppConfig::development()],
             outbound_queue: default_outbound_queue(),
             webhook_batch_ms: default_webhook_batch_ms(),

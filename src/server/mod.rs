@@ -7,7 +7,10 @@
 //!   channel, so inbound work is back-pressured instead of queued without limit;
 //! - every connection's outbound queue is bounded (`outbound_queue`); when it is full the hub is
 //!   told (`Hub::overflow`) and the connection is closed with 4100;
-//! - close frames travel on a separate one-shot channel so they get through a full queue.
+//! - close frames travel on a separate one-shot channel so they get through a full queue;
+//! - every listener (`bind` and `extra_binds`) feeds the same hub, so they are one server with
+//!   several addresses: the stand-in for the nodes of a cluster that the conformance kit's cluster
+//!   cases need. They are not a distributed deployment.
 
 mod config;
 mod webhooks;
@@ -28,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -84,30 +87,39 @@ struct Shared {
 
 /// A server running in the background.
 pub struct RunningServer {
-    addr: SocketAddr,
-    commands: mpsc::Sender<Command>,
-    stop_accepting: Option<oneshot::Sender<()>>,
-    http: JoinHandle<io::Result<()>>,
-    hub: JoinHandle<()>,
+    addrs: Vec<SocketAddr>,
+    commands: Vec<mpsc::Sender<Command>>,
+    stop_accepting: watch::Sender<bool>,
+    http: Vec<JoinHandle<io::Result<()>>>,
+    hubs: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// The address the server listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every listening address: `bind` first, then `extra_binds`.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Closes every connection with 4200, stops accepting, and waits for the tasks to end.
-    pub async fn shutdown(mut self) {
-        let (done, wait) = oneshot::channel();
-        if self.commands.send(Command::Shutdown { done }).await.is_ok() {
-            let _ = wait.await;
+    pub async fn shutdown(self) {
+        for commands in &self.commands {
+            let (done, wait) = oneshot::channel();
+            if commands.send(Command::Shutdown { done }).await.is_ok() {
+                let _ = wait.await;
+            }
         }
-        if let Some(stop) = self.stop_accepting.take() {
-            let _ = stop.send(());
+        let _ = self.stop_accepting.send(true);
+        for http in self.http {
+            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.http).await;
-        self.hub.abort();
+        for hub in self.hubs {
+            hub.abort();
+        }
     }
 }
 
@@ -117,40 +129,70 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Binds and starts the server; returns once it accepts connections.
+/// Binds and starts the server; returns once it accepts connections on every address.
 pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
     config.validate().map_err(io::Error::other)?;
-    let listener = TcpListener::bind(config.bind).await?;
-    let addr = listener.local_addr()?;
-    let (commands, command_rx) = mpsc::channel(4096);
+    let mut listeners = vec![TcpListener::bind(config.bind).await?];
+    for bind in &config.extra_binds {
+        listeners.push(TcpListener::bind(bind).await?);
+    }
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()?;
     let webhooks = webhooks::spawn(config.apps.clone(), config.webhook_batch_ms);
-    let hub = tokio::spawn(run_hub(Hub::new(config.apps.clone()), command_rx, webhooks));
-    let shared = Shared {
-        commands: commands.clone(),
-        next_conn: Arc::new(AtomicU64::new(1)),
-        outbound_queue: config.outbound_queue,
+    // One hub serves every listener, so all of them are one server. The test-only defect gives
+    // each listener a hub of its own: nodes that do not share their state.
+    let hub_count = if config
+        .apps
+        .iter()
+        .any(|a| a.has_defect(crate::realtime::Defect::NodeLocalHubs))
+    {
+        listeners.len()
+    } else {
+        1
     };
-    let router = Router::new()
-        .route("/app/{key}", get(websocket))
-        .route("/apps/{*rest}", any(http_api))
-        .route("/ready", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
-        .with_state(shared);
-    let (stop_accepting, stopped) = oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, "realtime server listening");
+    let (mut commands, mut hubs) = (Vec::new(), Vec::new());
+    for _ in 0..hub_count {
+        let (tx, rx) = mpsc::channel(4096);
+        hubs.push(tokio::spawn(run_hub(
+            Hub::new(config.apps.clone()),
+            rx,
+            webhooks.clone(),
+        )));
+        commands.push(tx);
+    }
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let (stop_accepting, stopped) = watch::channel(false);
+    let mut http = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = Shared {
+            commands: commands[i.min(hub_count - 1)].clone(),
+            next_conn: next_conn.clone(),
+            outbound_queue: config.outbound_queue,
+        };
+        let router = Router::new()
+            .route("/app/{key}", get(websocket))
+            .route("/apps/{*rest}", any(http_api))
+            .route("/ready", get(|| async { "ok" }))
+            .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
+            .with_state(shared);
+        let mut stopped = stopped.clone();
+        http.push(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+    tracing::info!(addrs = ?addrs, "realtime server listening");
     Ok(RunningServer {
-        addr,
+        addrs,
         commands,
-        stop_accepting: Some(stop_accepting),
+        stop_accepting,
         http,
-        hub,
+        hubs,
     })
 }
 

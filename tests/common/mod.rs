@@ -33,6 +33,7 @@ pub async fn start_with(apps: Vec<AppConfig>, outbound_queue: usize) -> RunningS
         apps,
         outbound_queue,
         webhook_batch_ms: 20,
+        ..ServerConfig::default()
     };
     server::start(config).await.expect("server starts")
 }
