@@ -155,12 +155,18 @@ async fn browser_calls_browser() {
     let bob = open_as(&browser, &s, "bob", "&answer=auto").await;
     let alice = open_as(&browser, &s, "alice", "").await;
     let began = Instant::now();
+    // With the camera: Chromium's fake camera sends a test pattern both ways.
     let call_id = alice
-        .eval("domvia.call('bob', 'room/chat-room-42', false)")
+        .eval("domvia.call('bob', 'room/chat-room-42', true)")
         .await
         .unwrap();
-    let a = browser_media_up(&alice, "alice").await;
-    let b = browser_media_up(&bob, "bob").await;
+    browser_media_up(&alice, "alice").await;
+    browser_media_up(&bob, "bob").await;
+    let video_in = "domvia.report().then(r => r.call.inbound_video_packets > 0)";
+    alice.wait_for(video_in, WITHIN).await.unwrap();
+    bob.wait_for(video_in, WITHIN).await.unwrap();
+    let a = report(&alice).await;
+    let b = report(&bob).await;
     let took = began.elapsed();
     if let Some(dir) = std::env::var_os("DOMVIA_SCREENSHOTS") {
         let dir = PathBuf::from(dir);
@@ -191,7 +197,7 @@ async fn browser_calls_browser() {
     assert_eq!(record["call"]["state"], "ended", "{record:#}");
     assert_eq!(record["call"]["end_reason"], "hangup", "{record:#}");
     common::interop::say(&format!(
-        "interop Chromium -> Chromium: media up (connected, echo, audio both ways) {} ms after the call was placed",
+        "interop Chromium -> Chromium: media up (connected, echo, audio and video both ways) {} ms after the call was placed",
         took.as_millis()
     ));
     browser.close().await;

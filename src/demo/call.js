@@ -701,16 +701,14 @@
       const stats = await call.pc.getStats();
       const byId = new Map();
       stats.forEach((s) => byId.set(s.id, s));
-      let inbound = 0;
-      let outbound = 0;
+      const packets = { inbound_audio_packets: 0, outbound_audio_packets: 0, inbound_video_packets: 0, outbound_video_packets: 0 };
       let pair = null;
       stats.forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') inbound += s.packetsReceived || 0;
-        if (s.type === 'outbound-rtp' && s.kind === 'audio') outbound += s.packetsSent || 0;
+        if (s.type === 'inbound-rtp') packets[`inbound_${s.kind}_packets`] += s.packetsReceived || 0;
+        if (s.type === 'outbound-rtp') packets[`outbound_${s.kind}_packets`] += s.packetsSent || 0;
         if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
       });
-      out.call.inbound_audio_packets = inbound;
-      out.call.outbound_audio_packets = outbound;
+      Object.assign(out.call, packets);
       if (pair) {
         const local = byId.get(pair.localCandidateId) || {};
         const remote = byId.get(pair.remoteCandidateId) || {};
@@ -730,7 +728,8 @@
     const call = page.call;
     if (!call || !call.pc || call.phase === 'ended') return;
     const r = await report();
-    $('fact-rtp').textContent = `audio packets: ${r.call.outbound_audio_packets} out, ${r.call.inbound_audio_packets} in`;
+    const video = call.media.video ? `; video packets: ${r.call.outbound_video_packets} out, ${r.call.inbound_video_packets} in` : '';
+    $('fact-rtp').textContent = `audio packets: ${r.call.outbound_audio_packets} out, ${r.call.inbound_audio_packets} in${video}`;
   }, 1000);
 
   // Resolves once the current call is connected, the data channel echo is done and audio

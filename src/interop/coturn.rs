@@ -16,12 +16,15 @@ pub struct Coturn {
     pub port: u16,
 }
 
-impl Coturn {
-    /// Where Debian installs coturn's server.
-    pub const BINARY: &str = "turnserver";
+/// coturn's server program: `turnserver` on the PATH (Debian's `coturn` package), or
+/// `DOMVIA_TURNSERVER`.
+fn binary() -> String {
+    std::env::var("DOMVIA_TURNSERVER").unwrap_or_else(|_| "turnserver".into())
+}
 
+impl Coturn {
     pub fn installed() -> bool {
-        Command::new(Self::BINARY)
+        Command::new(binary())
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
@@ -41,7 +44,7 @@ impl Coturn {
                 .and_then(|s| s.local_addr())
                 .map_err(|e| e.to_string())?
                 .port();
-            let child = Command::new(Self::BINARY)
+            let child = Command::new(binary())
                 .args([
                     "-n",
                     "--no-cli",
@@ -66,7 +69,7 @@ impl Coturn {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", Self::BINARY))?;
+                .map_err(|e| format!("cannot start {}: {e}", binary()))?;
             let mut coturn = Coturn {
                 child,
                 dir: dir.clone(),

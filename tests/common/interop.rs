@@ -21,7 +21,8 @@ pub fn skip(test: &str, why: &str) {
     if std::env::var_os("DOMVIA_REQUIRE_INTEROP").is_some() {
         panic!("{test}: {why}, and DOMVIA_REQUIRE_INTEROP is set");
     }
-    say(&format!("SKIPPED interop test {test}: {why}"));
+    // A line of its own, even when the harness has written "test NAME ... " without a newline.
+    say(&format!("\nSKIPPED interop test {test}: {why}"));
 }
 
 /// Runs the test `test` of this binary again in a new network namespace with only loopback up,
