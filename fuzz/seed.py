@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of every fuzz target from the conformance vectors (and a few
-hand-made operation sequences). Seeds are named by the first 16 hex digits of their SHA-1, so
+"""Writes the seed corpus of every fuzz target from the conformance vectors, the recorded call
+transcripts in fuzz/transcripts/ (frames an observer saw during real calls through the reference
+servers, WebRTC SDP and candidates included) and a few hand-made operation sequences. Seeds are named by the first 16 hex digits of their SHA-1, so
 re-running is idempotent. Usage: python3 fuzz/seed.py"""
-import base64, hashlib, json, os
+import base64, hashlib, hmac, json, os
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "fuzz", "corpus")
@@ -84,8 +85,69 @@ def main():
     put("call_machine", bytes([0, 2, 1, 3, 4, 5]))
     put("call_machine", bytes([0, 4, 4, 4]))
     put("call_machine", bytes([1, 5, 3, 0, 1]))
+    for name in sorted(os.listdir(TRANSCRIPTS)):
+        transcript_seeds(json.load(open(os.path.join(TRANSCRIPTS, name)))["frames"])
     for t in sorted(os.listdir(OUT)):
         print(t, len(os.listdir(os.path.join(OUT, t))))
+
+
+TRANSCRIPTS = os.path.join(ROOT, "fuzz", "transcripts")
+# What the fuzz entry points are built with (src/fuzz_entry.rs).
+HUB_KEY, HUB_SECRET = "key", "secret"
+MACHINE_IDS = {"call_id": "call-1", "caller": ("alice", "alice-phone-1"), "callee": "bob-laptop-1"}
+
+
+def transcript_seeds(frames):
+    """Seeds from one recorded call: every frame as is, every call event for the event parser,
+    offers for the chunk reassembler, the whole call replayed on the hub by two connections with
+    valid signatures, and the caller's events fed to the callee's call machine."""
+    received = [json.loads(f["text"]) for f in frames if f["dir"] == "<"]
+    for f in frames:
+        put("frame", f["text"])
+    calls = [f for f in received if f.get("event", "").startswith(("client-call.", "call."))]
+    for f in calls:
+        name = f["event"]
+        logical = name[len("client-"):] if name.startswith("client-") else name
+        pick = KINDS.index(logical) | (0 if name.startswith("client-") else 0x80)
+        put("event", bytes([pick]) + json.dumps(f["data"]).encode())
+    offers = [f["data"] for f in calls if f["event"] == "client-call.offer"]
+    if offers:
+        put("chunks", b"\n".join(bytes([1]) + json.dumps(o).encode() for o in offers))
+    if not calls:
+        return
+    channel = calls[0]["channel"]
+    caller = calls[0]["data"]["user_id"]
+
+    # The hub gives conn 0 (opened by op 0) socket "0.1" and conn 1 (op 1) socket "1.2".
+    def subscribe(socket, user):
+        channel_data = json.dumps({"user_id": user, "user_info": {}})
+        sig = hmac.new(HUB_SECRET.encode(), f"{socket}:{channel}:{channel_data}".encode(), "sha256").hexdigest()
+        return {"event": "pusher:subscribe",
+                "data": {"channel": channel, "auth": f"{HUB_KEY}:{sig}", "channel_data": channel_data}}
+
+    def msg(conn, obj):
+        return bytes([3 + conn]) + json.dumps(obj).encode() + b"\x00"
+    ops = bytes([0, 1]) + msg(0, subscribe("0.1", caller)) + msg(1, subscribe("1.2", "callee"))
+    for f in calls:
+        conn = 0 if f["data"]["user_id"] == caller else 1
+        ops += msg(conn, {"event": f["event"], "channel": channel, "data": f["data"]})
+    put("hub", ops + bytes([6, 7]))
+
+    # The call machine is a callee invited by alice-phone-1 to call-1: the caller's offers and end
+    # with their ids rewritten, seqs above the invitation's.
+    user, party = MACHINE_IDS["caller"]
+    seq = 1
+    ops = bytes([0, 1])
+    for f in calls:
+        if f["data"]["user_id"] != caller or f["event"] not in ("client-call.offer", "client-call.ended"):
+            continue
+        seq += 1
+        data = dict(f["data"], call_id=MACHINE_IDS["call_id"], party_id=party, user_id=user, seq=seq)
+        if "to_party_id" in data:
+            data["to_party_id"] = MACHINE_IDS["callee"]
+        op = 6 if f["event"] == "client-call.offer" else 0x86
+        ops += bytes([op]) + json.dumps(data).encode() + b"\x00"
+    put("call_machine", ops + bytes([5, 3]))
 
 
 if __name__ == "__main__":

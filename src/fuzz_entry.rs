@@ -15,7 +15,7 @@ use crate::event::chunk::ChunkAssembler;
 use crate::event::{EventKind, Incoming, Origin, Privacy, parse_event, parse_frame};
 use crate::ids::{DevicePartyId, SocketId, UserId};
 use crate::pusher::{Frame, FrameLimits};
-use crate::realtime::{AppConfig, ConnId, HttpRequest, Hub};
+use crate::realtime::{AppConfig, ConnId, HttpRequest, Hub, Output};
 use crate::signing::{self, Secret};
 
 const CHANNEL: &str = "presence-call.room.r.call-1";
@@ -135,9 +135,22 @@ pub fn chunks(data: &[u8]) {
     assert!(asm.pending() <= 64 * 4);
 }
 
+/// What one run of [`hub`] reached, so tests can check that seeds drive the hub deep.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubRun {
+    pub subscriptions_succeeded: usize,
+    pub call_events_delivered: usize,
+}
+
 /// Bytes as operations on a realtime hub with three connections: open, message (the following
 /// bytes up to a zero), close, overflow, tick, HTTP request.
 pub fn hub(data: &[u8]) {
+    hub_run(data);
+}
+
+/// [`hub`], reporting what it reached.
+pub fn hub_run(data: &[u8]) -> HubRun {
+    let mut run = HubRun::default();
     let mut app = AppConfig::new("app", "key", "secret");
     app.webhook_url = Some("http://127.0.0.1:9/hooks".into());
     let mut hub = Hub::new(vec![app]);
@@ -178,14 +191,27 @@ pub fn hub(data: &[u8]) {
                 i = end + 1;
             }
         }
-        while hub.poll_output().is_some() {}
+        while let Some(output) = hub.poll_output() {
+            if let Output::Send { text, .. } = output {
+                run.subscriptions_succeeded +=
+                    usize::from(text.contains("pusher_internal:subscription_succeeded"));
+                run.call_events_delivered += usize::from(text.contains("\"client-call."));
+            }
+        }
         assert!(hub.connection_count() <= 3);
     }
+    run
 }
 
 /// Bytes as operations on a callee's call machine: commands and received events (JSON objects
 /// up to a zero byte); `Ended` must be final and sends must keep increasing `seq`.
 pub fn call_machine(data: &[u8]) {
+    call_machine_run(data);
+}
+
+/// [`call_machine`], returning every phase the machine was in after an operation.
+pub fn call_machine_run(data: &[u8]) -> Vec<Phase> {
+    let mut phases = Vec::new();
     let started = serde_json::json!({
         "v": 1, "call_id": "call-1", "party_id": "alice-phone-1", "user_id": "alice", "seq": 1, "sent_at_ms": 0,
         "channel": CHANNEL, "caller": "alice", "callees": ["bob"],
@@ -254,7 +280,9 @@ pub fn call_machine(data: &[u8]) {
         }
         assert!(!ended || matches!(m.phase(), Phase::Ended(_)), "left Ended");
         ended = matches!(m.phase(), Phase::Ended(_));
+        phases.push(m.phase());
     }
+    phases
 }
 
 /// A fuzz entry point.

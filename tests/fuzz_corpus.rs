@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use domvia_calls::fuzz_entry::TARGETS;
+use domvia_calls::call::Phase;
+use domvia_calls::event::EndReason;
+use domvia_calls::fuzz_entry::{TARGETS, call_machine_run, hub_run};
 
 #[test]
 fn every_corpus_file_replays_without_a_finding() {
@@ -51,4 +53,36 @@ fn every_target_has_a_fuzz_binary() {
             src.display()
         );
     }
+}
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+/// The seeds made from recorded calls (fuzz/transcripts/, by fuzz/seed.py) start the fuzzers
+/// deep in the state machines: on the hub both parties subscribe with valid signatures and the
+/// call's events are delivered; the callee's call machine goes through Connecting to Active and
+/// ends by the caller's hang-up.
+#[test]
+fn seeds_from_recorded_calls_reach_deep_states() {
+    let best = corpus("hub")
+        .iter()
+        .map(|d| hub_run(d))
+        .max_by_key(|r| r.call_events_delivered)
+        .unwrap();
+    assert_eq!(best.subscriptions_succeeded, 2, "{best:?}");
+    assert!(best.call_events_delivered >= 5, "{best:?}");
+    let reached_through_a_call = corpus("call_machine").iter().any(|d| {
+        let phases = call_machine_run(d);
+        phases.contains(&Phase::Connecting)
+            && phases.contains(&Phase::Active)
+            && phases.last() == Some(&Phase::Ended(EndReason::Hangup))
+    });
+    assert!(reached_through_a_call);
 }

@@ -128,6 +128,9 @@ pub struct ConformArgs {
     /// Keep the wire trace of every case in the reports, not only of failures.
     #[arg(long)]
     trace: bool,
+    /// Keep up to this many bytes of each frame in traces (longer frames end with `…`).
+    #[arg(long, default_value_t = domvia_calls::conform::wire::TRACE_TEXT_BYTES)]
+    trace_bytes: usize,
     /// Print the cases (id, level, requirements, title) and exit.
     #[arg(long)]
     list: bool,
@@ -303,6 +306,7 @@ pub fn run(a: ConformArgs) -> CliResult {
         seed: a.seed,
         repeat: a.repeat.max(1),
         trace_all: a.trace,
+        trace_text_bytes: a.trace_bytes,
         progress: true,
     };
     let ids: Vec<&str> = conform::cases::all().iter().map(|c| c.info.id).collect();

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub repeat: u32,
     /// Keep the wire trace of every case, not only of those that did not pass.
     pub trace_all: bool,
+    /// Longest frame text kept in a trace entry (longer ones are clipped and end with `…`).
+    pub trace_text_bytes: usize,
     /// Print a line per case to standard error as it finishes.
     pub progress: bool,
 }
@@ -52,6 +54,7 @@ impl Default for RunOptions {
             seed: 1,
             repeat: 1,
             trace_all: false,
+            trace_text_bytes: wire::TRACE_TEXT_BYTES,
             progress: false,
         }
     }
@@ -189,7 +192,8 @@ pub async fn run(
                     opts.seed.wrapping_add(u64::from(attempt)),
                     webhooks.clone(),
                     schemas.clone(),
-                );
+                )
+                .with_trace_text_bytes(opts.trace_text_bytes);
                 let result = tokio::time::timeout(CASE_BUDGET, (case.run)(ctx.clone())).await;
                 let outcome = outcome_of(result, ctx.take_schema_violations());
                 let this_trace = ctx.take_trace();

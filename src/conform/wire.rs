@@ -26,8 +26,8 @@ use crate::signing::{self, Secret};
 
 /// Longest wait for something the target should do promptly.
 pub const PROMPT: Duration = Duration::from_secs(5);
-/// Largest frame text kept in a trace entry.
-const TRACE_TEXT_BYTES: usize = 1024;
+/// Largest frame text kept in a trace entry unless the run asks for more.
+pub const TRACE_TEXT_BYTES: usize = 1024;
 
 /// Why a case step did not go on.
 #[derive(Debug, Clone)]
@@ -93,6 +93,7 @@ pub struct Ctx {
     schema_violations: Arc<Mutex<Vec<String>>>,
     schemas: Arc<Schemas>,
     began: Instant,
+    trace_text_bytes: usize,
 }
 
 impl Ctx {
@@ -110,16 +111,24 @@ impl Ctx {
             schema_violations: Arc::default(),
             schemas,
             began: Instant::now(),
+            trace_text_bytes: TRACE_TEXT_BYTES,
         }
     }
 
+    /// Keeps up to `bytes` of each frame's text in the trace.
+    pub(super) fn with_trace_text_bytes(mut self, bytes: usize) -> Ctx {
+        self.trace_text_bytes = bytes;
+        self
+    }
+
     pub fn note(&self, conn: &str, dir: &str, text: &str) {
-        let mut cut = text.len().min(TRACE_TEXT_BYTES);
+        let mut cut = text.len().min(self.trace_text_bytes);
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
+        let clipped = cut < text.len();
         let mut text = text[..cut].to_owned();
-        if cut < text.len() {
+        if clipped {
             text.push('…');
         }
         let entry = TraceEntry {
@@ -871,4 +880,30 @@ pub async fn listen_webhooks(
         let _ = axum::serve(listener, app).await;
     });
     Ok((log, bound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Ctx {
+        let target = Target::new(vec!["ws://127.0.0.1:1".into()], "app", "key");
+        Ctx::new(
+            Arc::new(target),
+            1,
+            None,
+            Arc::new(Schemas::compile().unwrap()),
+        )
+    }
+
+    #[test]
+    fn long_frames_are_clipped_in_traces_and_say_so() {
+        let ctx = ctx().with_trace_text_bytes(8);
+        ctx.note("a", ">", "short");
+        ctx.note("a", ">", "exactly8");
+        ctx.note("a", "<", "one two three");
+        ctx.note("a", "<", "ééééé");
+        let texts: Vec<String> = ctx.take_trace().into_iter().map(|t| t.text).collect();
+        assert_eq!(texts, ["short", "exactly8", "one two …", "éééé…"]);
+    }
 }
