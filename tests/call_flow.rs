@@ -9,49 +9,11 @@ use std::time::Duration;
 use domvia_calls::call::Phase;
 use domvia_calls::event::EndReason;
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Device, Inbox, Outcome, PlacedCall, RunUntil};
-use domvia_calls::stack::{self, RunningStack, StackConfig};
+use domvia_calls::session::{CallSession, Inbox, Outcome, PlacedCall, RunUntil};
+use domvia_calls::stack::RunningStack;
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(20);
-
-async fn stack(tag: &str) -> RunningStack {
-    let mut cfg = StackConfig::development(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    cfg.trusted.data_dir = common::temp_dir(tag);
-    cfg.trusted.watchdog_interval_ms = 50;
-    cfg.realtime.webhook_batch_ms = 10;
-    stack::start(cfg).await.unwrap()
-}
-
-fn device(s: &RunningStack, user: &str) -> Device {
-    Device::new(
-        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
-        &format!("http://{}", s.trusted.addr()),
-        &format!("{user}-token"),
-        user,
-    )
-    .unwrap()
-}
-
-async fn call_history(s: &RunningStack, token: &str, call_id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let resp = reqwest::Client::new()
-            .get(format!("http://{}/calls/{call_id}", s.trusted.addr()))
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
-        if v["call"]["state"] == "ended" || tokio::time::Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 /// `caller` invites `callee` with `request` (scope, callees, privacy, ...); returns both sessions
 /// with the callee's device ringing.
@@ -62,10 +24,13 @@ async fn invite(
     request: Value,
     caller_peer: PeerOptions,
 ) -> (CallSession, CallSession, PlacedCall) {
-    let inbox = Inbox::open(&device(s, callee)).await.unwrap();
-    let (caller, placed) = CallSession::place(&device(s, caller), request, caller_peer)
+    let inbox = Inbox::open(&common::calls::device(s, callee))
         .await
         .unwrap();
+    let (caller, placed) =
+        CallSession::place(&common::calls::device(s, caller), request, caller_peer)
+            .await
+            .unwrap();
     let callee = inbox
         .next_call(PeerOptions::default(), WITHIN)
         .await
@@ -101,7 +66,7 @@ fn sent(t: &domvia_calls::session::Timeline, what: &str) -> usize {
 }
 
 async fn full_call(privacy: &str) {
-    let s = stack(privacy).await;
+    let s = common::calls::stack(privacy, |_| {}).await;
     let (mut caller, mut callee, placed) = invite(
         &s,
         "alice",
@@ -144,7 +109,7 @@ async fn full_call(privacy: &str) {
         callee.run(RunUntil::Ended, WITHIN)
     );
     assert_eq!(ended.unwrap().phase, Phase::Ended(EndReason::Hangup));
-    let record = call_history(&s, "alice-token", &placed.call_id).await;
+    let record = common::calls::ended_record(&s, "alice-token", &placed.call_id).await;
     assert_eq!(record["call"]["state"], "ended", "{record}");
     assert_eq!(record["call"]["end_reason"], "hangup");
     assert_eq!(record["call"]["accepted_by"], "bob");
@@ -165,7 +130,7 @@ async fn strong_privacy_call_reaches_connected_media() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_call_ends_for_the_caller_and_is_recorded() {
-    let s = stack("decline").await;
+    let s = common::calls::stack("decline", |_| {}).await;
     let (mut caller, mut callee, placed) = invite(
         &s,
         "alice",
@@ -177,14 +142,14 @@ async fn declined_call_ends_for_the_caller_and_is_recorded() {
     callee.decline(false).await.unwrap();
     let out = caller.run(RunUntil::Ended, WITHIN).await.unwrap();
     assert_eq!(out.phase, Phase::Ended(EndReason::Declined));
-    let record = call_history(&s, "alice-token", &placed.call_id).await;
+    let record = common::calls::ended_record(&s, "alice-token", &placed.call_id).await;
     assert_eq!(record["call"]["end_reason"], "declined");
     s.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_call_times_out_and_is_a_missed_call() {
-    let s = stack("missed").await;
+    let s = common::calls::stack("missed", |_| {}).await;
     let request = room_call("bob", json!({"ring_timeout_ms": 5000}));
     let (mut caller, mut callee, placed) =
         invite(&s, "alice", "bob", request, PeerOptions::default()).await;
@@ -207,8 +172,10 @@ async fn unanswered_call_times_out_and_is_a_missed_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_callee_device_stops_ringing_when_the_first_answers() {
-    let s = stack("elsewhere").await;
-    let phone = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let s = common::calls::stack("elsewhere", |_| {}).await;
+    let phone = Inbox::open(&common::calls::device(&s, "bob"))
+        .await
+        .unwrap();
     let (mut caller, mut laptop, _) = invite(
         &s,
         "alice",
@@ -246,7 +213,7 @@ async fn a_second_callee_device_stops_ringing_when_the_first_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callee_can_hang_up() {
-    let s = stack("callee-hangup").await;
+    let s = common::calls::stack("callee-hangup", |_| {}).await;
     // alice and dave share trip-7; this call uses a private channel.
     let request =
         json!({"scope": "trip", "scope_id": "trip-7", "callees": ["dave"], "kind": "private"});
@@ -262,8 +229,11 @@ async fn the_callee_can_hang_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crossing_calls_keep_the_lower_call_id() {
-    let s = stack("glare").await;
-    let (alice, bob) = (device(&s, "alice"), device(&s, "bob"));
+    let s = common::calls::stack("glare", |_| {}).await;
+    let (alice, bob) = (
+        common::calls::device(&s, "alice"),
+        common::calls::device(&s, "bob"),
+    );
     let (alice_inbox, bob_inbox) = (
         Inbox::open(&alice).await.unwrap(),
         Inbox::open(&bob).await.unwrap(),
@@ -295,14 +265,15 @@ async fn crossing_calls_keep_the_lower_call_id() {
     keep_callee.accept().await.unwrap();
     media_up(&mut keep_caller, &mut keep_callee).await;
     assert_eq!(lost_caller.phase(), Phase::Ended(EndReason::Replaced));
-    let record = call_history(&s, "alice-token", lost_caller.call_id().as_str()).await;
+    let record =
+        common::calls::ended_record(&s, "alice-token", lost_caller.call_id().as_str()).await;
     assert_eq!(record["call"]["end_reason"], "replaced");
     s.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
-    let s = stack("storm").await;
+    let s = common::calls::stack("storm", |_| {}).await;
     // Thirty host candidates on the caller: thirty loopback addresses, 127.0.0.1 to 127.0.0.30.
     // (Both sides that wide would make 900 pairs to check; the point is the signaling.)
     let binds = (1..=30).map(|i| format!("127.0.0.{i}:0")).collect();
@@ -331,13 +302,7 @@ async fn a_candidate_storm_stays_under_the_rate_limit_and_connects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_over_the_announced_limit_travel_in_chunks() {
     // A server announcing 1200-byte events: a WebRTC offer (about 2 KB) must be chunked.
-    let mut cfg = StackConfig::development(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    cfg.trusted.data_dir = common::temp_dir("chunks");
-    cfg.realtime.apps[0].max_event_bytes = 1200;
-    let s = stack::start(cfg).await.unwrap();
+    let s = common::calls::stack("chunks", |cfg| cfg.realtime.apps[0].max_event_bytes = 1200).await;
     let request = room_call("bob", json!({"privacy": "strong"}));
     let (mut caller, mut callee, _) =
         invite(&s, "alice", "bob", request, PeerOptions::default()).await;
@@ -359,7 +324,7 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
     use domvia_calls::client::{Auth, ClientConfig, RealtimeClient};
     use domvia_calls::signing::Secret;
 
-    let s = stack("downgrade").await;
+    let s = common::calls::stack("downgrade", |_| {}).await;
     let request = room_call("bob", json!({"privacy": "strong"}));
     let (mut caller, mut callee, placed) =
         invite(&s, "alice", "bob", request, PeerOptions::default()).await;

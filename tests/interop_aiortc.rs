@@ -15,8 +15,8 @@ use domvia_calls::call::Phase;
 use domvia_calls::conform::{SecondPeer, Verdict};
 use domvia_calls::interop::aiortc::{self, AiortcPeer};
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
-use domvia_calls::stack::{self, RunningStack, StackConfig};
+use domvia_calls::session::{CallSession, Inbox, RunUntil};
+use domvia_calls::stack::RunningStack;
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -31,39 +31,14 @@ async fn prerequisites(test: &str) -> bool {
     }
 }
 
-async fn stack(tag: &str) -> RunningStack {
-    let mut cfg = StackConfig::development(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    cfg.trusted.data_dir = common::temp_dir(tag);
-    cfg.realtime.webhook_batch_ms = 10;
-    stack::start(cfg).await.unwrap()
-}
-
-fn device(s: &RunningStack, user: &str) -> Device {
-    Device::new(
+fn peer_args(s: &RunningStack, user: &str, extra: &[&str]) -> Vec<String> {
+    aiortc::args(
         &format!("ws://{}/app/domvia-key", s.realtime.addr()),
         &format!("http://{}", s.trusted.addr()),
-        &format!("{user}-token"),
         user,
+        &format!("{user}-token"),
+        extra,
     )
-    .unwrap()
-}
-
-fn peer_args(s: &RunningStack, user: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--realtime-url".to_owned(),
-        format!("ws://{}/app/domvia-key", s.realtime.addr()),
-        "--trusted-url".to_owned(),
-        format!("http://{}", s.trusted.addr()),
-        "--user".to_owned(),
-        user.to_owned(),
-        "--token".to_owned(),
-        format!("{user}-token"),
-    ];
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    args
 }
 
 /// What aiortc itself saw: connected over a loopback host pair, the data channel echo, audio RTP
@@ -89,8 +64,10 @@ async fn aiortc_calls_rust_peer() {
     if !prerequisites("aiortc_calls_rust_peer").await {
         return;
     }
-    let s = stack("aiortc-a2r").await;
-    let inbox = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let s = common::calls::stack("aiortc-a2r", |_| {}).await;
+    let inbox = Inbox::open(&common::calls::device(&s, "bob"))
+        .await
+        .unwrap();
     let began = Instant::now();
     let alice = AiortcPeer::spawn(&peer_args(&s, "alice", &["--call", "bob"]))
         .await
@@ -126,12 +103,12 @@ async fn rust_peer_calls_aiortc() {
     if !prerequisites("rust_peer_calls_aiortc").await {
         return;
     }
-    let s = stack("aiortc-r2a").await;
+    let s = common::calls::stack("aiortc-r2a", |_| {}).await;
     let mut bob = AiortcPeer::spawn(&peer_args(&s, "bob", &[])).await.unwrap();
     bob.ready(WITHIN).await.unwrap();
     let began = Instant::now();
     let (mut alice, placed) = CallSession::place(
-        &device(&s, "alice"),
+        &common::calls::device(&s, "alice"),
         json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
         PeerOptions::default(),
     )

@@ -17,8 +17,8 @@ use domvia_calls::call::Phase;
 use domvia_calls::conform::{SecondPeer, Verdict};
 use domvia_calls::interop::chromium::{self, Chromium, Page};
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
-use domvia_calls::stack::{self, RunningStack, StackConfig};
+use domvia_calls::session::{CallSession, Inbox, RunUntil};
+use domvia_calls::stack::RunningStack;
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -49,24 +49,7 @@ fn prerequisites(test: &str) -> Option<PathBuf> {
 }
 
 async fn stack(tag: &str) -> RunningStack {
-    let mut cfg = StackConfig::development(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    cfg.trusted.data_dir = common::temp_dir(tag);
-    cfg.trusted.pusher_js = Some(pusher_js());
-    cfg.realtime.webhook_batch_ms = 10;
-    stack::start(cfg).await.unwrap()
-}
-
-fn device(s: &RunningStack, user: &str) -> Device {
-    Device::new(
-        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
-        &format!("http://{}", s.trusted.addr()),
-        &format!("{user}-token"),
-        user,
-    )
-    .unwrap()
+    common::calls::stack(tag, |cfg| cfg.trusted.pusher_js = Some(pusher_js())).await
 }
 
 /// The demo page signed in as `user`, with test traffic kept on loopback.
@@ -123,28 +106,6 @@ fn assert_loopback_pair(r: &Value, who: &str) {
     );
 }
 
-async fn wait_record(s: &RunningStack, call_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v: Value = serde_json::from_str(
-            &reqwest::Client::new()
-                .get(format!("http://{}/calls/{call_id}", s.trusted.addr()))
-                .header("authorization", "Bearer alice-token")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        if v["call"]["state"] == "ended" || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_calls_browser() {
     let Some(bin) = prerequisites("browser_calls_browser") else {
@@ -193,7 +154,7 @@ async fn browser_calls_browser() {
     )
     .await
     .unwrap();
-    let record = wait_record(&s, call_id.as_str().unwrap()).await;
+    let record = common::calls::ended_record(&s, "alice-token", call_id.as_str().unwrap()).await;
     assert_eq!(record["call"]["state"], "ended", "{record:#}");
     assert_eq!(record["call"]["end_reason"], "hangup", "{record:#}");
     common::interop::say(&format!(
@@ -214,7 +175,7 @@ async fn rust_peer_calls_browser() {
     let bob = open_as(&browser, &s, "bob", "&answer=auto").await;
     let began = Instant::now();
     let (mut alice, placed) = CallSession::place(
-        &device(&s, "alice"),
+        &common::calls::device(&s, "alice"),
         json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
         PeerOptions::default(),
     )
@@ -248,7 +209,9 @@ async fn browser_calls_rust_peer() {
     };
     let s = stack("chromium-b2r").await;
     let browser = Chromium::launch(&bin).await.unwrap();
-    let inbox = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let inbox = Inbox::open(&common::calls::device(&s, "bob"))
+        .await
+        .unwrap();
     let alice = open_as(&browser, &s, "alice", "").await;
     let began = Instant::now();
     let call_id = alice

@@ -15,10 +15,10 @@ use domvia_calls::call::Phase;
 use domvia_calls::event::EndReason;
 use domvia_calls::interop::coturn::{Coturn, TURN_RELAY_PORTS};
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Device, Inbox, RunUntil};
+use domvia_calls::session::{CallSession, Inbox, RunUntil};
 use domvia_calls::signing::{self, Secret};
-use domvia_calls::stack::{self, RunningStack, StackConfig};
-use serde_json::{Value, json};
+use domvia_calls::stack::RunningStack;
+use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(30);
 const TURN_SECRET: &str = "turn-secret-for-tests";
@@ -33,55 +33,19 @@ fn prerequisites(test: &str) -> bool {
 
 /// The reference servers; with `turn`, the trusted server mints credentials for it with `secret`.
 async fn stack(tag: &str, turn: Option<(&Coturn, &str)>) -> RunningStack {
-    let mut cfg = StackConfig::development(
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    cfg.trusted.data_dir = common::temp_dir(tag);
-    cfg.realtime.webhook_batch_ms = 10;
-    if let Some((coturn, secret)) = turn {
-        cfg.trusted.turn_urls = vec![coturn.url()];
-        cfg.trusted.turn_secret = Some(Secret::new(secret));
-    }
-    stack::start(cfg).await.unwrap()
-}
-
-fn device(s: &RunningStack, user: &str) -> Device {
-    Device::new(
-        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
-        &format!("http://{}", s.trusted.addr()),
-        &format!("{user}-token"),
-        user,
-    )
-    .unwrap()
+    common::calls::stack(tag, |cfg| {
+        if let Some((coturn, secret)) = turn {
+            cfg.trusted.turn_urls = vec![coturn.url()];
+            cfg.trusted.turn_secret = Some(Secret::new(secret));
+        }
+    })
+    .await
 }
 
 fn relay_only() -> PeerOptions {
     PeerOptions {
         relay_only: true,
         ..PeerOptions::default()
-    }
-}
-
-async fn record(s: &RunningStack, call_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v: Value = serde_json::from_str(
-            &reqwest::Client::new()
-                .get(format!("http://{}/calls/{call_id}", s.trusted.addr()))
-                .header("authorization", "Bearer alice-token")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        if v["call"]["state"] == "ended" || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -92,10 +56,12 @@ async fn relay_only_call_connects_through_coturn() {
     }
     let coturn = Coturn::start(TURN_SECRET).unwrap();
     let s = stack("turn-ok", Some((&coturn, TURN_SECRET))).await;
-    let inbox = Inbox::open(&device(&s, "bob")).await.unwrap();
+    let inbox = Inbox::open(&common::calls::device(&s, "bob"))
+        .await
+        .unwrap();
     let began = Instant::now();
     let (mut alice, placed) = CallSession::place(
-        &device(&s, "alice"),
+        &common::calls::device(&s, "alice"),
         json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
         relay_only(),
     )
@@ -139,7 +105,7 @@ async fn relay_only_call_connects_through_coturn() {
     alice.hang_up().await.unwrap();
     let _ = bob.run(RunUntil::Ended, WITHIN).await;
     assert_eq!(
-        record(&s, &placed.call_id).await["call"]["end_reason"],
+        common::calls::ended_record(&s, "alice-token", &placed.call_id).await["call"]["end_reason"],
         "hangup"
     );
     common::interop::say(&format!(
@@ -159,9 +125,9 @@ async fn refused_credential_fails_the_call(s: &RunningStack, caller_peer: PeerOp
         connect_timeout: Duration::from_secs(3),
         ..caller_peer
     };
-    let inbox = Inbox::open(&device(s, "bob")).await.unwrap();
+    let inbox = Inbox::open(&common::calls::device(s, "bob")).await.unwrap();
     let (mut alice, placed) = CallSession::place(
-        &device(s, "alice"),
+        &common::calls::device(s, "alice"),
         json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
         caller_peer,
     )
@@ -195,7 +161,7 @@ async fn refused_credential_fails_the_call(s: &RunningStack, caller_peer: PeerOp
         vec![],
         "coturn refused the allocation, so the relay-only caller has no candidate"
     );
-    let rec = record(s, &placed.call_id).await;
+    let rec = common::calls::ended_record(s, "alice-token", &placed.call_id).await;
     assert_eq!(rec["call"]["state"], "ended", "{rec:#}");
     assert_eq!(rec["call"]["end_reason"], "ice_failed", "{rec:#}");
     alice.close().await;

@@ -283,18 +283,13 @@ impl Bench {
 }
 
 fn aiortc_args(s: &RunningStack, user: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--realtime-url".to_owned(),
-        format!("ws://{}/app/domvia-key", s.realtime.addr()),
-        "--trusted-url".to_owned(),
-        format!("http://{}", s.trusted.addr()),
-        "--user".to_owned(),
-        user.to_owned(),
-        "--token".to_owned(),
-        format!("{user}-token"),
-    ];
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    args
+    aiortc::args(
+        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
+        &format!("http://{}", s.trusted.addr()),
+        user,
+        &format!("{user}-token"),
+        extra,
+    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

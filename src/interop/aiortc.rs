@@ -42,6 +42,32 @@ pub async fn available() -> Result<(), String> {
     }
 }
 
+/// The arguments of a peer that signs in to a trusted server as `user` with `token`, followed
+/// by `extra` (`--call USER`, `--hang-up`, ...).
+pub fn args(
+    realtime_url: &str,
+    trusted_url: &str,
+    user: &str,
+    token: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--realtime-url",
+        realtime_url,
+        "--trusted-url",
+        trusted_url,
+        "--user",
+        user,
+        "--token",
+        token,
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
 /// A running aiortc peer.
 pub struct AiortcPeer {
     child: Child,

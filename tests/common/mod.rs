@@ -2,6 +2,8 @@
 //! Pusher-protocol client over a real WebSocket. Every wait has a deadline and fails loudly.
 #![allow(dead_code)]
 
+#[cfg(feature = "media")]
+pub mod calls;
 pub mod interop;
 
 use std::net::SocketAddr;
