@@ -72,21 +72,38 @@ impl Device {
 }
 
 impl Device {
-    /// `GET /ice-servers`: STUN and fresh TURN credentials for this user.
-    async fn ice_servers(&self) -> Result<Vec<(Vec<String>, String, String)>, String> {
-        let resp = reqwest::Client::new()
-            .get(format!("{}/ice-servers", self.trusted_url))
-            .header("authorization", format!("Bearer {}", self.token))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+    /// A request to the trusted server as this device's user; the JSON answer, or an error that
+    /// names the request, the status and what the server said.
+    async fn trusted(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, String> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut req = reqwest::Client::new()
+            .request(method.clone(), format!("{}{path}", self.trusted_url))
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
         let status = resp.status();
         let body: Value = serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?)
             .unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(format!("GET /ice-servers: {status} {body}"));
+            return Err(format!("{method} {path}: {status} {body}"));
         }
-        Ok(ice_servers(&body))
+        Ok(body)
+    }
+
+    /// `GET /ice-servers`: STUN and fresh TURN credentials for this user.
+    async fn ice_servers(&self) -> Result<Vec<(Vec<String>, String, String)>, String> {
+        Ok(ice_servers(
+            &self.trusted("GET", "/ice-servers", None).await?,
+        ))
     }
 }
 
@@ -316,20 +333,7 @@ impl Signaling {
         let epoch = Instant::now();
         let mut timeline = Timeline::begin();
         let client = device.client().await?;
-        let resp = reqwest::Client::new()
-            .post(format!("{}/calls", device.trusted_url))
-            .header("authorization", format!("Bearer {}", device.token))
-            .header("content-type", "application/json")
-            .body(request.to_string())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body: Value = serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?)
-            .unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("POST /calls: {status} {body}"));
-        }
+        let body = device.trusted("POST", "/calls", Some(&request)).await?;
         let placed = PlacedCall {
             call_id: body["call_id"].as_str().unwrap_or_default().to_owned(),
             channel: body["channel"].as_str().unwrap_or_default().to_owned(),

@@ -15,7 +15,7 @@ use domvia_calls::call::Phase;
 use domvia_calls::event::EndReason;
 use domvia_calls::interop::coturn::{Coturn, TURN_RELAY_PORTS};
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Inbox, RunUntil};
+use domvia_calls::session::{CallSession, Inbox, Outcome, PlacedCall, RunUntil};
 use domvia_calls::signing::{self, Secret};
 use domvia_calls::stack::RunningStack;
 use serde_json::json;
@@ -56,26 +56,8 @@ async fn relay_only_call_connects_through_coturn() {
     }
     let coturn = Coturn::start(TURN_SECRET).unwrap();
     let s = stack("turn-ok", Some((&coturn, TURN_SECRET))).await;
-    let inbox = Inbox::open(&common::calls::device(&s, "bob"))
-        .await
-        .unwrap();
     let began = Instant::now();
-    let (mut alice, placed) = CallSession::place(
-        &common::calls::device(&s, "alice"),
-        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
-        relay_only(),
-    )
-    .await
-    .unwrap();
-    let mut bob = inbox
-        .next_call(PeerOptions::default(), WITHIN)
-        .await
-        .unwrap();
-    bob.accept().await.unwrap();
-    let (a, b) = tokio::join!(
-        alice.run(RunUntil::MediaUp, WITHIN),
-        bob.run(RunUntil::MediaUp, WITHIN)
-    );
+    let (mut alice, mut bob, placed, (a, b)) = relay_call(&s, relay_only()).await;
     let took = began.elapsed();
     assert_eq!(a.unwrap().phase, Phase::Active);
     assert_eq!(b.unwrap().phase, Phase::Active);
@@ -117,14 +99,17 @@ async fn relay_only_call_connects_through_coturn() {
     s.shutdown().await;
 }
 
-/// A relay-only caller whose TURN credential coturn refuses: no relay candidate, so after the
-/// connect timeout (shortened here) the call ends with `ice_failed` on both sides and in the
-/// trusted server's record.
-async fn refused_credential_fails_the_call(s: &RunningStack, caller_peer: PeerOptions) {
-    let caller_peer = PeerOptions {
-        connect_timeout: Duration::from_secs(3),
-        ..caller_peer
-    };
+/// alice (with `caller_peer`) calls bob, bob answers, and both run until media is up or the call
+/// ended.
+async fn relay_call(
+    s: &RunningStack,
+    caller_peer: PeerOptions,
+) -> (
+    CallSession,
+    CallSession,
+    PlacedCall,
+    (Result<Outcome, String>, Result<Outcome, String>),
+) {
     let inbox = Inbox::open(&common::calls::device(s, "bob")).await.unwrap();
     let (mut alice, placed) = CallSession::place(
         &common::calls::device(s, "alice"),
@@ -138,10 +123,22 @@ async fn refused_credential_fails_the_call(s: &RunningStack, caller_peer: PeerOp
         .await
         .unwrap();
     bob.accept().await.unwrap();
-    let (a, b) = tokio::join!(
+    let outcomes = tokio::join!(
         alice.run(RunUntil::MediaUp, WITHIN),
         bob.run(RunUntil::MediaUp, WITHIN)
     );
+    (alice, bob, placed, outcomes)
+}
+
+/// A relay-only caller whose TURN credential coturn refuses: no relay candidate, so after the
+/// connect timeout (shortened here) the call ends with `ice_failed` on both sides and in the
+/// trusted server's record.
+async fn refused_credential_fails_the_call(s: &RunningStack, caller_peer: PeerOptions) {
+    let caller_peer = PeerOptions {
+        connect_timeout: Duration::from_secs(3),
+        ..caller_peer
+    };
+    let (alice, bob, placed, (a, b)) = relay_call(s, caller_peer).await;
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
         a.phase,
