@@ -22,7 +22,7 @@
   const MAX_CANDIDATES_PER_EVENT = 20;
   // Stay below the default 10 client events per second with a small burst.
   const EVENTS_PER_SECOND = 8;
-  const EVENT_BURST = 4;
+  const EVENT_BURST = 8;
   const CANDIDATE_WINDOW_MS = 40;
   const CONNECT_TIMEOUT_MS = 20000;
   const CHUNK_TIMEOUT_MS = 30000;
@@ -319,6 +319,13 @@
       this.mark('ringing');
     }
 
+    // The microphone (and camera); a caller asks for it while the call rings, so opening the
+    // devices does not delay the offer. A callee asks only once its user accepted.
+    acquireMedia() {
+      this.mediaPromise = this.mediaPromise || navigator.mediaDevices.getUserMedia({ audio: true, video: !!this.media.video });
+      return this.mediaPromise;
+    }
+
     async openPeer() {
       const pc = new RTCPeerConnection({ iceServers: this.iceServers });
       this.pc = pc;
@@ -342,7 +349,7 @@
       };
       pc.ondatachannel = (e) => this.watchDataChannel(e.channel, true);
       try {
-        this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: !!this.media.video });
+        this.local = await this.acquireMedia();
         for (const track of this.local.getTracks()) pc.addTrack(track, this.local);
         if (this.media.video) {
           $('local-video').srcObject = this.local;
@@ -646,6 +653,7 @@
     });
     page.call = call;
     call.setPhase('calling', `calling ${callee}`);
+    call.acquireMedia().catch(() => {});
     await call.join();
     call.send('started', {
       channel: placed.channel,
