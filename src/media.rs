@@ -53,18 +53,18 @@ pub enum PeerSignal {
     FirstRtp,
 }
 
-/// One end of the candidate pair ICE selected.
+/// A candidate as ICE sees it: its type and transport address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PairEnd {
+pub struct CandidateAddress {
     /// `host`, `srflx`, `prflx` or `relay`.
     pub kind: String,
     pub address: String,
     pub port: u16,
 }
 
-impl PairEnd {
-    fn of(c: &rtc::peer_connection::transport::RTCIceCandidate) -> PairEnd {
-        PairEnd {
+impl CandidateAddress {
+    fn of(c: &rtc::peer_connection::transport::RTCIceCandidate) -> CandidateAddress {
+        CandidateAddress {
             kind: c.typ.to_string(),
             address: c.address.clone(),
             port: c.port,
@@ -75,8 +75,8 @@ impl PairEnd {
 /// The candidate pair media flows over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectedPair {
-    pub local: PairEnd,
-    pub remote: PairEnd,
+    pub local: CandidateAddress,
+    pub remote: CandidateAddress,
 }
 
 /// How to build a peer.
@@ -413,21 +413,21 @@ impl MediaPeer {
             .await
             .ok()??;
         Some(SelectedPair {
-            local: PairEnd::of(pair.local()),
-            remote: PairEnd::of(pair.remote()),
+            local: CandidateAddress::of(pair.local()),
+            remote: CandidateAddress::of(pair.remote()),
         })
     }
 
     /// The local candidates gathered so far (after the transport policy: relay-only keeps relay
     /// candidates alone).
-    pub async fn local_candidates(&self) -> Vec<PairEnd> {
+    pub async fn local_candidates(&self) -> Vec<CandidateAddress> {
         match self.ice_transport().await {
             Some(ice) => ice
                 .get_local_candidates()
                 .await
                 .unwrap_or_default()
                 .iter()
-                .map(PairEnd::of)
+                .map(CandidateAddress::of)
                 .collect(),
             None => Vec::new(),
         }

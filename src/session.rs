@@ -696,7 +696,7 @@ impl CallSession {
         self.peer.selected_pair().await
     }
     /// The local ICE candidates gathered so far.
-    pub async fn local_candidates(&self) -> Vec<crate::media::PairEnd> {
+    pub async fn local_candidates(&self) -> Vec<crate::media::CandidateAddress> {
         self.peer.local_candidates().await
     }
 

@@ -23,7 +23,7 @@ use crate::event::EndReason;
 use crate::interop::aiortc::{self, AiortcPeer};
 use crate::interop::chromium::{self, Chromium, Page};
 use crate::interop::peer_host::{PeerHost, PeerHostConfig};
-use crate::media::{PairEnd, PeerOptions, SelectedPair};
+use crate::media::{CandidateAddress, PeerOptions, SelectedPair};
 use crate::session::{CallSession, RunUntil, Signaling};
 use crate::signing;
 
@@ -73,7 +73,7 @@ enum Callee {
 /// Chromium hides the address of a peer-reflexive candidate; then only the port is known.
 #[derive(Debug)]
 struct CalleeView {
-    remote: PairEnd,
+    remote: CandidateAddress,
 }
 
 async fn peer_host(ctx: &Ctx) -> Step<PeerHost> {
@@ -88,8 +88,8 @@ async fn peer_host(ctx: &Ctx) -> Step<PeerHost> {
     .map_err(|e| errored(format!("the peer host: {e}")))
 }
 
-fn pair_end(v: &Value) -> PairEnd {
-    PairEnd {
+fn candidate_address(v: &Value) -> CandidateAddress {
+    CandidateAddress {
         kind: v["type"].as_str().unwrap_or_default().to_owned(),
         address: v["address"].as_str().unwrap_or_default().to_owned(),
         port: v["port"].as_u64().unwrap_or(0) as u16,
@@ -201,7 +201,7 @@ impl Callee {
                     ));
                 }
                 Ok(CalleeView {
-                    remote: pair_end(&report["call"]["selected_pair"]["remote"]),
+                    remote: candidate_address(&report["call"]["selected_pair"]["remote"]),
                 })
             }
             Callee::Aiortc { peer, .. } => {
@@ -213,7 +213,7 @@ impl Callee {
                     return Err(format!("aiortc reports incomplete media: {r}"));
                 }
                 Ok(CalleeView {
-                    remote: pair_end(&r["selected_pair"]["remote"]),
+                    remote: candidate_address(&r["selected_pair"]["remote"]),
                 })
             }
         }
