@@ -119,11 +119,15 @@ impl Callee {
                 }
                 let host = peer_host(ctx).await?;
                 let browser = Chromium::launch(&bin).await.map_err(errored)?;
-                let url = format!(
-                    "{}/demo/?user={CALLEE}&token={CALLEE}&answer=auto&loopback=1&join={channel}",
-                    host.base()
-                );
-                let page = browser.open(&url).await.map_err(errored)?;
+                let mut url = reqwest::Url::parse(&format!("{}/demo/", host.base()))
+                    .map_err(|e| errored(e.to_string()))?;
+                url.query_pairs_mut()
+                    .append_pair("user", CALLEE)
+                    .append_pair("token", CALLEE)
+                    .append_pair("answer", "auto")
+                    .append_pair("loopback", "1")
+                    .append_pair("join", &channel.to_string());
+                let page = browser.open(url.as_str()).await.map_err(errored)?;
                 if let Err(e) = page
                     .wait_for("window.domvia && window.domvia.ready === true", PROMPT)
                     .await
