@@ -90,17 +90,19 @@ async fn browser_media_up(page: &Page, who: &str) -> Value {
     report(page).await
 }
 
-/// The selected pair joins this browser's loopback candidate to the other side. Chromium hides
+/// The selected pair joins this browser's loopback candidate (IPv4 or IPv6: the page signals
+/// both, and two browsers may pair over either) to the other side. Chromium hides
 /// the address of a peer-reflexive remote candidate (learnt from a check that beat its trickled
 /// candidate); every candidate either side signals is on loopback, so that one is too.
 fn assert_loopback_pair(r: &Value, who: &str) {
     let pair = &r["call"]["selected_pair"];
     assert!(pair["bytes_received"].as_u64() > Some(0), "{who}: {r:#}");
     assert_eq!(pair["local"]["type"], "host", "{who}: {r:#}");
-    assert_eq!(pair["local"]["address"], "127.0.0.1", "{who}: {r:#}");
+    let local = pair["local"]["address"].as_str().unwrap_or_default();
+    assert!(["127.0.0.1", "::1"].contains(&local), "{who}: {r:#}");
     let remote = pair["remote"]["address"].as_str().unwrap_or_default();
     assert!(
-        ["127.0.0.1", ""].contains(&remote)
+        ["127.0.0.1", "::1", ""].contains(&remote)
             && ["host", "prflx"].contains(&pair["remote"]["type"].as_str().unwrap_or_default()),
         "{who}'s remote candidate is not the other side's loopback one: {r:#}"
     );
