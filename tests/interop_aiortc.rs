@@ -15,9 +15,8 @@ use domvia_calls::call::Phase;
 use domvia_calls::conform::{SecondPeer, Verdict};
 use domvia_calls::interop::aiortc::{self, AiortcPeer};
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Inbox, RunUntil};
-use domvia_calls::stack::RunningStack;
-use serde_json::{Value, json};
+use domvia_calls::session::{Inbox, RunUntil};
+use serde_json::Value;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -29,16 +28,6 @@ async fn prerequisites(test: &str) -> bool {
             false
         }
     }
-}
-
-fn peer_args(s: &RunningStack, user: &str, extra: &[&str]) -> Vec<String> {
-    aiortc::args(
-        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
-        &format!("http://{}", s.trusted.addr()),
-        user,
-        &format!("{user}-token"),
-        extra,
-    )
 }
 
 /// What aiortc itself saw: connected over a loopback host pair, the data channel echo, audio RTP
@@ -69,7 +58,7 @@ async fn aiortc_calls_rust_peer() {
         .await
         .unwrap();
     let began = Instant::now();
-    let alice = AiortcPeer::spawn(&peer_args(&s, "alice", &["--call", "bob"]))
+    let alice = AiortcPeer::spawn(&aiortc::args(&s, "alice", &["--call", "bob"]))
         .await
         .unwrap();
     let mut bob = inbox
@@ -104,16 +93,13 @@ async fn rust_peer_calls_aiortc() {
         return;
     }
     let s = common::calls::stack("aiortc-r2a", |_| {}).await;
-    let mut bob = AiortcPeer::spawn(&peer_args(&s, "bob", &[])).await.unwrap();
+    let mut bob = AiortcPeer::spawn(&aiortc::args(&s, "bob", &[]))
+        .await
+        .unwrap();
     bob.ready(WITHIN).await.unwrap();
     let began = Instant::now();
-    let (mut alice, placed) = CallSession::place(
-        &common::calls::device(&s, "alice"),
-        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
-        PeerOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (mut alice, placed) =
+        common::calls::place_room_call(&s, "alice", "bob", PeerOptions::default()).await;
     let outcome = alice.run(RunUntil::MediaUp, WITHIN).await;
     let took = began.elapsed();
     let outcome = match outcome {

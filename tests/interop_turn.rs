@@ -18,7 +18,6 @@ use domvia_calls::media::PeerOptions;
 use domvia_calls::session::{CallSession, Inbox, Outcome, PlacedCall, RunUntil};
 use domvia_calls::signing::{self, Secret};
 use domvia_calls::stack::RunningStack;
-use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(30);
 const TURN_SECRET: &str = "turn-secret-for-tests";
@@ -111,13 +110,7 @@ async fn relay_call(
     (Result<Outcome, String>, Result<Outcome, String>),
 ) {
     let inbox = Inbox::open(&common::calls::device(s, "bob")).await.unwrap();
-    let (mut alice, placed) = CallSession::place(
-        &common::calls::device(s, "alice"),
-        json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]}),
-        caller_peer,
-    )
-    .await
-    .unwrap();
+    let (mut alice, placed) = common::calls::place_room_call(s, "alice", "bob", caller_peer).await;
     let mut bob = inbox
         .next_call(PeerOptions::default(), WITHIN)
         .await
@@ -203,8 +196,8 @@ async fn an_expired_turn_credential_gives_no_relay_and_the_call_ends_ice_failed(
 #[cfg(feature = "conform")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_relay_case_passes_through_coturn_and_fails_on_refused_credentials() {
+    use domvia_calls::conform::Verdict;
     use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
-    use domvia_calls::conform::{self, RunOptions, Selection, Verdict};
     if !prerequisites(
         "the_runner_relay_case_passes_through_coturn_and_fails_on_refused_credentials",
     ) {
@@ -217,25 +210,10 @@ async fn the_runner_relay_case_passes_through_coturn_and_fails_on_refused_creden
     })
     .await
     .unwrap();
-    let opts = RunOptions {
-        selection: Selection {
-            only: vec!["webrtc.turn-relay".into()],
-            ..Selection::default()
-        },
-        ..RunOptions::default()
-    };
     let mut verdicts = Vec::new();
     for secret in [TURN_SECRET, "not-the-turn-secret"] {
         embedded.target.turn_secret = Some(Secret::new(secret));
-        let report = conform::run(
-            embedded.target.clone(),
-            &opts,
-            Some(embedded.webhooks.clone()),
-        )
-        .await
-        .unwrap();
-        let case = report.cases[0].clone();
-        verdicts.push((case.verdict, serde_json::to_string(&case).unwrap()));
+        verdicts.push(common::interop::run_case(&embedded, "webrtc.turn-relay").await);
     }
     embedded.shutdown().await;
     assert_eq!(verdicts[0].0, Verdict::Pass, "{}", verdicts[0].1);

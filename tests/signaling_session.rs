@@ -11,8 +11,7 @@ use domvia_calls::event::{
     AudioState, CandidateLine, EndReason, IceCandidate, MediaStateBody, ScreenState, SdpMid,
     VideoState,
 };
-use domvia_calls::session::{Device, Inbox, Signaling};
-use domvia_calls::stack::{self, StackConfig};
+use domvia_calls::session::{Inbox, Signaling};
 use serde_json::json;
 
 async fn next(s: &mut Signaling) -> Action {
@@ -26,21 +25,8 @@ async fn next(s: &mut Signaling) -> Action {
 #[tokio::test]
 async fn every_event_through_the_signaling_api() {
     for privacy in ["standard", "strong"] {
-        let mut cfg = StackConfig::development(
-            "127.0.0.1:0".parse().unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        );
-        cfg.trusted.data_dir = common::temp_dir("signaling");
-        let s = stack::start(cfg).await.unwrap();
-        let device = |user: &str| {
-            Device::new(
-                &format!("ws://{}/app/domvia-key", s.realtime.addr()),
-                &format!("http://{}", s.trusted.addr()),
-                &format!("{user}-token"),
-                user,
-            )
-            .unwrap()
-        };
+        let s = common::calls::stack("signaling", |_| {}).await;
+        let device = |user: &str| common::calls::device(&s, user);
         let inbox = Inbox::open(&device("bob")).await.unwrap();
         let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": privacy});
         let (mut alice, _) = Signaling::place(&device("alice"), request).await.unwrap();

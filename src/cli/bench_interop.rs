@@ -199,7 +199,7 @@ impl Bench {
         let waiting = match callee {
             Side::Chromium => Waiting::Page(self.page(s, "bob", "&answer=auto").await?),
             Side::Aiortc => {
-                let mut peer = AiortcPeer::spawn(&aiortc_args(s, "bob", &["--hang-up"])).await?;
+                let mut peer = AiortcPeer::spawn(&aiortc::args(s, "bob", &["--hang-up"])).await?;
                 peer.ready(WITHIN).await?;
                 Waiting::Aiortc(Box::new(peer))
             }
@@ -214,7 +214,7 @@ impl Bench {
             Side::Chromium => Ready::Page(self.page(s, "alice", "").await?),
             Side::Aiortc => {
                 let mut peer =
-                    AiortcPeer::spawn(&aiortc_args(s, "alice", &["--call", "bob", "--wait-go"]))
+                    AiortcPeer::spawn(&aiortc::args(s, "alice", &["--call", "bob", "--wait-go"]))
                         .await?;
                 peer.ready(WITHIN).await?;
                 Ready::Aiortc(Box::new(peer))
@@ -280,16 +280,6 @@ impl Bench {
         tokio::join!(a.close(), b.close());
         Ok(took)
     }
-}
-
-fn aiortc_args(s: &RunningStack, user: &str, extra: &[&str]) -> Vec<String> {
-    aiortc::args(
-        &format!("ws://{}/app/domvia-key", s.realtime.addr()),
-        &format!("http://{}", s.trusted.addr()),
-        user,
-        &format!("{user}-token"),
-        extra,
-    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -388,11 +378,5 @@ async fn measure(args: InteropBenchArgs) -> CliResult {
     if let Some(s) = bench.relay_stack {
         s.shutdown().await;
     }
-    let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
-    println!("{text}");
-    if let Some(path) = args.json {
-        std::fs::write(&path, format!("{text}\n"))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(true)
+    super::bench::emit(&result, args.json.as_deref())
 }

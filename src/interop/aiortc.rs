@@ -42,28 +42,19 @@ pub async fn available() -> Result<(), String> {
     }
 }
 
-/// The arguments of a peer that signs in to a trusted server as `user` with `token`, followed
-/// by `extra` (`--call USER`, `--hang-up`, ...).
-pub fn args(
-    realtime_url: &str,
-    trusted_url: &str,
-    user: &str,
-    token: &str,
-    extra: &[&str],
-) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--realtime-url",
-        realtime_url,
-        "--trusted-url",
-        trusted_url,
-        "--user",
-        user,
-        "--token",
-        token,
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
+/// The arguments of a peer that signs in to the reference servers `stack` as the demo user
+/// `user` (token `{user}-token`), followed by `extra` (`--call USER`, `--hang-up`, ...).
+pub fn args(stack: &crate::stack::RunningStack, user: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--realtime-url".to_owned(),
+        format!("ws://{}/app/domvia-key", stack.realtime.addr()),
+        "--trusted-url".to_owned(),
+        format!("http://{}", stack.trusted.addr()),
+        "--user".to_owned(),
+        user.to_owned(),
+        "--token".to_owned(),
+        format!("{user}-token"),
+    ];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     args
 }

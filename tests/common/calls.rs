@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use domvia_calls::session::Device;
+use domvia_calls::media::PeerOptions;
+use domvia_calls::session::{CallSession, Device, PlacedCall};
 use domvia_calls::stack::{self, RunningStack, StackConfig};
 use serde_json::Value;
 
@@ -29,6 +30,22 @@ pub fn device(s: &RunningStack, user: &str) -> Device {
         &format!("{user}-token"),
         user,
     )
+    .unwrap()
+}
+
+/// `caller` calls `callee` in the demo room through the trusted server, with `peer` for its media.
+pub async fn place_room_call(
+    s: &RunningStack,
+    caller: &str,
+    callee: &str,
+    peer: PeerOptions,
+) -> (CallSession, PlacedCall) {
+    CallSession::place(
+        &device(s, caller),
+        serde_json::json!({"scope": "room", "scope_id": "chat-room-42", "callees": [callee]}),
+        peer,
+    )
+    .await
     .unwrap()
 }
 

@@ -50,21 +50,17 @@ pub fn rerun_isolated(test: &str) -> Option<bool> {
     Some(true)
 }
 
-/// Runs the conformance case `webrtc.handshake` against the embedded reference servers with
-/// `peer` as the callee; returns its verdict and what the report says about it.
+/// Runs the one conformance case `id` against `embedded`; returns its verdict and the case's
+/// JSON report (for assertions on the note or the failure).
 #[cfg(feature = "conform")]
-pub async fn run_webrtc_case(
-    peer: domvia_calls::conform::SecondPeer,
-    pusher_js: Option<std::path::PathBuf>,
+pub async fn run_case(
+    embedded: &domvia_calls::conform::embedded::Embedded,
+    id: &str,
 ) -> (domvia_calls::conform::Verdict, String) {
-    use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
     use domvia_calls::conform::{self, RunOptions, Selection};
-    let mut embedded = Embedded::start(EmbeddedOptions::default()).await.unwrap();
-    embedded.target.second_peer = peer;
-    embedded.target.pusher_js = pusher_js;
     let opts = RunOptions {
         selection: Selection {
-            only: vec!["webrtc.handshake".into()],
+            only: vec![id.to_owned()],
             ..Selection::default()
         },
         ..RunOptions::default()
@@ -76,10 +72,21 @@ pub async fn run_webrtc_case(
     )
     .await
     .unwrap();
-    embedded.shutdown().await;
     let case = &report.cases[0];
-    (
-        case.verdict,
-        serde_json::to_string(case).unwrap_or_default(),
-    )
+    (case.verdict, serde_json::to_string(case).unwrap())
+}
+
+/// Runs `webrtc.handshake` against the embedded reference servers with `peer` as the callee.
+#[cfg(feature = "conform")]
+pub async fn run_webrtc_case(
+    peer: domvia_calls::conform::SecondPeer,
+    pusher_js: Option<std::path::PathBuf>,
+) -> (domvia_calls::conform::Verdict, String) {
+    use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
+    let mut embedded = Embedded::start(EmbeddedOptions::default()).await.unwrap();
+    embedded.target.second_peer = peer;
+    embedded.target.pusher_js = pusher_js;
+    let result = run_case(&embedded, "webrtc.handshake").await;
+    embedded.shutdown().await;
+    result
 }
