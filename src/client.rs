@@ -40,14 +40,53 @@ pub enum Auth {
     },
 }
 
+/// Which way a traced frame went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireDirection {
+    Sent,
+    Received,
+    /// Not a frame: the connection opened or closed.
+    Note,
+}
+
+/// Sees every frame a client sends and receives, e.g. for the conformance runner's wire trace.
+#[derive(Clone)]
+pub struct WireTap(pub std::sync::Arc<dyn Fn(WireDirection, &str) + Send + Sync>);
+
+impl std::fmt::Debug for WireTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireTap")
+    }
+}
+
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `ws://host:port/app/{key}`; `?protocol=7&client=...` is added.
+    /// `ws://host:port/app/{key}` or `wss://...`; `?protocol=7&client=...` is added.
     pub url: String,
     pub auth: Auth,
     /// Client events per second to pace at; by default 90% of the server's announced limit.
     pub events_per_second: Option<f64>,
+    /// Sees every frame, if set.
+    pub tap: Option<WireTap>,
+}
+
+impl ClientConfig {
+    /// A client of `url` with `auth`, paced by the server's announced limit, untraced.
+    pub fn new(url: impl Into<String>, auth: Auth) -> ClientConfig {
+        ClientConfig {
+            url: url.into(),
+            auth,
+            events_per_second: None,
+            tap: None,
+        }
+    }
+
+    fn trace(&self, direction: WireDirection, text: &str) {
+        if let Some(tap) = &self.tap {
+            (tap.0)(direction, text);
+        }
+    }
 }
 
 /// What a subscription returned.
@@ -411,7 +450,7 @@ async fn run(
         subscribed: Vec::new(),
         pending_subs: HashMap::new(),
         events,
-        http: reqwest::Client::new(),
+        http: crate::net::http_client(),
         pacer: Pacer::new(f64::from(CLIENT_EVENTS_PER_SECOND) * 0.9),
         fences_to_skip: 0,
         closing: false,
@@ -458,6 +497,15 @@ async fn run(
     }
 }
 
+/// Sends one text frame, traced.
+async fn send_text<S>(sink: &mut S, config: &ClientConfig, text: String) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    config.trace(WireDirection::Sent, &text);
+    sink.send(Message::Text(text.into())).await
+}
+
 /// One connection, until it closes; returns the close code.
 async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Option<u16> {
     let url = if state.config.url.contains('?') {
@@ -471,8 +519,17 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
             state.config.url
         )
     };
-    let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else {
-        return None;
+    state
+        .config
+        .trace(WireDirection::Note, &format!("connect {url}"));
+    let ws = match crate::net::connect_websocket(&url).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            state
+                .config
+                .trace(WireDirection::Note, &format!("cannot connect: {e}"));
+            return None;
+        }
     };
     let (mut sink, mut stream) = ws.split();
     let mut socket_id = String::new();
@@ -490,10 +547,22 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
             message = stream.next() => {
                 let text = match message {
                     Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.map(|f| u16::from(f.code));
+                        state.config.trace(WireDirection::Note, &format!("closed by the server: {code:?}"));
+                        return code;
+                    }
                     Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return None,
+                    Some(Err(e)) => {
+                        state.config.trace(WireDirection::Note, &format!("connection failed: {e}"));
+                        return None;
+                    }
+                    None => {
+                        state.config.trace(WireDirection::Note, "connection ended without a close frame");
+                        return None;
+                    }
                 };
+                state.config.trace(WireDirection::Received, &text);
                 let Ok(frame) = Frame::parse(text.as_bytes(), &FrameLimits::default()) else { continue };
                 match frame.event.as_str() {
                     "pusher:connection_established" => {
@@ -510,12 +579,12 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                         // Restore subscriptions, signed for this socket.
                         for channel in state.subscribed.clone() {
                             if let Ok((data, _)) = authorize(state, &socket_id, &channel).await {
-                                let _ = sink.send(Message::Text(text_frame("pusher:subscribe", None, &data).into())).await;
+                                let _ = send_text(&mut sink, &state.config, text_frame("pusher:subscribe", None, &data)).await;
                             }
                         }
                     }
                     "pusher:ping" => {
-                        let _ = sink.send(Message::Text(text_frame("pusher:pong", None, &json!({})).into())).await;
+                        let _ = send_text(&mut sink, &state.config, text_frame("pusher:pong", None, &json!({}))).await;
                     }
                     "pusher:pong" => {
                         if state.fences_to_skip > 0 {
@@ -588,7 +657,7 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                                 state.subscribed.push(channel.clone());
                             }
                             state.pending_subs.insert(channel, PendingSub { reply: Some(reply), shared_secret });
-                            if sink.send(Message::Text(text_frame("pusher:subscribe", None, &data).into())).await.is_err() {
+                            if send_text(&mut sink, &state.config, text_frame("pusher:subscribe", None, &data)).await.is_err() {
                                 return None;
                             }
                         }
@@ -607,8 +676,8 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                 let fence = text_frame("pusher:ping", None, &json!({}));
                 state.in_flight = Some(o);
                 state.pacer.take(Instant::now());
-                if sink.send(Message::Text(text.into())).await.is_err()
-                    || sink.send(Message::Text(fence.into())).await.is_err()
+                if send_text(&mut sink, &state.config, text).await.is_err()
+                    || send_text(&mut sink, &state.config, fence).await.is_err()
                 {
                     return None;
                 }

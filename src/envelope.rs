@@ -235,6 +235,25 @@ pub enum EnvelopeError {
 }
 
 impl EnvelopeError {
+    /// The requirement of `spec/` the event breaks, if one names it.
+    pub fn requirement(&self) -> Option<&'static str> {
+        use EnvelopeError::*;
+        Some(match self {
+            NotSensitive { .. } | NotClientEvent => "PRIV-012",
+            Downgrade { .. } => "PRIV-020",
+            UnexpectedSealed { .. } => "PRIV-021",
+            UnsupportedAlg { .. } | BadEncoding { .. } => "PRIV-022",
+            RefetchKey { .. } | UnknownKid { .. } => "PRIV-023",
+            AuthenticationFailed | PlaintextNotObject | PlaintextOverridesHeader { .. } => {
+                "PRIV-013"
+            }
+            BadSharedSecret => "PRIV-002",
+            Event(e) => return e.requirement(),
+            // The rule for every event; PRIV-030 applies it to sealed ones.
+            Replay(_) => "EVT-015",
+        })
+    }
+
     pub fn code(&self) -> &'static str {
         use EnvelopeError::*;
         match self {

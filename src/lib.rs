@@ -35,6 +35,8 @@ pub mod interop;
 pub mod limits;
 #[cfg(feature = "media")]
 pub mod media;
+#[cfg(any(feature = "client", feature = "server"))]
+pub mod net;
 pub mod pusher;
 pub mod realtime;
 pub mod schema;

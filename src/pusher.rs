@@ -212,6 +212,16 @@ pub enum FrameError {
 }
 
 impl FrameError {
+    /// The requirement of `spec/` the frame breaks, if one names it.
+    pub fn requirement(&self) -> Option<&'static str> {
+        match self {
+            FrameError::DataTooLarge { .. } => Some("LIM-010"),
+            FrameError::TooLarge { .. } | FrameError::TooDeep { .. } => Some("LIM-011"),
+            FrameError::EventNameTooLong { .. } => Some("LIM-012"),
+            _ => None,
+        }
+    }
+
     /// Stable, language-neutral name of the failure.
     pub fn code(&self) -> &'static str {
         match self {

@@ -18,7 +18,7 @@ use crate::client::{Auth, ClientConfig, ClientEvent, RealtimeClient};
 use crate::envelope::{ChannelKey, PrivacyGuard, seal};
 use crate::event::chunk::ChunkAssembler;
 use crate::event::{
-    CallEvent, EndReason, EventBody, Incoming, Privacy, RingTimeoutMs, Sdp, parse_frame,
+    CallEvent, EndReason, EventBody, Incoming, Privacy, Refusal, RingTimeoutMs, Sdp, parse_frame,
 };
 use crate::ids::{DevicePartyId, UserId};
 use crate::media::{MediaPeer, PeerOptions, PeerSignal};
@@ -58,14 +58,13 @@ impl Device {
     }
 
     async fn client(&self) -> Result<RealtimeClient, String> {
-        RealtimeClient::connect(ClientConfig {
-            url: self.realtime_url.clone(),
-            auth: Auth::Endpoint {
+        RealtimeClient::connect(ClientConfig::new(
+            self.realtime_url.clone(),
+            Auth::Endpoint {
                 url: format!("{}/realtime/auth", self.trusted_url),
                 token: self.token.clone(),
             },
-            events_per_second: None,
-        })
+        ))
         .await
         .map_err(|e| e.to_string())
     }
@@ -81,7 +80,7 @@ impl Device {
         body: Option<&Value>,
     ) -> Result<Value, String> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut req = reqwest::Client::new()
+        let mut req = crate::net::http_client()
             .request(method.clone(), format!("{}{path}", self.trusted_url))
             .header("authorization", format!("Bearer {}", self.token));
         if let Some(body) = body {
@@ -199,6 +198,8 @@ pub struct Signaling {
     epoch: Instant,
     throttled: usize,
     notices: std::collections::VecDeque<Action>,
+    /// Events on the call channel this device refused, in order, with the rule each broke.
+    refusals: Vec<Refusal>,
 }
 
 /// A call in progress on this device: [`Signaling`] plus the reference WebRTC peer.
@@ -325,6 +326,7 @@ impl Signaling {
             epoch,
             throttled: 0,
             notices: std::collections::VecDeque::new(),
+            refusals: Vec::new(),
         })
     }
 
@@ -434,24 +436,47 @@ impl Signaling {
     }
 
     fn handle_frame(&mut self, frame: Frame) {
-        let Ok((ChannelName::Call(ch), incoming)) = parse_frame(&frame) else {
-            return;
+        let on_this_channel = frame
+            .channel
+            .as_deref()
+            .is_some_and(|c| c == self.channel.to_string());
+        let incoming = match parse_frame(&frame) {
+            Ok((ChannelName::Call(ch), incoming)) if ch == self.channel => incoming,
+            Ok(_) => return,
+            // Only call events on this call's channel concern it; other events of a shared
+            // connection (member events, other channels) are not refusals.
+            Err(e) if on_this_channel && crate::event::is_call_event_name(&frame.event) => {
+                self.refuse(Refusal::of_event(&frame.event, &e));
+                return;
+            }
+            Err(_) => return,
         };
-        if ch != self.channel {
-            return;
-        }
         let event = match self.guard.receive(incoming) {
             Ok(e) => e,
             Err(e) => {
-                self.timeline
-                    .note(format!("dropped an event: [{}] {e}", e.code()));
+                self.refuse(Refusal::new(&frame.event, e.code(), e.requirement(), &e));
                 return;
             }
         };
         let now = self.now_ms();
-        if let Ok(Some(whole)) = self.assembler.push(event, now) {
-            self.machine.handle_event(&whole, now);
+        match self.assembler.push(event, now) {
+            Ok(Some(whole)) => {
+                self.machine.handle_event(&whole, now);
+            }
+            Ok(None) => {}
+            Err(e) => self.refuse(Refusal::new(&frame.event, e.code(), e.requirement(), &e)),
         }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) {
+        self.timeline.note(refusal.to_string());
+        self.refusals.push(refusal);
+    }
+
+    /// Events on the call channel this device refused so far, in order, each with the rule it
+    /// broke: the first one usually explains why a call did not go on.
+    pub fn refusals(&self) -> &[Refusal] {
+        &self.refusals
     }
 
     /// The next thing the app must act on (never [`Action::Send`]), or `None` at `deadline`.
@@ -690,6 +715,10 @@ impl CallSession {
     }
     pub fn timeline(&self) -> &Timeline {
         &self.sig.timeline
+    }
+    /// See [`Signaling::refusals`].
+    pub fn refusals(&self) -> &[Refusal] {
+        self.sig.refusals()
     }
     /// The candidate pair the media flows over, once ICE selected one.
     pub async fn selected_pair(&self) -> Option<crate::media::SelectedPair> {

@@ -43,6 +43,20 @@ impl RunningStack {
     }
 }
 
+/// The realtime HTTP API as the trusted server beside it reaches it: over loopback when the
+/// realtime server listens on every interface, over TLS when it speaks TLS (the certificate must
+/// then name that address, or its CA be trusted with `--ca-file`).
+fn api_url(realtime: &RunningServer, tls: bool) -> String {
+    let mut addr = realtime.addr();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("{}://{addr}", if tls { "https" } else { "http" })
+}
+
 /// Starts both servers. The trusted server's app must be one of the realtime server's apps; that
 /// app's webhooks go to the trusted server unless it already has a webhook URL.
 pub async fn start(mut cfg: StackConfig) -> Result<RunningStack, String> {
@@ -70,10 +84,11 @@ pub async fn start(mut cfg: StackConfig) -> Result<RunningStack, String> {
     if app.webhook_url.is_none() {
         app.webhook_url = Some(format!("http://{trusted_addr}/realtime/webhooks"));
     }
+    let tls = cfg.realtime.tls();
     let realtime = server::start(cfg.realtime)
         .await
         .map_err(|e| format!("realtime server: {e}"))?;
-    cfg.trusted.realtime_api_url = format!("http://{}", realtime.addr());
+    cfg.trusted.realtime_api_url = api_url(&realtime, tls);
     let trusted = match trusted_server::start(cfg.trusted, Some(listener)).await {
         Ok(t) => t,
         Err(e) => {

@@ -159,7 +159,7 @@ async fn unanswered_call_times_out_and_is_a_missed_call() {
     );
     assert_eq!(a.unwrap().phase, Phase::Ended(EndReason::NoAnswer));
     assert_eq!(b.unwrap().phase, Phase::Ended(EndReason::NoAnswer));
-    let resp = reqwest::Client::new()
+    let resp = domvia_calls::net::http_client()
         .get(format!("http://{}/calls/missed", s.trusted.addr()))
         .header("authorization", "Bearer bob-token")
         .send()

@@ -379,7 +379,7 @@ async fn http_api_rejects_bad_requests_with_clear_errors() {
 
     // Unsigned, stale and tampered requests.
     let url = format!("http://{}{path}", server.addr());
-    let client = reqwest::Client::new();
+    let client = domvia_calls::net::http_client();
     let resp = client.post(&url).body("{}").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     let body = r#"{"name":"e","channel":"private-a","data":"{}"}"#;

@@ -52,7 +52,7 @@ async fn post(
     content_type: &str,
     body: String,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = domvia_calls::net::http_client()
         .post(format!("http://{addr}{path}"))
         .header("content-type", content_type)
         .body(body);
@@ -69,7 +69,7 @@ async fn post(
 }
 
 async fn get(addr: SocketAddr, path: &str, token: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = domvia_calls::net::http_client()
         .get(format!("http://{addr}{path}"))
         .header("authorization", format!("Bearer {token}"))
         .send()
@@ -463,7 +463,7 @@ fn signed_webhook(body: &str, key: &str) -> (String, String) {
 }
 
 async fn deliver(t: SocketAddr, body: &str, key: &str, signature: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = domvia_calls::net::http_client()
         .post(format!("http://{t}/realtime/webhooks"))
         .header("content-type", "application/json")
         .header("x-pusher-key", key)

@@ -114,7 +114,7 @@ async fn demo(args: &CallArgs) -> CliResult {
     // The record the trusted server kept (it learns the end through the realtime webhooks).
     let mut record = Value::Null;
     for _ in 0..100 {
-        let resp = reqwest::Client::new()
+        let resp = domvia_calls::net::http_client()
             .get(format!("http://{t}/calls/{}", placed.call_id))
             .header("authorization", "Bearer alice-token")
             .send()

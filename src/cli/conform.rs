@@ -100,6 +100,9 @@ pub struct ConformArgs {
     /// A TOML file with any of the target settings above (flags win).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Also trust the CA certificates of this PEM file for `wss://` and `https://` (a private CA).
+    #[arg(long, env = "DOMVIA_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Which cases to run by level.
     #[arg(long, value_enum, default_value = "all")]
     level: LevelArg,
@@ -168,6 +171,13 @@ struct TargetFile {
     rate_limit: Option<String>,
     max_event_bytes: Option<usize>,
     max_presence_members: Option<usize>,
+    ca_file: Option<PathBuf>,
+}
+
+/// The `ca_file` of the `--config` file, if there is one that says so.
+fn config_ca_file(a: &ConformArgs) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(a.config.as_ref()?).ok()?;
+    toml::from_str::<TargetFile>(&text).ok()?.ca_file
 }
 
 fn parse_rate(s: &str) -> Result<(u32, u32), String> {
@@ -189,21 +199,33 @@ fn build_target(a: &ConformArgs) -> Result<Target, String> {
         }
         None => TargetFile::default(),
     };
-    let nodes = if a.targets.is_empty() {
+    let given = if a.targets.is_empty() {
         file.targets.clone()
     } else {
         a.targets.clone()
     };
+    let mut nodes = Vec::with_capacity(given.len());
+    let mut key = a.key.clone().or(file.key);
+    for g in &given {
+        let node = conform::target::normalize_node(g)?;
+        if let Some(k) = node.key {
+            match &key {
+                Some(given_key) if *given_key != k => {
+                    return Err(format!(
+                        "--target {g:?} names app key {k:?} but --key is {given_key:?}"
+                    ));
+                }
+                _ => key = Some(k),
+            }
+        }
+        nodes.push(node.base);
+    }
     let app_id = a
         .app_id
         .clone()
         .or(file.app_id)
         .ok_or("--app-id is required with --target")?;
-    let key = a
-        .key
-        .clone()
-        .or(file.key)
-        .ok_or("--key is required with --target")?;
+    let key = key.ok_or("--key is required with --target (or end the target in /app/KEY)")?;
     let mut t = Target::new(nodes, &app_id, &key);
     t.secret = a.secret.clone().or(file.secret).map(|s| Secret::new(&s));
     t.http_api = a.http_api.clone().or(file.http_api);
@@ -309,6 +331,9 @@ pub fn run(a: ConformArgs) -> CliResult {
         trace_text_bytes: a.trace_bytes,
         progress: true,
     };
+    if let Some(ca) = a.ca_file.clone().or_else(|| config_ca_file(&a)) {
+        domvia_calls::net::trust_ca_file(&ca).map_err(|e| format!("--ca-file: {e}"))?;
+    }
     let ids: Vec<&str> = conform::cases::all().iter().map(|c| c.info.id).collect();
     for stale in opts.known_failing.unmatched(&ids) {
         eprintln!("warning: known-failing entry {stale:?} matches no case");

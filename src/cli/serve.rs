@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// Frames queued per connection before it is closed as a slow consumer.
     #[arg(long)]
     outbound_queue: Option<usize>,
+    /// PEM certificate chain: the realtime server speaks TLS (`wss://`, `https://`) with it.
+    #[arg(long, env = "DOMVIA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DOMVIA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Also trust the CA certificates of this PEM file for outbound TLS (webhooks, the realtime
+    /// HTTP API behind a private CA).
+    #[arg(long, env = "DOMVIA_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// `postgres://...` or `sqlite://...`; a SQLite file in --data-dir by default.
     #[arg(long, env = "DOMVIA_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -131,6 +141,13 @@ fn build(args: ServeArgs) -> Result<(Role, ServerConfig, TrustedConfig), String>
     if let Some(q) = args.outbound_queue {
         realtime.outbound_queue = q;
     }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        realtime.tls_cert = Some(cert);
+        realtime.tls_key = Some(key);
+    }
+    if let Some(ca) = &args.ca_file {
+        domvia_calls::net::trust_ca_file(ca).map_err(|e| format!("--ca-file: {e}"))?;
+    }
     if let Some(bind) = args.trusted_bind {
         trusted.bind = bind;
     }
@@ -174,6 +191,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         let development = realtime.apps == vec![AppConfig::development()];
+        let (ws, http) = if realtime.tls() { ("wss", "https") } else { ("ws", "http") };
         let apps = realtime.apps.clone();
         let dev_key = trusted.privacy_master_key.expose() == DEVELOPMENT_MASTER_KEY;
         let demo_users = trusted.directory.is_none();
@@ -199,7 +217,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             }
             for app in &apps {
                 println!(
-                    "  app id {}  key {}  client events {}/s  websocket ws://{addr}/app/{}?protocol=7  http api http://{addr}/apps/{}/",
+                    "  app id {}  key {}  client events {}/s  websocket {ws}://{addr}/app/{}?protocol=7  http api {http}://{addr}/apps/{}/",
                     app.id, app.key, app.client_events_per_second, app.key, app.id
                 );
                 if development {

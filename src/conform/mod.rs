@@ -122,6 +122,7 @@ pub fn selected(selection: &Selection) -> Vec<Case> {
 fn outcome_of(
     result: Result<Result<Option<String>, Problem>, tokio::time::error::Elapsed>,
     violations: Vec<String>,
+    deviations: Vec<Failure>,
 ) -> Outcome {
     match result {
         Err(_) => Outcome::Failed(Failure {
@@ -129,7 +130,11 @@ fn outcome_of(
             expected: "the target answers every step".into(),
             actual: "the case hung".into(),
         }),
-        Ok(Ok(note)) if violations.is_empty() => Outcome::Passed { note },
+        Ok(Ok(note)) if violations.is_empty() && deviations.is_empty() => Outcome::Passed { note },
+        Ok(Ok(note)) if violations.is_empty() => Outcome::PassedNonStrict {
+            note,
+            deviation: merge_deviations(deviations),
+        },
         Ok(Ok(_)) => Outcome::Failed(Failure {
             message: "received call events break their JSON Schema".into(),
             expected: "every call event valid against schemas/".into(),
@@ -141,13 +146,39 @@ fn outcome_of(
     }
 }
 
+/// Several broken SHOULDs as one failure: the first one's message, with the others counted, and
+/// every one's expected and actual side.
+fn merge_deviations(mut deviations: Vec<Failure>) -> Failure {
+    if deviations.len() == 1 {
+        return deviations.remove(0);
+    }
+    let message = format!(
+        "{} (and {} more SHOULD broken)",
+        deviations[0].message,
+        deviations.len() - 1
+    );
+    let side = |f: fn(&Failure) -> &String| {
+        deviations
+            .iter()
+            .map(|d| format!("{}: {}", d.message, f(d)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Failure {
+        message,
+        expected: side(|d| &d.expected),
+        actual: side(|d| &d.actual),
+    }
+}
+
 /// How bad an outcome is, to keep the worst of repeats.
 fn severity(o: &Outcome) -> u8 {
     match o {
         Outcome::Passed { .. } => 0,
         Outcome::Unsupported(_) => 1,
-        Outcome::Failed(_) => 2,
-        Outcome::Errored(_) => 3,
+        Outcome::PassedNonStrict { .. } => 2,
+        Outcome::Failed(_) => 3,
+        Outcome::Errored(_) => 4,
     }
 }
 
@@ -195,7 +226,8 @@ pub async fn run(
                 )
                 .with_trace_text_bytes(opts.trace_text_bytes);
                 let result = tokio::time::timeout(CASE_BUDGET, (case.run)(ctx.clone())).await;
-                let outcome = outcome_of(result, ctx.take_schema_violations());
+                let outcome =
+                    outcome_of(result, ctx.take_schema_violations(), ctx.take_deviations());
                 let this_trace = ctx.take_trace();
                 if matches!(outcome, Outcome::Passed { .. }) {
                     passes += 1;
@@ -235,6 +267,10 @@ pub async fn run(
         };
         match outcome {
             Outcome::Passed { note } => result.note = note,
+            Outcome::PassedNonStrict { note, deviation } => {
+                result.note = note;
+                result.failure = Some(deviation);
+            }
             Outcome::Failed(f) => result.failure = Some(f),
             Outcome::Unsupported(r) | Outcome::Errored(r) => result.reason = Some(r),
         }

@@ -96,6 +96,68 @@ impl SecondPeer {
     }
 }
 
+/// A `--target` as people paste it, made into a node base URL (`ws://host:port` or
+/// `wss://host/prefix`), and the app key it named if it had `/app/KEY` at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUrl {
+    pub base: String,
+    pub key: Option<String>,
+}
+
+/// Normalises the forms a user gives for a node: `ws://host:port`, `wss://host`,
+/// `ws://host/app/KEY`, each with or without `?protocol=7...` and a trailing `/`. A path before
+/// `/app/KEY` is kept (a server behind a reverse proxy under a prefix). Anything else is refused
+/// with a message naming the expected form, so `/app/KEY/app/KEY` is never built.
+pub fn normalize_node(given: &str) -> Result<NodeUrl, String> {
+    const FORM: &str =
+        "ws://HOST[:PORT][/PREFIX] or wss://HOST[:PORT][/PREFIX], optionally ending in /app/KEY";
+    let trimmed = given.trim();
+    let (scheme, rest) = trimmed
+        .split_once("://")
+        .ok_or_else(|| format!("--target {given:?} has no scheme; expected {FORM}"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme == "http" || scheme == "https" {
+        let ws = if scheme == "http" { "ws" } else { "wss" };
+        return Err(format!(
+            "--target {given:?} is an HTTP URL; the WebSocket endpoint is {ws}://{rest} (the HTTP API goes to --http-api); expected {FORM}"
+        ));
+    }
+    if scheme != "ws" && scheme != "wss" {
+        return Err(format!(
+            "--target {given:?} has scheme {scheme:?}; expected {FORM}"
+        ));
+    }
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("--target {given:?} has no host; expected {FORM}"));
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (prefix, key) = match segments.as_slice() {
+        [before @ .., "app", key] => (before, Some((*key).to_owned())),
+        [.., "app"] => {
+            return Err(format!(
+                "--target {given:?} ends in /app without a key; expected {FORM}"
+            ));
+        }
+        all => (all, None),
+    };
+    if prefix.contains(&"app") {
+        return Err(format!(
+            "--target {given:?} names /app/ more than once; expected {FORM}"
+        ));
+    }
+    let mut base = format!("{scheme}://{host}");
+    for p in prefix {
+        base.push('/');
+        base.push_str(p);
+    }
+    Ok(NodeUrl { base, key })
+}
+
 /// A user the trusted server knows, with the bearer token that signs them in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetUser {
@@ -229,5 +291,69 @@ impl Target {
             "second_peer": self.second_peer,
             "features": self.features.iter().map(|f| f.name()).collect::<Vec<_>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(s: &str) -> (String, Option<String>) {
+        let n = normalize_node(s).unwrap();
+        (n.base, n.key)
+    }
+
+    #[test]
+    fn pasted_target_forms_become_one_base() {
+        let plain = ("ws://127.0.0.1:6001".to_owned(), None);
+        assert_eq!(node("ws://127.0.0.1:6001"), plain);
+        assert_eq!(node("ws://127.0.0.1:6001/"), plain);
+        assert_eq!(node(" ws://127.0.0.1:6001?protocol=7 "), plain);
+        let keyed = ("ws://127.0.0.1:6001".to_owned(), Some("KEY".to_owned()));
+        assert_eq!(node("ws://127.0.0.1:6001/app/KEY"), keyed);
+        assert_eq!(node("ws://127.0.0.1:6001/app/KEY/"), keyed);
+        assert_eq!(
+            node("ws://127.0.0.1:6001/app/KEY?protocol=7&client=js&version=8"),
+            keyed
+        );
+        assert_eq!(
+            node("wss://example.org"),
+            ("wss://example.org".to_owned(), None)
+        );
+        assert_eq!(
+            node("WSS://example.org/realtime/app/k1"),
+            (
+                "wss://example.org/realtime".to_owned(),
+                Some("k1".to_owned())
+            )
+        );
+    }
+
+    #[test]
+    fn other_forms_are_refused_with_the_expected_form() {
+        for bad in [
+            "127.0.0.1:6001",
+            "http://127.0.0.1:6001",
+            "https://example.org/app/k",
+            "tcp://x",
+            "ws://",
+            "ws://h/app",
+            "ws://h/app/k/app/k",
+        ] {
+            let e = normalize_node(bad).unwrap_err();
+            assert!(e.contains("expected ws://HOST"), "{bad}: {e}");
+        }
+        assert!(
+            normalize_node("http://h:1")
+                .unwrap_err()
+                .contains("ws://h:1")
+        );
+    }
+
+    #[test]
+    fn app_urls_never_repeat_the_app_path() {
+        let n = normalize_node("ws://h:1/app/K").unwrap();
+        let t = Target::new(vec![n.base], "1", "K");
+        assert_eq!(t.app_url(0), "ws://h:1/app/K");
     }
 }

@@ -111,6 +111,13 @@ pub struct Failure {
 pub enum Outcome {
     /// The target did what the case checks; `note` is an observation worth reporting.
     Passed { note: Option<String> },
+    /// The target did what the case requires but broke a SHOULD on the way (for instance it
+    /// refused a bad request, as it must, with another status than the one the spec names).
+    /// Autobahn calls this NON-STRICT.
+    PassedNonStrict {
+        note: Option<String>,
+        deviation: Failure,
+    },
     /// The target did not.
     Failed(Failure),
     /// The case does not apply to this target.
@@ -125,9 +132,13 @@ pub fn decide(level: Level, outcome: &Outcome, listed: bool) -> Verdict {
     match (outcome, level) {
         (Outcome::Unsupported(_), _) => Verdict::Unsupported,
         (Outcome::Errored(_), _) => Verdict::Errored,
-        (Outcome::Passed { .. }, Level::Info) => Verdict::Informational,
+        (Outcome::Passed { .. } | Outcome::PassedNonStrict { .. }, Level::Info) => {
+            Verdict::Informational
+        }
         (Outcome::Passed { .. }, _) if listed => Verdict::Fixed,
         (Outcome::Passed { .. }, _) => Verdict::Pass,
+        (Outcome::PassedNonStrict { .. }, _) if listed => Verdict::KnownFailing,
+        (Outcome::PassedNonStrict { .. }, _) => Verdict::NonStrict,
         (Outcome::Failed(_), Level::Info) => Verdict::Informational,
         (Outcome::Failed(_), _) if listed => Verdict::KnownFailing,
         (Outcome::Failed(_), Level::Must) => Verdict::Fail,
@@ -289,6 +300,18 @@ mod tests {
         );
         let errored = Outcome::Errored("refused".into());
         assert_eq!(decide(Level::Must, &errored, true), Verdict::Errored);
+        let soft = Outcome::PassedNonStrict {
+            note: None,
+            deviation: Failure {
+                message: "m".into(),
+                expected: "e".into(),
+                actual: "a".into(),
+            },
+        };
+        assert_eq!(decide(Level::Must, &soft, false), Verdict::NonStrict);
+        assert_eq!(decide(Level::Should, &soft, false), Verdict::NonStrict);
+        assert_eq!(decide(Level::Must, &soft, true), Verdict::KnownFailing);
+        assert_eq!(decide(Level::Info, &soft, false), Verdict::Informational);
     }
 
     #[test]

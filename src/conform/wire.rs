@@ -91,6 +91,8 @@ pub struct Ctx {
     pub webhooks: Option<Arc<WebhookLog>>,
     trace: Arc<Mutex<Vec<TraceEntry>>>,
     schema_violations: Arc<Mutex<Vec<String>>>,
+    /// SHOULDs the target broke while doing what the case requires.
+    deviations: Arc<Mutex<Vec<Failure>>>,
     schemas: Arc<Schemas>,
     began: Instant,
     trace_text_bytes: usize,
@@ -109,6 +111,7 @@ impl Ctx {
             webhooks,
             trace: Arc::default(),
             schema_violations: Arc::default(),
+            deviations: Arc::default(),
             schemas,
             began: Instant::now(),
             trace_text_bytes: TRACE_TEXT_BYTES,
@@ -149,11 +152,55 @@ impl Ctx {
             .unwrap_or_default()
     }
 
+    /// Records a broken SHOULD unless `cond` holds, and lets the case go on: a case that then
+    /// passes is `non_strict`. Returns `cond`.
+    pub fn should(
+        &self,
+        cond: bool,
+        message: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> bool {
+        if !cond {
+            let f = Failure {
+                message: message.into(),
+                expected: expected.into(),
+                actual: actual.into(),
+            };
+            self.note("kit", "!", &format!("SHOULD broken: {}", f.message));
+            if let Ok(mut d) = self.deviations.lock() {
+                d.push(f);
+            }
+        }
+        cond
+    }
+
+    pub(super) fn take_deviations(&self) -> Vec<Failure> {
+        self.deviations
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
     pub(super) fn take_schema_violations(&self) -> Vec<String> {
         self.schema_violations
             .lock()
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default()
+    }
+
+    /// A tap that writes a reference client's frames into this case's trace as `conn`.
+    pub fn tap(&self, conn: &str) -> crate::client::WireTap {
+        use crate::client::WireDirection;
+        let (ctx, conn) = (self.clone(), conn.to_owned());
+        crate::client::WireTap(Arc::new(move |direction, text| {
+            let dir = match direction {
+                WireDirection::Sent => ">",
+                WireDirection::Received => "<",
+                WireDirection::Note => "!",
+            };
+            ctx.note(&conn, dir, text);
+        }))
     }
 
     /// The app secret, or `unsupported` for targets tested without it.
@@ -252,7 +299,7 @@ impl Ctx {
             .collect();
         let url = format!("{}{path}?{}", base.trim_end_matches('/'), query.join("&"));
         self.note("http", ">", &format!("{method} {path} {body}"));
-        let client = reqwest::Client::new();
+        let client = crate::net::http_client();
         let req = match method {
             "GET" => client.get(&url),
             _ => client
@@ -361,7 +408,7 @@ impl Conn {
     /// Opens `url` without waiting for `connection_established`.
     pub async fn open_url(ctx: &Ctx, name: &str, url: &str) -> Step<Conn> {
         ctx.note(name, "!", &format!("connect {url}"));
-        let (ws, _) = tokio::time::timeout(PROMPT, tokio_tungstenite::connect_async(url))
+        let ws = tokio::time::timeout(PROMPT, crate::net::connect_websocket(url))
             .await
             .map_err(|_| errored(format!("{name}: connecting to {url} took over {PROMPT:?}")))?
             .map_err(|e| errored(format!("{name}: cannot connect to {url}: {e}")))?;
@@ -841,7 +888,7 @@ pub async fn listen_webhooks(
         .await
         .map_err(|e| format!("cannot listen for webhooks on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let state = (log.clone(), reqwest::Client::new());
+    let state = (log.clone(), crate::net::http_client());
     let app = axum::Router::new()
         .fallback(axum::routing::post(
             |axum::extract::State((log, client)): axum::extract::State<(

@@ -46,6 +46,17 @@ pub enum ChunkError {
 }
 
 impl ChunkError {
+    /// The requirement of `spec/` the chunk breaks, if one names it.
+    pub fn requirement(&self) -> Option<&'static str> {
+        match self {
+            ChunkError::NotSdpEvent | ChunkError::TooLarge { .. } => Some("EVT-080"),
+            ChunkError::Mismatch { .. } | ChunkError::Duplicate { .. } => Some("EVT-082"),
+            ChunkError::TooManyPending { .. } | ChunkError::TooManyParties => Some("EVT-083"),
+            ChunkError::SeqOverflow => Some("EVT-016"),
+            ChunkError::Joined(e) => e.requirement(),
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ChunkError::NotSdpEvent => "chunk.not_sdp_event",

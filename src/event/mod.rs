@@ -319,6 +319,35 @@ impl EventError {
         }
     }
 
+    /// The requirement of `spec/` the event breaks, for diagnostics that point a reader at the
+    /// rule (`None` where no single requirement names it).
+    pub fn requirement(&self) -> Option<&'static str> {
+        use EventError::*;
+        Some(match self {
+            Frame(e) => return e.requirement(),
+            UnknownName { .. } => "EVT-003",
+            MissingChannel | BadChannel { .. } => "CHAN-001",
+            MissingData | MissingField { .. } | InvalidField { .. } => return None,
+            UnsupportedVersion { .. } => "EVT-010",
+            UnexpectedToPartyId { .. } => "EVT-021",
+            SealedNotAllowed { .. } => "PRIV-012",
+            ReservedPartyId | ServerPartyRequired => "EVT-013",
+            CallerMismatch
+            | CallerInCallees
+            | DuplicateCallee { .. }
+            | TooManyCallees
+            | StartedChannelMismatch { .. } => "EVT-030",
+            CallIdMismatch { .. } => "EVT-011",
+            SdpNotWhole => "EVT-040",
+            ChunkInconsistent { .. } => "EVT-082",
+            TooManyCandidates { .. } | EmptyCandidates => "EVT-052",
+            CandidateWithoutMedia { .. } => "EVT-051",
+            EndedAddressedWrongly => "EVT-022",
+            UserIdMismatch { .. } | MissingVerifiedUser => "EVT-014",
+            NotAllowedOnInbox { .. } | InboxUserNotCallee { .. } => "FLOW-002",
+        })
+    }
+
     /// The field at fault, for field-level errors.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -597,6 +626,11 @@ fn wire<B: serde::de::DeserializeOwned>(data: &Value) -> Result<(EventHeader, B)
     Ok((from_data(data)?, from_data(data)?))
 }
 
+/// Whether `name` is in the call events' namespace (`client-call.*` or `call.*`), known or not.
+pub fn is_call_event_name(name: &str) -> bool {
+    name.starts_with("client-call.") || name.starts_with("call.")
+}
+
 /// Parses the data of a call event named `name` (`client-call.x` or `call.x`).
 ///
 /// Checks, in order: the name, `v` (so a future version is reported as such and not as a shape
@@ -638,6 +672,50 @@ pub fn parse_event(name: &str, data: &Map<String, Value>) -> Result<Incoming, Ev
         EventKind::Ended => wire(data).map(|(h, b)| (h, EventBody::Ended(b)))?,
     };
     CallEvent::new(origin, header, body).map(Incoming::Clear)
+}
+
+/// A received event that a receiver refused, with the rule it broke: what diagnostics print so
+/// a reader sees which requirement stopped a call ("dropped client-call.started: a client event
+/// on a presence channel arrived without the server-added `user_id` [EVT-014]").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The event name as it arrived (`client-call.offer`).
+    pub event: String,
+    /// The stable error code (`event.missing_verified_user`).
+    pub code: &'static str,
+    /// The requirement of `spec/`, where one names the rule.
+    pub requirement: Option<&'static str>,
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(
+        event: &str,
+        code: &'static str,
+        requirement: Option<&'static str>,
+        reason: impl fmt::Display,
+    ) -> Refusal {
+        Refusal {
+            event: event.to_owned(),
+            code,
+            requirement,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn of_event(event: &str, e: &EventError) -> Refusal {
+        Refusal::new(event, e.code(), e.requirement(), e)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dropped {}: {}", self.event, self.reason)?;
+        match self.requirement {
+            Some(r) => write!(f, " [{r}]"),
+            None => write!(f, " ({})", self.code),
+        }
+    }
 }
 
 /// Parses a received frame as a call event and checks it against the channel it arrived on.

@@ -25,6 +25,12 @@ pub struct ServerConfig {
     /// How long webhook events are collected into one delivery, in milliseconds.
     #[serde(default = "default_webhook_batch_ms")]
     pub webhook_batch_ms: u64,
+    /// PEM certificate chain: with `tls_key`, every listener speaks TLS (`wss://`, `https://`).
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -47,6 +53,8 @@ impl Default for ServerConfig {
             apps: vec![AppConfig::development()],
             outbound_queue: default_outbound_queue(),
             webhook_batch_ms: default_webhook_batch_ms(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -74,7 +82,15 @@ impl ServerConfig {
         if self.outbound_queue == 0 {
             return Err("outbound_queue must be at least 1".into());
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together: give both or neither".into());
+        }
         Ok(())
+    }
+
+    /// Whether the listeners speak TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
     }
 }
 

@@ -13,6 +13,7 @@
 //!   cases need. They are not a distributed deployment.
 
 mod config;
+pub mod tls;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -140,6 +141,10 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
         .iter()
         .map(TcpListener::local_addr)
         .collect::<io::Result<Vec<_>>>()?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(io::Error::other)?),
+        _ => None,
+    };
     let webhooks = webhooks::spawn(config.apps.clone(), config.webhook_batch_ms);
     // One hub serves every listener, so all of them are one server. The test-only defect gives
     // each listener a hub of its own: nodes that do not share their state.
@@ -178,15 +183,26 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
             .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
             .with_state(shared);
         let mut stopped = stopped.clone();
-        http.push(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
+        let stop = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        http.push(match &tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls.clone())?;
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop)
+                        .await
                 })
-                .await
-        }));
+            }
+            None => tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }),
+        });
     }
-    tracing::info!(addrs = ?addrs, "realtime server listening");
+    tracing::info!(addrs = ?addrs, tls = tls.is_some(), "realtime server listening");
     Ok(RunningServer {
         addrs,
         commands,

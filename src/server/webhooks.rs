@@ -25,10 +25,10 @@ pub fn spawn(apps: Vec<AppConfig>, batch_ms: u64) -> mpsc::Sender<(usize, Value)
 }
 
 async fn run(apps: Vec<AppConfig>, batch_ms: u64, mut rx: mpsc::Receiver<(usize, Value)>) {
-    let client = reqwest::Client::builder()
+    let client = crate::net::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .expect("a plain HTTP client builds");
+        .expect("an HTTP client with a preconfigured TLS backend builds");
     while let Some((app, first)) = rx.recv().await {
         let mut pending: HashMap<usize, Vec<Value>> = HashMap::new();
         pending.entry(app).or_default().push(first);

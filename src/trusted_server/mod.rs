@@ -255,7 +255,7 @@ pub async fn start(
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let state = Arc::new(AppState {
-        http: reqwest::Client::builder()
+        http: crate::net::http_client_builder()
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| e.to_string())?,

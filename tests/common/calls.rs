@@ -53,7 +53,7 @@ pub async fn place_room_call(
 pub async fn ended_record(s: &RunningStack, token: &str, call_id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = reqwest::Client::new()
+        let resp = domvia_calls::net::http_client()
             .get(format!("http://{}/calls/{call_id}", s.trusted.addr()))
             .header("authorization", format!("Bearer {token}"))
             .send()

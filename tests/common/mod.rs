@@ -222,7 +222,7 @@ pub async fn http_api(
     );
     let query: Vec<String> = signed.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let url = format!("http://{addr}{path}?{}", query.join("&"));
-    let client = reqwest::Client::new();
+    let client = domvia_calls::net::http_client();
     let req = match method {
         "GET" => client.get(url),
         _ => client

@@ -112,6 +112,7 @@ pub(super) async fn client(ctx: &Ctx, user: &str) -> Step<RealtimeClient> {
             presence_user: Some((user.to_owned(), json!({}))),
         },
         events_per_second: Some(f64::from(ctx.target.rate_limit.0)),
+        tap: Some(ctx.tap(user)),
     })
     .await
     .map_err(|e| errored(format!("reference client {user}: {e}")))

@@ -199,7 +199,7 @@ async fn auth(
         ">",
         &format!("POST auth {channel} socket {socket_id} json={as_json}"),
     );
-    let mut req = reqwest::Client::new().post(url);
+    let mut req = crate::net::http_client().post(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -218,7 +218,7 @@ async fn auth(
 }
 
 async fn get(ctx: &Ctx, token: &str, path: &str) -> Step<(u16, Value)> {
-    let req = reqwest::Client::new()
+    let req = crate::net::http_client()
         .get(format!("{}{path}", base(ctx)?))
         .bearer_auth(token);
     response(ctx, &format!("GET {path}"), req).await
@@ -234,7 +234,7 @@ async fn place_call(ctx: &Ctx, extra: Value) -> Step<Value> {
         b.extend(e.clone());
     }
     ctx.note("trusted", ">", &format!("POST /calls {body}"));
-    let req = reqwest::Client::new()
+    let req = crate::net::http_client()
         .post(format!("{}/calls", base(ctx)?))
         .bearer_auth(token)
         .header("content-type", "application/json")
@@ -490,7 +490,12 @@ async fn place(ctx: Ctx) -> Step<Option<String>> {
 async fn ice_servers_for_callee(ctx: Ctx) -> Step<Option<String>> {
     let (callee, token) = user(&ctx, 1)?;
     let url = format!("{}/ice-servers", base(&ctx)?);
-    let anonymous = response(&ctx, "GET /ice-servers", reqwest::Client::new().get(&url)).await?;
+    let anonymous = response(
+        &ctx,
+        "GET /ice-servers",
+        crate::net::http_client().get(&url),
+    )
+    .await?;
     ensure(
         anonymous.0 == 401 || anonymous.0 == 403,
         "GET /ice-servers without a bearer token is refused",
@@ -500,7 +505,7 @@ async fn ice_servers_for_callee(ctx: Ctx) -> Step<Option<String>> {
     let got = response(
         &ctx,
         "GET /ice-servers",
-        reqwest::Client::new().get(&url).bearer_auth(token),
+        crate::net::http_client().get(&url).bearer_auth(token),
     )
     .await?;
     ensure(
@@ -649,7 +654,7 @@ async fn forged_webhooks(ctx: Ctx) -> Step<Option<String>> {
     let url = format!("{}/realtime/webhooks", base(&ctx)?);
     let secret = ctx.secret()?.clone();
     let post = |body: String, signature: String| {
-        reqwest::Client::new()
+        crate::net::http_client()
             .post(url.clone())
             .header("content-type", "application/json")
             .header("x-pusher-key", ctx.target.key.clone())
