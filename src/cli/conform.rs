@@ -257,9 +257,11 @@ fn build_target(a: &ConformArgs) -> Result<Target, String> {
         .map(|s| Secret::new(&s));
     if let Some(r) = a.rate_limit.clone().or(file.rate_limit) {
         t.rate_limit = parse_rate(&r)?;
+        t.limits_source = conform::target::LimitsSource::Configured;
     }
     if let Some(m) = a.max_event_bytes.or(file.max_event_bytes) {
         t.max_event_bytes = m;
+        t.limits_source = conform::target::LimitsSource::Configured;
     }
     if let Some(m) = a.max_presence_members.or(file.max_presence_members) {
         t.max_presence_members = m;

@@ -104,6 +104,7 @@ impl Embedded {
         target.rate_limit = (rate, burst);
         target.max_event_bytes = max_bytes;
         target.max_presence_members = max_members;
+        target.limits_source = crate::conform::target::LimitsSource::Configured;
         target.features = target.infer_features();
         Ok(Embedded {
             target,

@@ -182,6 +182,21 @@ fn severity(o: &Outcome) -> u8 {
     }
 }
 
+/// Reads the limits the target announces on one connection and holds it to them, unless the
+/// user configured limits. A target that cannot be reached keeps the defaults: the cases then
+/// report why.
+async fn adopt_announced_limits(target: &mut Target, schemas: &Arc<Schemas>) {
+    if target.limits_source == target::LimitsSource::Configured {
+        return;
+    }
+    let ctx = Ctx::new(Arc::new(target.clone()), 0, None, schemas.clone());
+    if let Ok(c) = wire::Conn::connect(&ctx, "limits").await {
+        let limits = c.established["limits"].clone();
+        c.close().await;
+        target.adopt_announced_limits(&limits);
+    }
+}
+
 /// Runs the selected cases against `target`. `webhooks` is a listener already started by the
 /// caller; without one, a listener is started on `target.webhook_listen` if set.
 pub async fn run(
@@ -200,6 +215,8 @@ pub async fn run(
         ),
         (None, None) => None,
     };
+    let mut target = target;
+    adopt_announced_limits(&mut target, &schemas).await;
     let target = Arc::new(target);
     let selected = selected(&opts.selection);
     let total = selected.len();

@@ -158,6 +158,46 @@ pub fn normalize_node(given: &str) -> Result<NodeUrl, String> {
     Ok(NodeUrl { base, key })
 }
 
+/// Where the limits the kit holds the target to come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsSource {
+    /// The protocol's defaults (10 events/s, burst 10, 10 KiB).
+    Default,
+    /// The `limits` extension of the target's `connection_established`.
+    Announced,
+    /// `--rate-limit`, `--max-event-bytes` or the config file.
+    Configured,
+}
+
+impl Target {
+    /// Takes the limits the target announced (`connection_established`'s `limits`) unless the
+    /// user configured them. Returns whether they were taken.
+    pub fn adopt_announced_limits(&mut self, limits: &serde_json::Value) -> bool {
+        if self.limits_source == LimitsSource::Configured || !limits.is_object() {
+            return false;
+        }
+        let mut taken = false;
+        if let Some(r) = limits["client_events_per_second"]
+            .as_u64()
+            .filter(|r| *r > 0)
+        {
+            // The extension names no burst; Pusher's limiter allows one of the rate.
+            let r = r.min(u64::from(u32::MAX)) as u32;
+            self.rate_limit = (r, r);
+            taken = true;
+        }
+        if let Some(b) = limits["max_event_bytes"].as_u64().filter(|b| *b > 0) {
+            self.max_event_bytes = b as usize;
+            taken = true;
+        }
+        if taken {
+            self.limits_source = LimitsSource::Announced;
+        }
+        taken
+    }
+}
+
 /// A user the trusted server knows, with the bearer token that signs them in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetUser {
@@ -195,6 +235,9 @@ pub struct Target {
     pub max_event_bytes: usize,
     /// Distinct users a presence channel takes.
     pub max_presence_members: usize,
+    /// Where `rate_limit` and `max_event_bytes` come from: the user's settings win over what the
+    /// target announces in `connection_established`, which wins over the protocol's defaults.
+    pub limits_source: LimitsSource,
     pub features: BTreeSet<Feature>,
     /// The callee of the `webrtc` cases.
     pub second_peer: SecondPeer,
@@ -225,6 +268,7 @@ impl Target {
             ),
             max_event_bytes: crate::limits::MAX_EVENT_DATA_BYTES,
             max_presence_members: 100,
+            limits_source: LimitsSource::Default,
             features: BTreeSet::new(),
             second_peer: SecondPeer::Rust,
             pusher_js: None,
@@ -289,6 +333,9 @@ impl Target {
             "webhook_listen": self.webhook_listen,
             "turn": self.turn,
             "second_peer": self.second_peer,
+            "rate_limit": format!("{}/{}", self.rate_limit.0, self.rate_limit.1),
+            "max_event_bytes": self.max_event_bytes,
+            "limits_source": self.limits_source,
             "features": self.features.iter().map(|f| f.name()).collect::<Vec<_>>(),
         })
     }

@@ -393,6 +393,16 @@ pub enum Recv {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// What opening a WebSocket gave.
+pub enum Opened {
+    Conn(Conn),
+    /// The target answered the upgrade request with an HTTP status instead of switching.
+    RefusedAtUpgrade {
+        status: u16,
+        body: String,
+    },
+}
+
 /// A raw Pusher-protocol connection to the target, traced.
 pub struct Conn {
     pub name: String,
@@ -407,19 +417,44 @@ pub struct Conn {
 impl Conn {
     /// Opens `url` without waiting for `connection_established`.
     pub async fn open_url(ctx: &Ctx, name: &str, url: &str) -> Step<Conn> {
+        match Conn::try_open_url(ctx, name, url).await? {
+            Opened::Conn(c) => Ok(c),
+            Opened::RefusedAtUpgrade { status, body } => Err(errored(format!(
+                "{name}: the target refused the WebSocket upgrade of {url} with HTTP {status}: {body}"
+            ))),
+        }
+    }
+
+    /// Opens `url`; a refusal at the HTTP upgrade is an answer here, not an error (a server may
+    /// refuse a connection there instead of closing it with a Pusher code).
+    pub async fn try_open_url(ctx: &Ctx, name: &str, url: &str) -> Step<Opened> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
         ctx.note(name, "!", &format!("connect {url}"));
-        let ws = tokio::time::timeout(PROMPT, crate::net::connect_websocket(url))
+        let ws = match tokio::time::timeout(PROMPT, crate::net::connect_websocket(url))
             .await
             .map_err(|_| errored(format!("{name}: connecting to {url} took over {PROMPT:?}")))?
-            .map_err(|e| errored(format!("{name}: cannot connect to {url}: {e}")))?;
-        Ok(Conn {
+        {
+            Ok(ws) => ws,
+            Err(WsError::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).chars().take(200).collect())
+                    .unwrap_or_default();
+                ctx.note(name, "!", &format!("upgrade refused: HTTP {status} {body}"));
+                return Ok(Opened::RefusedAtUpgrade { status, body });
+            }
+            Err(e) => return Err(errored(format!("{name}: cannot connect to {url}: {e}"))),
+        };
+        Ok(Opened::Conn(Conn {
             name: name.to_owned(),
             ws,
             ctx: ctx.clone(),
             socket_id: String::new(),
             established: Value::Null,
             closed: false,
-        })
+        }))
     }
 
     /// Connects to node 0 and waits for `pusher:connection_established`.

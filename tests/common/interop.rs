@@ -76,7 +76,7 @@ pub async fn run_case(
     (case.verdict, serde_json::to_string(case).unwrap())
 }
 
-/// Runs `webrtc.handshake` against the embedded reference servers with `peer` as the callee.
+/// Runs `webrtc.presence.handshake` against the embedded reference servers with `peer` as the callee.
 #[cfg(feature = "conform")]
 pub async fn run_webrtc_case(
     peer: domvia_calls::conform::SecondPeer,
@@ -86,7 +86,7 @@ pub async fn run_webrtc_case(
     let mut embedded = Embedded::start(EmbeddedOptions::default()).await.unwrap();
     embedded.target.second_peer = peer;
     embedded.target.pusher_js = pusher_js;
-    let result = run_case(&embedded, "webrtc.handshake").await;
+    let result = run_case(&embedded, "webrtc.presence.handshake").await;
     embedded.shutdown().await;
     result
 }

@@ -7,11 +7,11 @@ use tokio::time::Instant;
 
 use super::{Case, case};
 use crate::call::{Action, CallMachine};
-use crate::channel::CallChannel;
+use crate::channel::{CallChannel, ChannelKind};
 use crate::client::{Auth, ClientConfig, ClientEvent, RealtimeClient};
-use crate::conform::wire::{Conn, Ctx, PROMPT, Step, decode_data, ensure, errored, fail};
+use crate::conform::wire::{Conn, Ctx, PROMPT, Problem, Step, decode_data, ensure, errored, fail};
 use crate::envelope::ChannelKey;
-use crate::event::{Incoming, MediaSelection, Privacy, RingTimeoutMs};
+use crate::event::{Incoming, MediaSelection, Privacy, Refusal, RingTimeoutMs};
 use crate::ids::{DevicePartyId, UserId};
 use crate::pusher::Frame;
 use crate::session::Signaling;
@@ -28,22 +28,47 @@ pub fn cases() -> Vec<Case> {
             sealed_relayed
         ),
         case!(
-            "call_flow.standard",
+            "call_flow.private.standard",
             CallFlow,
             Must,
-            ["EVT-001", "FLOW-005", "FLOW-007", "STATE-002", "TRN-032"],
-            [AppSecret, Presence],
-            "Two reference clients run started, accepted, offer, answer, media_state, ended through the target; every event is schema-valid",
-            standard_flow
+            ["EVT-001", "FLOW-005", "FLOW-007", "STATE-002"],
+            [AppSecret],
+            "On a private-call. channel, two reference clients run started, accepted, offer, answer, ended through the target; every event is schema-valid",
+            standard_private
         ),
         case!(
-            "call_flow.chunked-offer",
+            "call_flow.presence.standard",
+            CallFlow,
+            Must,
+            [
+                "EVT-001",
+                "FLOW-005",
+                "FLOW-007",
+                "STATE-002",
+                "TRN-032",
+                "EVT-014"
+            ],
+            [AppSecret, Presence],
+            "On a presence-call. channel, the same call with every event carrying the sender's server-verified user_id",
+            standard_presence
+        ),
+        case!(
+            "call_flow.private.chunked-offer",
             CallFlow,
             Must,
             ["EVT-080", "EVT-081", "LIM-010"],
+            [AppSecret],
+            "On a private-call. channel, an offer larger than the event limit crosses the target as chunk events and is reassembled",
+            chunked_private
+        ),
+        case!(
+            "call_flow.presence.chunked-offer",
+            CallFlow,
+            Must,
+            ["EVT-080", "EVT-081", "LIM-010", "EVT-014"],
             [AppSecret, Presence],
-            "An offer larger than the event limit crosses the target as chunk events and is reassembled",
-            chunked_offer
+            "On a presence-call. channel, the chunked offer crosses the target with the verified user_id on every chunk",
+            chunked_presence
         ),
     ]
 }
@@ -136,18 +161,21 @@ struct Call {
     channel: String,
 }
 
-/// A fresh presence call channel with an observer already subscribed to it.
-pub(super) async fn fresh_call_channel(ctx: &Ctx) -> Step<(CallChannel, Conn)> {
+/// A fresh call channel of `kind` with an observer already subscribed to it.
+pub(super) async fn fresh_call_channel(ctx: &Ctx, kind: ChannelKind) -> Step<(CallChannel, Conn)> {
+    let prefix = match kind {
+        ChannelKind::Private => "private",
+        ChannelKind::Presence => "presence",
+    };
     let name = format!(
-        "presence-call.room.conform-{:08x}.call-{:016x}",
+        "{prefix}-call.room.conform-{:08x}.call-{:016x}",
         rand::random::<u32>(),
         rand::random::<u64>()
     );
     let channel = CallChannel::parse(&name).map_err(|e| errored(e.to_string()))?;
     let mut observer = Conn::connect(ctx, "observer").await?;
-    observer
-        .subscribe(&name, Some(("conform-observer", json!({}))))
-        .await?;
+    let member = (kind == ChannelKind::Presence).then(|| ("conform-observer", json!({})));
+    observer.subscribe(&name, member).await?;
     Ok((channel, observer))
 }
 
@@ -193,30 +221,48 @@ pub(super) async fn join_callee(
         .map_err(|e| errored(format!("callee subscribes: {e}")))?;
     start_call(caller)?;
     let deadline = Instant::now() + PROMPT;
+    // What the callee could not accept, so a failure says which rule stopped the call.
+    let mut refusals: Vec<Refusal> = Vec::new();
     let started = loop {
         let ev = tokio::time::timeout_at(deadline, bob.next_event())
             .await
-            .map_err(|_| {
-                fail(
+            .map_err(|_| match refusals.first() {
+                Some(r) => fail(
+                    format!("the callee {r}"),
+                    "client-call.started the callee accepts",
+                    refusals
+                        .iter()
+                        .map(Refusal::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+                None => fail(
                     "the callee receives call.started through the target",
                     "client-call.started",
                     "nothing",
-                )
+                ),
             })?;
-        if let Some(ClientEvent::Event {
+        let Some(ClientEvent::Event {
             channel: ch,
             event,
             data,
             user_id,
         }) = ev
-            && let Ok((_, Incoming::Clear(e))) = crate::event::parse_frame(&Frame {
-                event,
-                channel: ch,
-                data,
-                user_id,
-            })
-        {
-            break e;
+        else {
+            continue;
+        };
+        if ch.as_deref() != Some(name.as_str()) || !crate::event::is_call_event_name(&event) {
+            continue;
+        }
+        match crate::event::parse_frame(&Frame {
+            event: event.clone(),
+            channel: ch,
+            data,
+            user_id,
+        }) {
+            Ok((_, Incoming::Clear(e))) => break e,
+            Ok((_, Incoming::Sealed(_))) => {}
+            Err(e) => refusals.push(Refusal::of_event(&event, &e)),
         }
     };
     let machine =
@@ -232,8 +278,8 @@ pub(super) async fn join_callee(
         .map_err(|e| errored(format!("callee joins: {e}")))
 }
 
-async fn set_up_call(ctx: &Ctx) -> Step<Call> {
-    let (channel, observer) = fresh_call_channel(ctx).await?;
+async fn set_up_call(ctx: &Ctx, kind: ChannelKind) -> Step<Call> {
+    let (channel, observer) = fresh_call_channel(ctx, kind).await?;
     let mut caller = join_caller(ctx, &channel).await?;
     let callee = join_callee(ctx, &channel, &mut caller).await?;
     Ok(Call {
@@ -244,7 +290,8 @@ async fn set_up_call(ctx: &Ctx) -> Step<Call> {
     })
 }
 
-/// The next notice of `sig` that `pred` picks, skipping others.
+/// The next notice of `sig` that `pred` picks, skipping others. When it does not come, the
+/// failure names the first event `sig` refused and the rule it broke, if there was one.
 async fn until(
     sig: &mut Signaling,
     who: &str,
@@ -252,34 +299,45 @@ async fn until(
     pred: impl Fn(&Action) -> bool,
 ) -> Step<Action> {
     let deadline = Instant::now() + PROMPT;
-    loop {
+    let problem = loop {
         match sig.next_event(deadline).await {
             Ok(Some(a)) if pred(&a) => return Ok(a),
             Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(fail(
-                    format!("{who} gets {what} through the target"),
-                    what.to_owned(),
-                    "nothing within 5 s",
-                ));
-            }
-            Err(e) => {
-                return Err(fail(
-                    format!("{who} gets {what} through the target"),
-                    what.to_owned(),
-                    e,
-                ));
-            }
+            Ok(None) => break "nothing within 5 s".to_owned(),
+            Err(e) => break e,
         }
+    };
+    Err(explained(sig.refusals(), who, what, problem))
+}
+
+/// A failure of `who` to get `what`: led by the first refusal, if any, so the report names the
+/// rule that stopped the call rather than only the silence that followed.
+pub(super) fn explained(refusals: &[Refusal], who: &str, what: &str, problem: String) -> Problem {
+    match refusals.first() {
+        Some(first) => fail(
+            format!("{who} {first}"),
+            what.to_owned(),
+            std::iter::once(problem)
+                .chain(refusals.iter().map(Refusal::to_string))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        None => fail(
+            format!("{who} gets {what} through the target"),
+            what.to_owned(),
+            problem,
+        ),
     }
 }
 
-/// Waits on the observer for each call event in `names`, in order.
+/// Waits on the observer for each call event in `names`, in order; on a presence channel each
+/// must carry the sender's server-added `user_id` ([TRN-032]).
 pub(super) async fn observe(
     observer: &mut Conn,
     channel: &str,
     names: &[&str],
 ) -> Step<Vec<Value>> {
+    let presence = channel.starts_with("presence-");
     let mut seen = Vec::new();
     for name in names {
         let f = observer
@@ -288,8 +346,8 @@ pub(super) async fn observe(
             })
             .await?;
         ensure(
-            f["user_id"].is_string(),
-            "call events on a presence call channel carry the sender's user_id",
+            !presence || f["user_id"].is_string(),
+            "call events on a presence call channel carry the sender's server-added user_id [TRN-032]",
             "user_id",
             f.to_string(),
         )?;
@@ -300,13 +358,21 @@ pub(super) async fn observe(
 
 const SDP_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=conform\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n";
 
-async fn standard_flow(ctx: Ctx) -> Step<Option<String>> {
+async fn standard_private(ctx: Ctx) -> Step<Option<String>> {
+    standard_flow(ctx, ChannelKind::Private).await
+}
+
+async fn standard_presence(ctx: Ctx) -> Step<Option<String>> {
+    standard_flow(ctx, ChannelKind::Presence).await
+}
+
+async fn standard_flow(ctx: Ctx, kind: ChannelKind) -> Step<Option<String>> {
     let Call {
         mut caller,
         mut callee,
         mut observer,
         channel,
-    } = set_up_call(&ctx).await?;
+    } = set_up_call(&ctx, kind).await?;
     callee.accept().map_err(errored)?;
     until(&mut caller, "the caller", "call.accepted", |a| {
         matches!(a, Action::CreateOffer { .. })
@@ -357,24 +423,34 @@ async fn standard_flow(ctx: Ctx) -> Step<Option<String>> {
         ],
     )
     .await?;
-    ensure(
-        seen[0]["user_id"] == "conform-alice" && seen[1]["user_id"] == "conform-bob",
-        "each event names its verified sender",
-        "started by conform-alice, accepted by conform-bob",
-        format!("{} / {}", seen[0]["user_id"], seen[1]["user_id"]),
-    )?;
+    if kind == ChannelKind::Presence {
+        ensure(
+            seen[0]["user_id"] == "conform-alice" && seen[1]["user_id"] == "conform-bob",
+            "each event names its verified sender [TRN-032]",
+            "started by conform-alice, accepted by conform-bob",
+            format!("{} / {}", seen[0]["user_id"], seen[1]["user_id"]),
+        )?;
+    }
     caller.close().await;
     callee.close().await;
     Ok(None)
 }
 
-async fn chunked_offer(ctx: Ctx) -> Step<Option<String>> {
+async fn chunked_private(ctx: Ctx) -> Step<Option<String>> {
+    chunked_offer(ctx, ChannelKind::Private).await
+}
+
+async fn chunked_presence(ctx: Ctx) -> Step<Option<String>> {
+    chunked_offer(ctx, ChannelKind::Presence).await
+}
+
+async fn chunked_offer(ctx: Ctx, kind: ChannelKind) -> Step<Option<String>> {
     let Call {
         mut caller,
         mut callee,
         mut observer,
         channel,
-    } = set_up_call(&ctx).await?;
+    } = set_up_call(&ctx, kind).await?;
     callee.accept().map_err(errored)?;
     until(&mut caller, "the caller", "call.accepted", |a| {
         matches!(a, Action::CreateOffer { .. })

@@ -205,12 +205,13 @@ fn blame(p: Problem, what: &str) -> Problem {
 }
 
 /// How the target must answer an input (a refused subscription may be answered with
-/// `pusher:subscription_error` instead of `pusher:error`).
+/// `pusher:subscription_error` instead of `pusher:error`). Surviving is what keeps calls working,
+/// so it is the MUST; the error reply helps a client's developer and is a SHOULD ([TRN-013]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Expect {
-    /// `pusher:error`, connection still open.
+    /// Connection still open (MUST), with a `pusher:error` (SHOULD).
     ErrorKeepOpen,
-    /// `pusher:error` or a close.
+    /// Open or closed, the target survives (MUST); a `pusher:error` or a close (SHOULD).
     ErrorOrClose,
     /// Anything but a crash: pong or a close.
     Survive,
@@ -261,7 +262,9 @@ async fn attack(
 ) -> Step<Option<String>> {
     let mut sentinels = Sentinels::start(ctx).await?;
     let mut attacker = Conn::connect(ctx, "attacker").await?;
+    // Inputs that broke the MUST (survival, the connection kept open) and the SHOULD (an answer).
     let mut failures: Vec<(Input, String)> = Vec::new();
+    let mut unanswered: Vec<Input> = Vec::new();
     let mut closes = 0;
     for (i, input) in inputs.iter().enumerate() {
         match input {
@@ -284,7 +287,7 @@ async fn attack(
                     f["event"] == "pusher:error" || f["event"] == "pusher:subscription_error"
                 });
                 if expect != Expect::Survive && !answered {
-                    failures.push((input.clone(), "no pusher:error before the pong".into()));
+                    unanswered.push(input.clone());
                 }
             }
             Err(_) => {
@@ -308,6 +311,19 @@ async fn attack(
         .check(ctx, "the last input")
         .await
         .map_err(|p| with_seed(p, ctx.seed))?;
+    if let Some(smallest) = unanswered.iter().min_by_key(|i| i.len()) {
+        ctx.should(
+            false,
+            format!(
+                "{} of {} hostile inputs got no pusher:error (seed {}); the target survived them",
+                unanswered.len(),
+                inputs.len(),
+                ctx.seed
+            ),
+            "pusher:error naming the problem before the pong",
+            format!("smallest: {}", smallest.show()),
+        );
+    }
     if let Some((smallest, why)) = failures.iter().min_by_key(|(i, _)| i.len()) {
         return Err(fail(
             format!(
@@ -317,9 +333,8 @@ async fn attack(
                 ctx.seed
             ),
             match expect {
-                Expect::ErrorKeepOpen => "pusher:error and the connection kept open",
-                Expect::ErrorOrClose => "pusher:error or a clean close",
-                Expect::Survive => "the target keeps serving",
+                Expect::ErrorKeepOpen => "the connection kept open",
+                Expect::ErrorOrClose | Expect::Survive => "the target keeps serving",
             },
             smallest.show(),
         ));

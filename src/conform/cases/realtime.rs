@@ -5,8 +5,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::{Case, case, check_error_shape, marker, private_pair};
-use crate::conform::wire::{Conn, Ctx, PROMPT, Recv, Step, ensure, error_data, errored, fail};
+use crate::conform::wire::{
+    Conn, Ctx, Opened, PROMPT, Problem, Recv, Step, ensure, error_data, errored, fail,
+};
 use crate::ids::SocketId;
+use crate::pusher::PusherCode;
 use crate::signing;
 
 pub fn cases() -> Vec<Case> {
@@ -453,43 +456,110 @@ async fn limits_announced(ctx: Ctx) -> Step<Option<String>> {
     Ok(Some(format!("announced {limits}")))
 }
 
-async fn expect_close_code(ctx: &Ctx, query: &str, code: u16) -> Step<Option<String>> {
+/// How a connection the target must not keep was ended.
+enum Ending {
+    Closed(Option<u16>),
+    RefusedAtUpgrade(u16),
+}
+
+/// Opens `url` and waits for the target to end the connection.
+async fn ending(ctx: &Ctx, url: &str) -> Step<Ending> {
+    match Conn::try_open_url(ctx, "a", url).await? {
+        Opened::RefusedAtUpgrade { status, .. } => Ok(Ending::RefusedAtUpgrade(status)),
+        Opened::Conn(mut c) => Ok(Ending::Closed(c.wait_close(PROMPT).await?)),
+    }
+}
+
+/// A connection the protocol says to close with `code` ([TRN-005]). What a client experiences
+/// decides the levels: pusher-js gives up on 4000-4099, backs off on 4100-4199 and retries at
+/// once on 4200-4299, so a close of another reconnect class fails; the exact code within the
+/// class is a SHOULD. A refusal at the HTTP upgrade is still a refusal: it passes (as a broken
+/// SHOULD) unless `upgrade_refusal_hides_why`, where the client would then retry forever without
+/// the app learning why.
+async fn expect_refusal(
+    ctx: &Ctx,
+    query: &str,
+    code: u16,
+    upgrade_refusal_hides_why: bool,
+) -> Step<Option<String>> {
     let url = format!("{}{query}", ctx.target.app_url(0));
-    let mut c = Conn::open_url(ctx, "a", &url).await?;
-    let got = c.wait_close(PROMPT).await?;
-    ensure(
-        got == Some(code),
-        format!("the target closes with {code}"),
-        format!("close code {code}"),
-        format!("close code {got:?}"),
-    )?;
-    Ok(None)
+    expect_refused(ctx, &url, code, upgrade_refusal_hides_why).await
+}
+
+async fn expect_refused(
+    ctx: &Ctx,
+    url: &str,
+    code: u16,
+    upgrade_refusal_hides_why: bool,
+) -> Step<Option<String>> {
+    let want = PusherCode(code);
+    match ending(ctx, url).await? {
+        Ending::RefusedAtUpgrade(status) => {
+            ensure(
+                !upgrade_refusal_hides_why,
+                format!(
+                    "the target refuses with HTTP {status} at the upgrade instead of closing with {code}: a Pusher client sees a network failure and keeps retrying, so the app never learns why"
+                ),
+                format!("close code {code} (reconnect class {:?})", want.reconnect()),
+                format!("HTTP {status} at the WebSocket upgrade"),
+            )?;
+            ctx.should(
+                false,
+                format!(
+                    "refused at the HTTP upgrade (HTTP {status}) instead of closing with {code}"
+                ),
+                format!("close code {code}"),
+                format!("HTTP {status} at the WebSocket upgrade"),
+            );
+            Ok(Some(format!("refused at the upgrade with HTTP {status}")))
+        }
+        Ending::Closed(got) => {
+            let got_class = got.map(|c| PusherCode(c).reconnect());
+            ensure(
+                got_class == Some(want.reconnect()),
+                format!(
+                    "the target closes with a code of {code}'s reconnect class ({:?}): clients decide from it whether to retry",
+                    want.reconnect()
+                ),
+                format!("close code {code}"),
+                format!("close code {got:?} (class {got_class:?})"),
+            )?;
+            ctx.should(
+                got == Some(code),
+                format!("the target closes with {code}"),
+                format!("close code {code}"),
+                format!("close code {got:?}"),
+            );
+            Ok(None)
+        }
+    }
 }
 
 async fn unknown_key(ctx: Ctx) -> Step<Option<String>> {
     let base = ctx.target.nodes[0].trim_end_matches('/');
     let url = format!("{base}/app/conform-no-such-key?protocol=7&client=conform&version=1");
-    let mut c = Conn::open_url(&ctx, "a", &url).await?;
-    let got = c.wait_close(PROMPT).await?;
-    ensure(
-        got == Some(4001),
-        "unknown app key closes with 4001",
-        "close code 4001",
-        format!("close code {got:?}"),
-    )?;
-    Ok(None)
+    // A wrong key is the misconfiguration every app meets once: pusher-js reports it to the app
+    // only when a close says "do not reconnect".
+    expect_refused(&ctx, &url, 4001, true).await
 }
 
 async fn missing_protocol(ctx: Ctx) -> Step<Option<String>> {
-    expect_close_code(&ctx, "?client=conform&version=1", 4008).await
+    // No Pusher client omits the protocol; refusing it any way is safe.
+    expect_refusal(&ctx, "?client=conform&version=1", 4008, false).await
 }
 
 async fn malformed_protocol(ctx: Ctx) -> Step<Option<String>> {
-    expect_close_code(&ctx, "?protocol=seven&client=conform&version=1", 4006).await
+    expect_refusal(
+        &ctx,
+        "?protocol=seven&client=conform&version=1",
+        4006,
+        false,
+    )
+    .await
 }
 
 async fn unsupported_protocol(ctx: Ctx) -> Step<Option<String>> {
-    expect_close_code(&ctx, "?protocol=99&client=conform&version=1", 4007).await
+    expect_refusal(&ctx, "?protocol=99&client=conform&version=1", 4007, false).await
 }
 
 async fn ping_pong(ctx: Ctx) -> Step<Option<String>> {
@@ -500,22 +570,17 @@ async fn ping_pong(ctx: Ctx) -> Step<Option<String>> {
 }
 
 async fn error_shape(ctx: Ctx) -> Step<Option<String>> {
-    let mut c = Conn::connect(&ctx, "a").await?;
-    c.send_text("{this is not json").await?;
-    let f = c
-        .wait_for("pusher:error", PROMPT, |f| f["event"] == "pusher:error")
-        .await?;
+    let Some(f) = survives(&ctx, "{this is not json").await? else {
+        return Ok(Some("no pusher:error to check the shape of".into()));
+    };
     check_error_shape(&f)?;
-    c.close().await;
     Ok(None)
 }
 
 async fn error_type(ctx: Ctx) -> Step<Option<String>> {
-    let mut c = Conn::connect(&ctx, "a").await?;
-    c.send_text("[1, 2, 3]").await?;
-    let f = c
-        .wait_for("pusher:error", PROMPT, |f| f["event"] == "pusher:error")
-        .await?;
+    let Some(f) = survives(&ctx, "[1, 2, 3]").await? else {
+        return Ok(Some("no pusher:error to check for a type".into()));
+    };
     let data = check_error_shape(&f)?;
     ensure(
         data["type"].as_str().is_some_and(|t| !t.is_empty()),
@@ -523,26 +588,35 @@ async fn error_type(ctx: Ctx) -> Step<Option<String>> {
         r#""type": "frame.not_object" (or another stable name)"#,
         data.to_string(),
     )?;
-    c.close().await;
     Ok(None)
 }
 
-async fn survives(ctx: &Ctx, bad: &str) -> Step<Value> {
+/// Sends `bad` and checks the connection survives it (the MUST of [TRN-013]: the ping fence
+/// after it is answered); a `pusher:error` answer is its SHOULD. Returns that error, if any.
+async fn survives(ctx: &Ctx, bad: &str) -> Step<Option<Value>> {
     let mut c = Conn::connect(ctx, "a").await?;
     c.send_text(bad).await?;
-    let before = c.fence().await?;
+    let before = c.fence().await.map_err(|p| match p {
+        Problem::Fail(f) => fail(
+            "the connection survives bad input (a client's bug must not cost it its connection)",
+            "pusher:pong to the ping after the bad input",
+            f.actual,
+        ),
+        other => other,
+    })?;
     let error = before
         .iter()
         .find(|f| f["event"] == "pusher:error")
-        .cloned()
-        .ok_or_else(|| {
-            fail(
-                "the target answers bad input with pusher:error",
-                "pusher:error before the pong",
-                format!("{before:?}"),
-            )
-        })?;
-    check_error_shape(&error)?;
+        .cloned();
+    ctx.should(
+        error.is_some(),
+        "the target answers bad input with pusher:error",
+        "pusher:error before the pong",
+        format!("{before:?}"),
+    );
+    if let Some(e) = &error {
+        check_error_shape(e)?;
+    }
     c.close().await;
     Ok(error)
 }
@@ -576,8 +650,10 @@ async fn private_signed(ctx: Ctx) -> Step<Option<String>> {
     Ok(None)
 }
 
-/// Subscribes with `data` and expects a refusal: subscription_error (TRN-024 shape) or
-/// pusher:error; returns the frame. The connection must then not receive the channel's events.
+/// Subscribes with `data` and expects a refusal; returns the refusing frame. The refusal MUST be
+/// `pusher:subscription_error` on that channel ([TRN-024]): pusher-js reports a failed
+/// subscription to the app only from that event, so a `pusher:error` instead leaves the app
+/// waiting for a subscription that never comes.
 async fn refused_subscription(
     _ctx: &Ctx,
     c: &mut Conn,
@@ -587,21 +663,41 @@ async fn refused_subscription(
 ) -> Step<Value> {
     c.send_json(&json!({"event": "pusher:subscribe", "data": data}))
         .await?;
+    subscription_refusal(c, channel, why).await
+}
+
+/// Waits for the refusal of a subscription to `channel` (see [`refused_subscription`]).
+async fn subscription_refusal(c: &mut Conn, channel: &str, why: &str) -> Step<Value> {
     let f = c.expect_subscription_refused(channel, why).await?;
+    if f["event"] == "pusher:error" {
+        let code = super::super::wire::decode_data(&f["data"])["code"].clone();
+        return Err(fail(
+            format!(
+                "the target refuses {why} with pusher:error {code} instead of pusher:subscription_error: pusher-js then never tells the app the subscription failed [TRN-024]"
+            ),
+            format!("pusher:subscription_error on {channel}"),
+            f.to_string(),
+        ));
+    }
     Ok(f)
 }
 
-fn check_subscription_error(f: &Value, kind: &str, status: u64) -> Step<()> {
+/// The refusal's data names its kind and HTTP-like status ([TRN-024]'s SHOULD): apps read them
+/// to tell an expired token from a full channel.
+fn check_subscription_error(ctx: &Ctx, f: &Value, kind: &str, status: u64) {
     let data = super::super::wire::decode_data(&f["data"]);
-    ensure(
-        f["event"] == "pusher:subscription_error"
-            && data["type"] == kind
-            && data["status"] == status
-            && data["error"].as_str().is_some_and(|e| !e.is_empty()),
-        format!("the refusal is a subscription_error of type {kind}"),
-        format!(r#"pusher:subscription_error {{"type":"{kind}","error":"...","status":{status}}}"#),
+    ctx.should(
+        data["type"] == kind && data["error"].as_str().is_some_and(|e| !e.is_empty()),
+        format!("the subscription_error names its type {kind} and the problem"),
+        format!(r#"{{"type":"{kind}","error":"...","status":{status}}}"#),
         f.to_string(),
-    )
+    );
+    ctx.should(
+        data["status"] == status,
+        format!("the subscription_error carries status {status}"),
+        format!("\"status\": {status}"),
+        f.to_string(),
+    );
 }
 
 async fn private_no_auth(ctx: Ctx) -> Step<Option<String>> {
@@ -615,7 +711,7 @@ async fn private_no_auth(ctx: Ctx) -> Step<Option<String>> {
         "a subscription without auth",
     )
     .await?;
-    check_subscription_error(&f, "AuthError", 401)?;
+    check_subscription_error(&ctx, &f, "AuthError", 401);
     c.close().await;
     Ok(None)
 }
@@ -787,16 +883,7 @@ async fn presence_oversized(ctx: Ctx) -> Step<Option<String>> {
         "a user_id of 129 bytes",
     )
     .await?;
-    check_subscription_error(&f, "InvalidChannelData", 400).or_else(|_| {
-        // 400 is the reference's status; accept any 4xx with the right type.
-        let data = super::super::wire::decode_data(&f["data"]);
-        ensure(
-            data["type"] == "InvalidChannelData",
-            "oversized presence data is refused as InvalidChannelData",
-            "subscription_error type InvalidChannelData",
-            f.to_string(),
-        )
-    })?;
+    check_subscription_error(&ctx, &f, "InvalidChannelData", 400);
     let before = watcher.fence().await?;
     ensure(
         !before
@@ -1145,14 +1232,7 @@ async fn member_limit(ctx: Ctx) -> Step<Option<String>> {
         &format!("user {} on a channel of {limit}", limit + 1),
     )
     .await?;
-    check_subscription_error(&f, "LimitReached", 403).or_else(|_| {
-        ensure(
-            super::super::wire::decode_data(&f["data"])["type"] == "LimitReached",
-            "a full presence channel refuses with LimitReached",
-            "subscription_error type LimitReached",
-            f.to_string(),
-        )
-    })?;
+    check_subscription_error(&ctx, &f, "LimitReached", 403);
     let mut again = Conn::connect(&ctx, "member0-tab2").await?;
     again
         .subscribe(&channel, Some(("conform-u0", json!({}))))
@@ -1184,7 +1264,8 @@ async fn client_event_rate(ctx: Ctx) -> Step<Option<String>> {
         .iter()
         .filter(|f| f["event"] == "client-conform")
         .count();
-    let allowed = burst as usize + (elapsed * f64::from(rate)).ceil() as usize + 1;
+    // Never more than the rate plus the burst in any one-second window.
+    let allowed = burst as usize + (elapsed.max(1.0) * f64::from(rate)).ceil() as usize;
     ensure(
         refusals > 0,
         "events over the limit are answered with pusher:error 4301",
@@ -1197,14 +1278,18 @@ async fn client_event_rate(ctx: Ctx) -> Step<Option<String>> {
         format!("at most {allowed} relayed, relayed + refused = {sent}"),
         format!("{relayed} relayed, {refusals} refused"),
     )?;
-    // Still open and working: one more event after the bucket refilled is relayed.
-    let wait = std::time::Duration::from_secs_f64(1.0 / f64::from(rate.max(1)) + 0.05);
-    tokio::time::sleep(wait).await;
+    // Still open and working: any limiter (a token bucket, a 1 s window) lets an event through
+    // again within a second of the burst; 200 ms of margin covers timer and network jitter.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     a.trigger(&channel, "client-conform", &marker(999)).await?;
-    b.wait_for("a client event after the limit refilled", PROMPT, |f| {
-        f["event"] == "client-conform"
-            && super::super::wire::decode_data(&f["data"])["conform"] == 999
-    })
+    b.wait_for(
+        "a client event 1.2 s after the burst, once any limiter lets events through again",
+        PROMPT,
+        |f| {
+            f["event"] == "client-conform"
+                && super::super::wire::decode_data(&f["data"])["conform"] == 999
+        },
+    )
     .await?;
     Ok(Some(format!(
         "{relayed} of {sent} relayed, {refusals} refused with 4301"
@@ -1294,8 +1379,7 @@ async fn channel_name_length(ctx: Ctx) -> Step<Option<String>> {
     let mut c = Conn::connect(&ctx, "a").await?;
     let frame = c.subscribe_frame(&channel, None)?;
     c.send_json(&frame).await?;
-    c.expect_subscription_refused(&channel, "a channel name of 165 bytes")
-        .await?;
+    subscription_refusal(&mut c, &channel, "a channel name of 165 bytes").await?;
     Ok(None)
 }
 

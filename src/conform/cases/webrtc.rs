@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::calls::{fresh_call_channel, join_callee, join_caller, observe, start_call};
+use super::calls::{explained, fresh_call_channel, join_callee, join_caller, observe, start_call};
 use super::{Case, case};
 use crate::call::Phase;
-use crate::channel::CallChannel;
+use crate::channel::{CallChannel, ChannelKind};
 use crate::conform::target::SecondPeer;
 use crate::conform::wire::{Conn, Ctx, PROMPT, Problem, Step, decode_data, ensure, errored, fail};
 use crate::event::EndReason;
@@ -35,20 +35,29 @@ const CALLEE: &str = "conform-bob";
 pub fn cases() -> Vec<Case> {
     vec![
         case!(
-            "webrtc.handshake",
+            "webrtc.private.handshake",
             Webrtc,
             Must,
             ["MEDIA-001", "MEDIA-002", "MEDIA-006", "EVT-053"],
+            [AppSecret, Webrtc],
+            "On a private-call. channel, a reference WebRTC caller and a callee (Rust, or --peer chromium|aiortc) signal through the target to ICE + DTLS, a data channel echo and RTP",
+            handshake_private
+        ),
+        case!(
+            "webrtc.presence.handshake",
+            Webrtc,
+            Must,
+            ["MEDIA-001", "MEDIA-002", "MEDIA-006", "EVT-053", "EVT-014"],
             [AppSecret, Presence, Webrtc],
-            "A reference WebRTC caller and a callee (Rust, or --peer chromium|aiortc) signal through the target to ICE + DTLS, a data channel echo and RTP",
-            handshake
+            "On a presence-call. channel, the same call, with the server-verified user_id on every event",
+            handshake_presence
         ),
         case!(
             "webrtc.turn-relay",
             Webrtc,
             Must,
             ["MEDIA-003", "SIGN-030"],
-            [AppSecret, Presence, Webrtc, Turn],
+            [AppSecret, Webrtc, Turn],
             "A relay-only caller with REST credentials reaches the callee through the TURN server over a relay candidate pair",
             turn_relay
         ),
@@ -223,6 +232,14 @@ impl Callee {
         }
     }
 
+    /// The events the callee refused, where the callee can say (the reference peer).
+    fn refusals(&self) -> Option<&[crate::event::Refusal]> {
+        match self {
+            Callee::Rust(session) => Some(session.refusals()),
+            _ => None,
+        }
+    }
+
     /// After the caller hung up: the callee ended the call with `hangup`.
     async fn ended_by_hang_up(self) -> Result<(), String> {
         match self {
@@ -267,9 +284,9 @@ struct MediaCall {
 /// A whole call: the reference caller (with `caller_options`) and the selected callee, through
 /// the target, to connected media and back to a hang-up; the observer checks the negotiation
 /// crossed the target.
-async fn media_call(ctx: &Ctx, caller_options: PeerOptions) -> Step<MediaCall> {
+async fn media_call(ctx: &Ctx, kind: ChannelKind, caller_options: PeerOptions) -> Step<MediaCall> {
     let began = Instant::now();
-    let (channel, mut observer) = fresh_call_channel(ctx).await?;
+    let (channel, mut observer) = fresh_call_channel(ctx, kind).await?;
     let mut caller = join_caller(ctx, &channel).await?;
     let mut callee = Callee::join(ctx, &channel, &mut caller).await?;
     let mut caller = CallSession::with_signaling(caller, caller_options)
@@ -282,9 +299,10 @@ async fn media_call(ctx: &Ctx, caller_options: PeerOptions) -> Step<MediaCall> {
     let took = began.elapsed();
     let caller_phase = a
         .map_err(|e| {
-            fail(
-                "the caller's media comes up through the target's signaling",
-                "data channel echo and RTP",
+            explained(
+                caller.refusals(),
+                "the caller",
+                "data channel echo and RTP (media up through the target's signaling)",
                 e,
             )
         })?
@@ -295,15 +313,21 @@ async fn media_call(ctx: &Ctx, caller_options: PeerOptions) -> Step<MediaCall> {
         "Active",
         format!("{caller_phase:?}: {:?}", caller.timeline().entries),
     )?;
-    let callee_view = b.map_err(|e| {
-        fail(
+    let callee_view = b.map_err(|e| match callee.refusals() {
+        Some(refusals) => explained(
+            refusals,
+            "the callee",
+            "connected, data channel echo and RTP (media up through the target's signaling)",
+            e,
+        ),
+        None => fail(
             format!(
                 "the callee's ({}) media comes up through the target's signaling",
                 ctx.target.second_peer.name()
             ),
             "connected, data channel echo and RTP",
             e,
-        )
+        ),
     })?;
     let caller_pair = caller
         .selected_pair()
@@ -351,8 +375,16 @@ async fn negotiation_crossed(observer: &mut Conn, channel: &str) -> Step<()> {
     Ok(())
 }
 
-async fn handshake(ctx: Ctx) -> Step<Option<String>> {
-    let call = media_call(&ctx, PeerOptions::default()).await?;
+async fn handshake_private(ctx: Ctx) -> Step<Option<String>> {
+    handshake(ctx, ChannelKind::Private).await
+}
+
+async fn handshake_presence(ctx: Ctx) -> Step<Option<String>> {
+    handshake(ctx, ChannelKind::Presence).await
+}
+
+async fn handshake(ctx: Ctx, kind: ChannelKind) -> Step<Option<String>> {
+    let call = media_call(&ctx, kind, PeerOptions::default()).await?;
     Ok(Some(format!(
         "callee {}: media up {} ms after the call was set up, over {} -> {}",
         ctx.target.second_peer.name(),
@@ -385,7 +417,7 @@ async fn turn_relay(ctx: Ctx) -> Step<Option<String>> {
         connect_timeout: Duration::from_secs(10),
         ..PeerOptions::default()
     };
-    let call = media_call(&ctx, options).await?;
+    let call = media_call(&ctx, ChannelKind::Private, options).await?;
     let local = &call.caller_pair.local;
     ensure(
         local.kind == "relay",
