@@ -147,3 +147,66 @@ pub async fn connect_websocket(
         tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector)).await?;
     Ok(ws)
 }
+
+/// A byte stream over TCP or TLS, for raw protocol tests below the WebSocket layer.
+pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for T {}
+
+/// Opens a TCP connection to `authority` (`host:port`, `[v6]:port`, or `host` with the scheme's
+/// default port), wrapped in TLS when `tls`; what a `ws://` or `wss://` URL's authority names.
+pub async fn connect_raw(tls: bool, authority: &str) -> std::io::Result<Box<dyn RawStream>> {
+    let (host, port) = split_authority(authority, if tls { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    if !tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let stream = tokio_rustls::TlsConnector::from(tls_client_config())
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(stream))
+}
+
+/// `host` (brackets of an IPv6 literal removed) and port of an authority.
+fn split_authority(authority: &str, default_port: u16) -> (String, u16) {
+    if let Some(rest) = authority.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        let port = after
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default_port);
+        return (host.to_owned(), port);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => {
+            (host.to_owned(), port.parse().unwrap_or(default_port))
+        }
+        _ => (authority.to_owned(), default_port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_split_into_host_and_port() {
+        assert_eq!(split_authority("h:1", 80), ("h".into(), 1));
+        assert_eq!(split_authority("h", 443), ("h".into(), 443));
+        assert_eq!(split_authority("[::1]:6001", 80), ("::1".into(), 6001));
+        assert_eq!(split_authority("[::1]", 443), ("::1".into(), 443));
+        assert_eq!(
+            split_authority("127.0.0.1:6001", 80),
+            ("127.0.0.1".into(), 6001)
+        );
+    }
+
+    #[test]
+    fn a_pem_without_certificates_is_refused_by_name() {
+        let e = trust_ca_pem(b"not a pem", "ca.pem").unwrap_err();
+        assert!(e.to_string().contains("ca.pem"), "{e}");
+    }
+}

@@ -2,10 +2,11 @@
 //! equal the committed expected-results file, and every MUST requirement of the spec has a case
 //! or a written reason why it is not checked over the wire.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
+use domvia_calls::conform::expected::Expected;
 use domvia_calls::conform::verdict::diff_expected;
 use domvia_calls::conform::{self, Level, RunOptions, Verdict};
 use serde_json::Value;
@@ -49,15 +50,56 @@ async fn the_reference_servers_pass_and_match_the_expected_results() {
         "the reference servers fail cases:\n{}",
         failed.join("\n")
     );
-    let expected: BTreeMap<String, Verdict> = serde_json::from_str(
+    let expected = Expected::parse(
         &std::fs::read_to_string(root().join("conformance/expected/reference.json")).unwrap(),
     )
     .unwrap();
-    let changes = diff_expected(&expected, &report.verdicts());
+    let changes = diff_expected(&expected.verdicts(), &report.verdicts());
     assert!(
         changes.is_empty(),
         "verdicts differ from conformance/expected/reference.json (regenerate with `domvia-calls conform --write-expected conformance/expected/reference.json` if intended): {changes:?}"
     );
+}
+
+/// Every committed expected-results file (the reference servers, sockudo, ...) names only cases
+/// that exist and says why each case that does not pass does not.
+#[test]
+fn expected_results_files_explain_every_case_that_does_not_pass() {
+    let ids: BTreeSet<&str> = conform::cases::all().iter().map(|c| c.info.id).collect();
+    let dir = root().join("conformance/expected");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        files += 1;
+        let e = Expected::parse(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert!(
+            e.unexplained().is_empty(),
+            "{}: no reason for {:?}",
+            path.display(),
+            e.unexplained()
+        );
+        let unknown: Vec<&String> = e
+            .cases
+            .keys()
+            .filter(|k| !ids.contains(k.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{}: unknown cases {unknown:?}",
+            path.display()
+        );
+        let missing: Vec<&&str> = ids.iter().filter(|k| !e.cases.contains_key(**k)).collect();
+        assert!(
+            missing.is_empty(),
+            "{}: cases missing {missing:?}",
+            path.display()
+        );
+    }
+    assert!(files >= 2, "the reference and sockudo files are there");
 }
 
 #[test]
@@ -127,19 +169,4 @@ fn case_ids_are_unique_and_well_formed() {
         assert!(!c.info.title.is_empty());
     }
     assert!(cases.iter().any(|c| c.info.level == Level::Should));
-}
-
-#[test]
-fn the_expected_results_name_only_existing_cases() {
-    let expected: BTreeMap<String, Verdict> = serde_json::from_str(
-        &std::fs::read_to_string(root().join("conformance/expected/reference.json")).unwrap(),
-    )
-    .unwrap();
-    let ids: BTreeSet<&str> = conform::cases::all().iter().map(|c| c.info.id).collect();
-    for id in expected.keys() {
-        assert!(
-            ids.contains(id.as_str()),
-            "expected results name {id}, which is not a case"
-        );
-    }
 }

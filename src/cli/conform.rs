@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
+use domvia_calls::conform::expected::Expected;
 use domvia_calls::conform::verdict::diff_expected;
 use domvia_calls::conform::{
     self, Feature, KnownFailing, LevelFilter, RunOptions, SecondPeer, Selection, Target,
@@ -40,8 +41,28 @@ impl PeerArg {
     }
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum ConformAction {
+    /// Render several reports (`--report-json` files) side by side as one HTML page:
+    /// implementations as columns, cases as rows.
+    Matrix {
+        /// Report files, one column each, in this order.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where to write the page.
+        #[arg(long, short, default_value = "conformance-matrix.html")]
+        output: PathBuf,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ConformArgs {
+    #[command(subcommand)]
+    action: Option<ConformAction>,
+    /// The implementation's name in the reports and the results matrix.
+    #[arg(long)]
+    label: Option<String>,
     /// WebSocket base URL of a node of the target (`ws://host:port`); repeat for the nodes of one
     /// cluster. Without it, the reference servers are started in-process and tested.
     #[arg(long = "target")]
@@ -306,7 +327,33 @@ fn write(path: &PathBuf, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+fn matrix(reports: &[PathBuf], output: &PathBuf) -> CliResult {
+    let runs = reports
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            serde_json::from_str::<conform::Report>(&text)
+                .map_err(|e| format!("{} is not a conform --report-json file: {e}", p.display()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    write(output, &conform::matrix::html(&runs))?;
+    println!(
+        "wrote {} ({} runs: {})",
+        output.display(),
+        runs.len(),
+        runs.iter()
+            .map(conform::matrix::column_name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(true)
+}
+
 pub fn run(a: ConformArgs) -> CliResult {
+    if let Some(ConformAction::Matrix { reports, output }) = &a.action {
+        return matrix(reports, output);
+    }
     if a.list {
         return list();
     }
@@ -332,6 +379,7 @@ pub fn run(a: ConformArgs) -> CliResult {
         trace_all: a.trace,
         trace_text_bytes: a.trace_bytes,
         progress: true,
+        label: a.label.clone(),
     };
     if let Some(ca) = a.ca_file.clone().or_else(|| config_ca_file(&a)) {
         domvia_calls::net::trust_ca_file(&ca).map_err(|e| format!("--ca-file: {e}"))?;
@@ -396,7 +444,28 @@ pub fn run(a: ConformArgs) -> CliResult {
             conform::run(target, &opts, None).await
         }
     })?;
-    eprint!("{}", report::summary_text(&report));
+    // The expected file's reasons travel into the reports, so the results matrix can show why.
+    let expected = match &a.expected {
+        Some(p) => Some(
+            Expected::parse(
+                &std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+            )
+            .map_err(|e| format!("{}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut report = report;
+    if let Some(e) = &expected {
+        for c in &mut report.cases {
+            c.expected_reason = e
+                .cases
+                .get(&c.id)
+                .filter(|x| x.verdict == c.verdict)
+                .and_then(|x| x.reason.clone());
+        }
+    }
+    print!("{}", report::summary_text(&report));
     if let Some(p) = &a.report_json {
         write(
             p,
@@ -411,18 +480,26 @@ pub fn run(a: ConformArgs) -> CliResult {
     }
     let verdicts = report.verdicts();
     if let Some(p) = &a.write_expected {
-        write(
-            p,
-            &(serde_json::to_string_pretty(&verdicts).map_err(|e| e.to_string())? + "\n"),
-        )?;
+        let previous = std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| Expected::parse(&t).ok())
+            .unwrap_or_default();
+        let updated = previous.updated(&report);
+        write(p, &updated.to_json())?;
+        let unexplained = updated.unexplained();
+        if !unexplained.is_empty() {
+            eprintln!(
+                "{}: write a reason for {} case(s) marked {}: {}",
+                p.display(),
+                unexplained.len(),
+                conform::expected::UNEXPLAINED,
+                unexplained.join(", ")
+            );
+        }
     }
     let mut ok = !report.failed();
-    if let Some(p) = &a.expected {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        let expected: BTreeMap<String, Verdict> =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-        let changes = diff_expected(&expected, &verdicts);
+    if let (Some(p), Some(expected)) = (&a.expected, &expected) {
+        let changes = diff_expected(&expected.verdicts(), &verdicts);
         for c in &changes {
             eprintln!(
                 "expected-results difference: {} was {} and is now {}",
@@ -432,9 +509,13 @@ pub fn run(a: ConformArgs) -> CliResult {
             );
         }
         if changes.is_empty() {
-            eprintln!("verdicts match {}", p.display());
+            println!("verdicts match {}", p.display());
+            // A run that matches its expected file succeeds even with failing cases: the file
+            // says why each one fails, and any change is what this comparison catches.
+            ok = true;
+        } else {
+            ok = false;
         }
-        ok &= changes.is_empty();
     }
     Ok(ok)
 }

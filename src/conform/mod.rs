@@ -7,6 +7,8 @@
 
 pub mod cases;
 pub mod embedded;
+pub mod expected;
+pub mod matrix;
 pub mod report;
 pub mod target;
 pub mod verdict;
@@ -42,8 +44,10 @@ pub struct RunOptions {
     pub trace_all: bool,
     /// Longest frame text kept in a trace entry (longer ones are clipped and end with `…`).
     pub trace_text_bytes: usize,
-    /// Print a line per case to standard error as it finishes.
+    /// Print a line per case to standard output as it finishes.
     pub progress: bool,
+    /// The implementation's name in the report.
+    pub label: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -56,6 +60,7 @@ impl Default for RunOptions {
             trace_all: false,
             trace_text_bytes: wire::TRACE_TEXT_BYTES,
             progress: false,
+            label: None,
         }
     }
 }
@@ -77,6 +82,9 @@ pub struct CaseResult {
     /// Why the case was unsupported or errored.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// Why the expected-results file (`--expected`) says this case does not pass here.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expected_reason: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub trace: Vec<TraceEntry>,
 }
@@ -85,6 +93,9 @@ pub struct CaseResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub tool: String,
+    /// The implementation's name in reports and the results matrix (`--label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     pub version: String,
     pub protocol_version: u64,
     pub seed: u64,
@@ -280,6 +291,7 @@ pub async fn run(
             note: None,
             failure: None,
             reason: None,
+            expected_reason: None,
             trace: Vec::new(),
         };
         match outcome {
@@ -304,9 +316,9 @@ pub async fn run(
             result.trace = trace;
         }
         if opts.progress {
-            let mut err = std::io::stderr().lock();
+            let mut out = std::io::stdout().lock();
             let _ = writeln!(
-                err,
+                out,
                 "[{:>3}/{total}] {:<13} {} ({} ms)",
                 i + 1,
                 verdict.name(),
@@ -314,10 +326,10 @@ pub async fn run(
                 result.duration_ms
             );
             if let Some(f) = &result.failure {
-                let _ = writeln!(err, "          {}", f.message);
+                let _ = writeln!(out, "          {}", f.message);
             }
             if let (Some(r), Verdict::Errored) = (&result.reason, verdict) {
-                let _ = writeln!(err, "          {r}");
+                let _ = writeln!(out, "          {r}");
             }
         }
         results.push(result);
@@ -331,6 +343,7 @@ pub async fn run(
     }
     Ok(Report {
         tool: "domvia-calls conform".into(),
+        label: opts.label.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         protocol_version: crate::limits::PROTOCOL_VERSION,
         seed: opts.seed,

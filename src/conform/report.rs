@@ -252,6 +252,7 @@ mod tests {
             note: None,
             failure,
             reason: None,
+            expected_reason: None,
             trace: vec![TraceEntry {
                 at_ms: 1,
                 conn: "a".into(),
@@ -261,6 +262,7 @@ mod tests {
         };
         Report {
             tool: "domvia-calls conform".into(),
+            label: None,
             version: "0".into(),
             protocol_version: 1,
             seed: 7,

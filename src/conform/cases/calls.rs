@@ -127,6 +127,14 @@ async fn sealed_relayed(ctx: Ctx) -> Step<Option<String>> {
     Ok(None)
 }
 
+/// The event size the reference clients chunk SDP under: the target's limit, but never above the
+/// protocol's 10240 bytes that every sender keeps to ([LIM-010]).
+pub(super) fn chunk_limit(ctx: &Ctx) -> usize {
+    ctx.target
+        .max_event_bytes
+        .min(crate::limits::MAX_EVENT_DATA_BYTES)
+}
+
 /// A reference client signing its own subscriptions with the app secret, as a presence user.
 pub(super) async fn client(ctx: &Ctx, user: &str) -> Step<RealtimeClient> {
     RealtimeClient::connect(ClientConfig {
@@ -181,7 +189,8 @@ pub(super) async fn fresh_call_channel(ctx: &Ctx, kind: ChannelKind) -> Step<(Ca
 
 /// The reference caller `conform-alice`, joined to `channel`.
 pub(super) async fn join_caller(ctx: &Ctx, channel: &CallChannel) -> Step<Signaling> {
-    let machine = CallMachine::caller(channel.clone(), party("alice")?, user("conform-alice")?);
+    let machine = CallMachine::caller(channel.clone(), party("alice")?, user("conform-alice")?)
+        .with_event_limit(chunk_limit(ctx), false);
     Signaling::join(
         machine,
         client(ctx, "conform-alice").await?,
@@ -265,14 +274,15 @@ pub(super) async fn join_callee(
             Err(e) => refusals.push(Refusal::of_event(&event, &e)),
         }
     };
-    let machine =
-        CallMachine::callee(&started, party("bob")?, user("conform-bob")?, 0).map_err(|e| {
+    let machine = CallMachine::callee(&started, party("bob")?, user("conform-bob")?, 0)
+        .map_err(|e| {
             fail(
                 "the relayed call.started is a valid invitation",
                 "valid call.started",
                 e.to_string(),
             )
-        })?;
+        })?
+        .with_event_limit(chunk_limit(ctx), false);
     Signaling::join(machine, bob, Privacy::Standard)
         .await
         .map_err(|e| errored(format!("callee joins: {e}")))
@@ -457,7 +467,7 @@ async fn chunked_offer(ctx: Ctx, kind: ChannelKind) -> Step<Option<String>> {
     })
     .await?;
     let mut sdp = SDP_OFFER.to_owned();
-    while sdp.len() < ctx.target.max_event_bytes * 2 {
+    while sdp.len() < chunk_limit(&ctx) * 2 {
         sdp.push_str("a=conform-padding:0123456789abcdef0123456789abcdef\r\n");
     }
     caller.send_offer(&sdp, false).map_err(errored)?;

@@ -580,15 +580,17 @@ async fn client_event_flood(ctx: Ctx) -> Step<Option<String>> {
 async fn abrupt_close(ctx: Ctx) -> Step<Option<String>> {
     let mut sentinels = Sentinels::start(&ctx).await?;
     let url = ctx.target.app_url(0);
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| Problem::Unsupported("abrupt closes need a ws:// target".into()))?;
+    let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(errored(format!("{url} is neither ws:// nor wss://"))),
+    };
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut r = rng(&ctx, "hostile.abrupt-close");
     for i in 0..20 {
-        let mut tcp = tokio::net::TcpStream::connect(host)
+        let mut tcp = crate::net::connect_raw(tls, host)
             .await
-            .map_err(|e| errored(format!("tcp connect {host}: {e}")))?;
+            .map_err(|e| errored(format!("connect {host}: {e}")))?;
         let request = format!(
             "GET /{path}?protocol=7&client=conform&version=1 HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
