@@ -49,9 +49,12 @@ pub enum WireDirection {
     Note,
 }
 
+/// What a [`WireTap`] calls for every frame.
+pub type WireObserver = dyn Fn(WireDirection, &str) + Send + Sync;
+
 /// Sees every frame a client sends and receives, e.g. for the conformance runner's wire trace.
 #[derive(Clone)]
-pub struct WireTap(pub std::sync::Arc<dyn Fn(WireDirection, &str) + Send + Sync>);
+pub struct WireTap(pub std::sync::Arc<WireObserver>);
 
 impl std::fmt::Debug for WireTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -340,6 +340,7 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
             presence_user: Some(("bob".into(), json!({}))),
         },
         events_per_second: None,
+        tap: None,
     })
     .await
     .unwrap();

@@ -25,6 +25,7 @@ fn signer(addr: std::net::SocketAddr, user: &str, rate: Option<f64>) -> ClientCo
             presence_user: Some((user.into(), json!({ "name": user }))),
         },
         events_per_second: rate,
+        tap: None,
     }
 }
 
@@ -165,6 +166,7 @@ async fn auth_endpoint_grants_and_refusals() {
             token: token.into(),
         },
         events_per_second: None,
+        tap: None,
     };
     let bob = RealtimeClient::connect(endpoint("bob-token"))
         .await

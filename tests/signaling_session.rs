@@ -124,6 +124,7 @@ async fn a_session_for_a_call_id_and_channel_without_a_trusted_server() {
                 presence_user: Some((user.into(), json!({}))),
             },
             events_per_second: None,
+            tap: None,
         })
     };
     let channel = CallChannel::parse("presence-call.support.ticket-1.call-77").unwrap();

@@ -80,7 +80,7 @@ enum Command {
     Conform(Box<conform::ConformArgs>),
     /// Run the reference realtime server and trusted server (or one role alone).
     #[cfg(feature = "trusted")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Compute or verify any signature of the protocol, showing the exact string that is signed.
     Sign {
         #[command(subcommand)]
@@ -217,7 +217,7 @@ pub fn run(cli: Cli) -> CliResult {
         #[cfg(feature = "conform")]
         Command::Conform(args) => conform::run(*args),
         #[cfg(feature = "trusted")]
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         #[cfg(all(feature = "media", feature = "trusted"))]
         Command::Call(args) => call::run(args),
         #[cfg(feature = "server")]

@@ -33,6 +33,9 @@ pub struct EmbeddedOptions {
     /// A running TURN server (`turn:` URL) and its REST secret: the trusted server mints
     /// credentials for it and the `webrtc.turn-relay` case uses it.
     pub turn: Option<(String, Secret)>,
+    /// PEM certificate chain and key: the realtime server speaks TLS and the target's nodes are
+    /// `wss://` (its CA must be trusted, e.g. with [`crate::net::trust_ca_pem`]).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Embedded {
@@ -56,6 +59,15 @@ impl Embedded {
             )
         });
         cfg.trusted.turn_urls = vec![turn_url.clone()];
+        if let Some((cert, key)) = &options.tls {
+            cfg.realtime.tls_cert = Some(cert.clone());
+            cfg.realtime.tls_key = Some(key.clone());
+        }
+        let (ws, http) = if options.tls.is_some() {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
         cfg.trusted.turn_secret = Some(turn_secret.clone());
         let app = cfg
             .realtime
@@ -82,13 +94,13 @@ impl Embedded {
             .realtime
             .addrs()
             .iter()
-            .map(|a| format!("ws://{a}"))
+            .map(|a| format!("{ws}://{a}"))
             .collect();
         let tr = stack.trusted.addr();
         webhooks.set_forward(Some(format!("http://{tr}/realtime/webhooks")));
         let mut target = Target::new(nodes, &app_id, &key);
         target.secret = Some(secret);
-        target.http_api = Some(format!("http://{rt}"));
+        target.http_api = Some(format!("{http}://{rt}"));
         target.auth_endpoint = Some(format!("http://{tr}/realtime/auth"));
         target.users = ["alice", "bob", "dave"]
             .iter()

@@ -395,7 +395,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What opening a WebSocket gave.
 pub enum Opened {
-    Conn(Conn),
+    Conn(Box<Conn>),
     /// The target answered the upgrade request with an HTTP status instead of switching.
     RefusedAtUpgrade {
         status: u16,
@@ -418,7 +418,7 @@ impl Conn {
     /// Opens `url` without waiting for `connection_established`.
     pub async fn open_url(ctx: &Ctx, name: &str, url: &str) -> Step<Conn> {
         match Conn::try_open_url(ctx, name, url).await? {
-            Opened::Conn(c) => Ok(c),
+            Opened::Conn(c) => Ok(*c),
             Opened::RefusedAtUpgrade { status, body } => Err(errored(format!(
                 "{name}: the target refused the WebSocket upgrade of {url} with HTTP {status}: {body}"
             ))),
@@ -447,14 +447,14 @@ impl Conn {
             }
             Err(e) => return Err(errored(format!("{name}: cannot connect to {url}: {e}"))),
         };
-        Ok(Opened::Conn(Conn {
+        Ok(Opened::Conn(Box::new(Conn {
             name: name.to_owned(),
             ws,
             ctx: ctx.clone(),
             socket_id: String::new(),
             established: Value::Null,
             closed: false,
-        }))
+        })))
     }
 
     /// Connects to node 0 and waits for `pusher:connection_established`.

@@ -555,8 +555,9 @@
     const pusher = new Pusher(rt.key, {
       wsHost: rt.host,
       wsPort: rt.port,
-      forceTLS: false,
-      enabledTransports: ['ws'],
+      wssPort: rt.port,
+      forceTLS: !!rt.tls,
+      enabledTransports: rt.tls ? ['wss'] : ['ws'],
       disableStats: true,
       cluster: 'domvia',
       channelAuthorization: {

@@ -85,8 +85,13 @@ async fn config(State(cfg): State<Arc<PeerHostConfig>>) -> Response {
         .and_then(|u| Some((u.host_str()?, u.port_or_known_default()?)))
     {
         Some((host, port)) => {
-            axum::Json(json!({"realtime": {"host": host, "port": port, "key": cfg.key}}))
-                .into_response()
+            let tls = url
+                .as_ref()
+                .is_some_and(|u| matches!(u.scheme(), "wss" | "https"));
+            axum::Json(
+                json!({"realtime": {"host": host, "port": port, "key": cfg.key, "tls": tls}}),
+            )
+            .into_response()
         }
         None => (
             StatusCode::INTERNAL_SERVER_ERROR,

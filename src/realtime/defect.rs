@@ -43,11 +43,17 @@ pub enum Defect {
     /// Gives every listening address a hub of its own, so nodes deliver only their own
     /// connections' events ([TRN-030] across a cluster).
     NodeLocalHubs,
+    /// Answers refused subscriptions with `pusher:error` 4009 instead of
+    /// `pusher:subscription_error`, as an independent server was seen to ([TRN-024]).
+    SubscriptionErrorAsPusherError,
+    /// Keeps a connection whose outbound queue is full open, dropping what does not fit, so a
+    /// consumer that stopped reading is never disconnected ([LIM-013]).
+    NeverCloseSlowConsumer,
 }
 
 impl Defect {
     /// Every defect, in a stable order.
-    pub const ALL: [Defect; 15] = [
+    pub const ALL: [Defect; 17] = [
         Defect::EchoToSender,
         Defect::SkipSignatureCheck,
         Defect::AcceptOtherSocketSignature,
@@ -63,6 +69,8 @@ impl Defect {
         Defect::IgnoreEventSizeLimit,
         Defect::BadWebhookSignature,
         Defect::NodeLocalHubs,
+        Defect::SubscriptionErrorAsPusherError,
+        Defect::NeverCloseSlowConsumer,
     ];
 
     /// The kebab-case name used on the command line and in reports.

@@ -322,7 +322,11 @@ impl Hub {
     /// The shell could not queue output for `conn`: the consumer is too slow. It is closed with
     /// 4100 (over capacity) rather than allowed to grow memory without bound.
     pub fn overflow(&mut self, conn: ConnId, _now_ms: u64) {
-        if self.conns.contains_key(&conn) {
+        let never_closes = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| self.apps[c.app].has_defect(Defect::NeverCloseSlowConsumer));
+        if self.conns.contains_key(&conn) && !never_closes {
             self.out.push_back(Output::Close {
                 conn,
                 code: PusherCode::OVER_CAPACITY,
@@ -460,6 +464,14 @@ impl Hub {
         status: u16,
         message: &str,
     ) {
+        let answers_with_pusher_error = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| self.apps[c.app].has_defect(Defect::SubscriptionErrorAsPusherError));
+        if answers_with_pusher_error {
+            let data = json!({ "code": PusherCode::UNAUTHORIZED.0, "message": message });
+            return self.send(conn, event_frame("pusher:error", None, &data));
+        }
         let data = json!({ "type": kind, "error": message, "status": status });
         self.send(
             conn,

@@ -90,6 +90,7 @@ pub(super) async fn config(State(state): State<Arc<AppState>>) -> Response {
                 "host": url.host_str(),
                 "port": url.port_or_known_default(),
                 "key": state.config.app_key,
+                "tls": matches!(url.scheme(), "wss" | "https"),
             }
         }))
         .into_response(),
