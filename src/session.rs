@@ -469,7 +469,7 @@ impl Signaling {
     }
 
     fn refuse(&mut self, refusal: Refusal) {
-        self.timeline.note(refusal.to_string());
+        self.timeline.note(format!("{refusal} ({})", refusal.code));
         self.refusals.push(refusal);
     }
 

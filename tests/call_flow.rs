@@ -365,7 +365,7 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
         .run(RunUntil::Elapsed, Duration::from_millis(300))
         .await
         .unwrap();
-    for code in ["[envelope.downgrade]", "[envelope.replay]"] {
+    for code in ["(envelope.downgrade)", "(envelope.replay)"] {
         assert!(
             caller
                 .timeline()

@@ -77,12 +77,15 @@ fn the_default_command_is_the_conformance_suite_and_check_the_self_check() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Diagnostics on standard error, results on standard output.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("testing the embedded reference servers"),
         "{err}"
     );
-    assert!(err.contains(" pass"), "{err}");
+    let results = String::from_utf8_lossy(&out.stdout);
+    assert!(results.contains(" pass"), "{results}");
+    assert!(results.contains(" cases in "), "{results}");
     let out = bin().arg("check").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("check: ok"));
@@ -337,7 +340,7 @@ fn serve_serves_the_demo_page_with_the_configured_pusher_js() {
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(
         config["realtime"],
-        serde_json::json!({"host": "calls.example.test", "port": 7001, "key": "domvia-key"})
+        serde_json::json!({"host": "calls.example.test", "port": 7001, "key": "domvia-key", "tls": false})
     );
     serve.kill().unwrap();
     serve.wait().unwrap();
@@ -478,7 +481,7 @@ fn conform_writes_reports_and_catches_a_stale_known_failing_list() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fixed"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fixed"));
 
     // An expected-results file that disagrees fails the run and names the case.
     fs::write(

@@ -479,7 +479,12 @@ async fn deliver(t: SocketAddr, body: &str, key: &str, signature: &str) -> (u16,
     )
 }
 
-fn webhook_body(channel: &str, event: &str, data: Value, user: &str, time_ms: u64) -> String {
+/// A webhook delivery reporting the client event `event` (with `extra` body members) that `user`
+/// sent on the presence call `channel`, as the realtime server reports it: the server-added
+/// `user_id` beside a full, valid call event.
+fn webhook_body(channel: &str, event: &str, extra: Value, user: &str, time_ms: u64) -> String {
+    let call_id = channel.rsplit('.').next().unwrap();
+    let data = client_event_data(call_id, &format!("{user}-device-1"), user, 1, extra);
     json!({"time_ms": time_ms, "events": [{"name": "client_event", "channel": channel, "event": event, "data": data.to_string(), "socket_id": "1.2", "user_id": user}]}).to_string()
 }
 

@@ -3,6 +3,7 @@
 //! `crate::trusted_server` stores records and talks HTTP; it decides nothing itself.
 
 mod directory;
+pub mod outbox;
 mod policy;
 mod record;
 pub mod webhook;
@@ -11,5 +12,5 @@ pub use directory::{Directory, User};
 pub use policy::{AuthResponse, Denial, SigningApp, authorize};
 pub use record::{
     CallRecord, CallRequest, CallRequestError, CallState, LogEntry, Outcome, PlannedCall,
-    apply_webhook, expire_if_due, plan_call,
+    UserAction, apply_user_action, apply_webhook, end_vacated, expire_if_due, plan_call,
 };

@@ -7,15 +7,15 @@
 //! `cancelled` before anyone accepted; `server_seq` grows by one for every event the server sends.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::channel::{CallChannel, ChannelKind, InboxChannel};
 use crate::event::{
-    CallEvent, EndReason, EndedBody, EventBody, EventHeader, MediaSelection, Origin, Privacy,
-    ProtocolVersion, RingTimeoutMs, Seq, StartedBody, Topology, UnixMillis,
+    CallEvent, EndReason, EndedBody, EventBody, EventHeader, EventKind, Incoming, MediaSelection,
+    Origin, Privacy, ProtocolVersion, RingTimeoutMs, Seq, StartedBody, Topology, UnixMillis,
 };
 use crate::ids::{CallId, PartyId, Scope, ScopeId, UserId};
 use crate::trusted::Directory;
+use crate::trusted::webhook::WebhookEvent;
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,83 +289,211 @@ pub struct Outcome {
     pub send: Vec<CallEvent>,
 }
 
-/// Applies one webhook event about the call (the realtime server verified the sender's
-/// subscription; on presence channels `user_id` is server-verified, on private channels it comes
-/// from the event data and is self-asserted).
+/// Applies one webhook event about the call.
+///
+/// Identity rule ([SRV-016]): acceptance, decline and hang-up change the record only when the
+/// realtime server verified who sent them, i.e. the event carries the server-added `user_id` of a
+/// presence channel and the event's own header names the same user. A `user_id` written inside a
+/// private-channel client event is the sender's claim and is never enough; such calls are
+/// recorded from the users' own authenticated requests ([`apply_user_action`]). Client events are
+/// parsed with the protocol's own parser, so an invalid event changes nothing.
 pub fn apply_webhook(
     record: &mut CallRecord,
     dir: &Directory,
-    name: &str,
-    event: Option<&str>,
-    data: Option<&Value>,
-    user_id: Option<&str>,
+    event: &WebhookEvent,
     at_ms: u64,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let user = user_id
-        .map(str::to_owned)
-        .or_else(|| data.and_then(|d| d["user_id"].as_str()).map(str::to_owned));
+    let verified = event.user_id.clone();
     let log = |kind: &str, detail: String| LogEntry {
         at_ms,
         kind: kind.to_owned(),
-        user_id: user.clone(),
+        user_id: verified.clone(),
         detail,
     };
-    match (name, event) {
-        ("client_event", Some("client-call.accepted")) => {
-            let accepter = user.as_deref().and_then(|u| UserId::parse(u).ok());
-            match (record.state, accepter) {
-                (CallState::Ringing, Some(u)) if record.may_join(dir, &u) && u != record.caller => {
-                    record.state = CallState::Active;
-                    record.accepted_by = Some(u);
-                    record.accepted_at_ms = Some(at_ms);
-                    out.log.push(log("accepted", String::new()));
+    match event.name.as_str() {
+        "client_event" => {
+            let Some(name) = event.event.as_deref() else {
+                return out;
+            };
+            if !crate::event::is_call_event_name(name) {
+                return out;
+            }
+            let parsed = event
+                .data_object()
+                .ok_or_else(|| "data is not a JSON object".to_owned())
+                .and_then(|d| crate::event::parse_event(name, &d).map_err(|e| e.to_string()));
+            let call_event = match parsed {
+                Ok(Incoming::Clear(e)) => e,
+                // Sealed bodies are for the parties; the server never sees them clear.
+                Ok(Incoming::Sealed(_)) => return out,
+                Err(e) => {
+                    out.log.push(log("event_invalid", format!("{name}: {e}")));
+                    return out;
                 }
-                (state, _) => out.log.push(log(
-                    "accept_ignored",
-                    format!(
-                        "call was {} or the accepting user is not a callee",
-                        state.as_str()
-                    ),
-                )),
+            };
+            let kind = call_event.kind();
+            let decides = matches!(kind, EventKind::Accepted | EventKind::Ended);
+            let user = match (&verified, decides) {
+                (_, false) => None,
+                (Some(v), true) if call_event.header().user_id.as_str() == v => {
+                    UserId::parse(v).ok()
+                }
+                (Some(_), true) => {
+                    out.log.push(log(
+                        "identity_mismatch",
+                        format!("{name} claims {}", call_event.header().user_id),
+                    ));
+                    return out;
+                }
+                (None, true) => {
+                    out.log.push(log(
+                        "unverified",
+                        format!(
+                            "{name} on a private channel names {} but the realtime server verified nobody; the record changes only on the user's own request",
+                            call_event.header().user_id
+                        ),
+                    ));
+                    return out;
+                }
+            };
+            match (call_event.body(), user) {
+                (EventBody::Accepted, Some(u)) => accept(record, dir, &u, at_ms, &mut out),
+                (EventBody::Ended(body), Some(u)) => end_by(record, dir, &u, body, at_ms, &mut out),
+                (EventBody::Ringing, _) => out.log.push(log("ringing", String::new())),
+                _ => {}
             }
         }
-        ("client_event", Some("client-call.ended")) => {
-            let reason = data
-                .and_then(|d| serde_json::from_value::<EndReason>(d["reason"].clone()).ok())
-                .unwrap_or(EndReason::Unknown);
-            let addressed =
-                data.is_some_and(|d| d.get("to_party_id").is_some_and(|v| !v.is_null()));
-            if addressed {
-                // Ends one party's part (answered elsewhere), not the call.
-                out.log.push(log("party_ended", format!("{reason:?}")));
-            } else if record.state != CallState::Ended {
-                out.missed = record.end(reason, at_ms, dir);
-                out.log.push(log(
-                    "ended",
-                    serde_json::to_value(reason)
-                        .map(|v| v.as_str().unwrap_or("").to_owned())
-                        .unwrap_or_default(),
-                ));
-            } else {
-                out.log
-                    .push(log("end_ignored", "call already ended".into()));
-            }
-        }
-        ("client_event", Some("client-call.ringing")) => {
-            out.log.push(log("ringing", String::new()))
-        }
-        ("member_added", _) => out.log.push(log("joined", String::new())),
-        ("member_removed", _) => out.log.push(log("left", String::new())),
-        ("channel_vacated", _) if record.state == CallState::Active => {
-            // Everybody left an answered call without a call.ended: close the record.
-            record.end(EndReason::Unknown, at_ms, dir);
-            out.log
-                .push(log("ended", "unknown (channel vacated)".into()));
-        }
+        "member_added" => out.log.push(log("joined", String::new())),
+        "member_removed" => out.log.push(log("left", String::new())),
+        "channel_vacated" => return end_vacated(record, dir, "channel vacated", at_ms),
         _ => {}
     }
     out
+}
+
+/// Everybody left an answered call without a `call.ended` (a `channel_vacated` webhook, or the
+/// realtime server reporting the channel empty when the record is reconciled with it): the record
+/// is closed, as answered, never as missed. A ringing call is left to the ring timeout.
+pub fn end_vacated(record: &mut CallRecord, dir: &Directory, how: &str, at_ms: u64) -> Outcome {
+    let mut out = Outcome::default();
+    if record.state == CallState::Active {
+        record.end(EndReason::Unknown, at_ms, dir);
+        out.log.push(LogEntry {
+            at_ms,
+            kind: "ended".into(),
+            user_id: None,
+            detail: format!("unknown ({how})"),
+        });
+    }
+    out
+}
+
+/// What a signed-in user tells the trusted server about a call directly (`POST
+/// /calls/{id}/accept|decline|end`): the identity is the bearer token's, so this is how calls on
+/// private channels are recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAction {
+    Accept,
+    Decline { busy: bool },
+    End { reason: EndReason },
+}
+
+/// Applies a user's own request about a call. `user` is authenticated by the shell.
+pub fn apply_user_action(
+    record: &mut CallRecord,
+    dir: &Directory,
+    user: &UserId,
+    action: &UserAction,
+    at_ms: u64,
+) -> Outcome {
+    let mut out = Outcome::default();
+    if !record.may_join(dir, user) {
+        out.log.push(LogEntry {
+            at_ms,
+            kind: "action_refused".into(),
+            user_id: Some(user.to_string()),
+            detail: "not a party of the call".into(),
+        });
+        return out;
+    }
+    match action {
+        UserAction::Accept => accept(record, dir, user, at_ms, &mut out),
+        UserAction::Decline { busy } => {
+            let body = EndedBody {
+                reason: if *busy {
+                    EndReason::Busy
+                } else {
+                    EndReason::Declined
+                },
+                to_party_id: None,
+            };
+            end_by(record, dir, user, &body, at_ms, &mut out)
+        }
+        UserAction::End { reason } => {
+            let body = EndedBody {
+                reason: *reason,
+                to_party_id: None,
+            };
+            end_by(record, dir, user, &body, at_ms, &mut out)
+        }
+    }
+    out
+}
+
+fn accept(record: &mut CallRecord, dir: &Directory, user: &UserId, at_ms: u64, out: &mut Outcome) {
+    let entry = |kind: &str, detail: String| LogEntry {
+        at_ms,
+        kind: kind.to_owned(),
+        user_id: Some(user.to_string()),
+        detail,
+    };
+    match record.state {
+        CallState::Ringing if record.may_join(dir, user) && *user != record.caller => {
+            record.state = CallState::Active;
+            record.accepted_by = Some(user.clone());
+            record.accepted_at_ms = Some(at_ms);
+            out.log.push(entry("accepted", String::new()));
+        }
+        state => out.log.push(entry(
+            "accept_ignored",
+            format!(
+                "call was {} or the accepting user is not a callee",
+                state.as_str()
+            ),
+        )),
+    }
+}
+
+fn end_by(
+    record: &mut CallRecord,
+    dir: &Directory,
+    user: &UserId,
+    body: &EndedBody,
+    at_ms: u64,
+    out: &mut Outcome,
+) {
+    let entry = |kind: &str, detail: String| LogEntry {
+        at_ms,
+        kind: kind.to_owned(),
+        user_id: Some(user.to_string()),
+        detail,
+    };
+    let reason = body.reason;
+    let reason_text = serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if body.to_party_id.is_some() {
+        // Ends one party's part (answered elsewhere), not the call.
+        out.log.push(entry("party_ended", reason_text));
+    } else if record.state != CallState::Ended {
+        out.missed = record.end(reason, at_ms, dir);
+        out.log.push(entry("ended", reason_text));
+    } else {
+        out.log
+            .push(entry("end_ignored", "call already ended".into()));
+    }
 }
 
 /// The ring-timeout watchdog's decision for one record: a ringing call past its deadline ends with
@@ -412,6 +540,28 @@ mod tests {
             "callees": callees, "ring_timeout_ms": 30000
         }))
         .unwrap()
+    }
+
+    /// A client event as the realtime server reports it; `verified` is the server-added user id
+    /// (presence channels only), `sender` the user the event's own header names.
+    fn hook(
+        event: &str,
+        verified: Option<&str>,
+        sender: &str,
+        body: serde_json::Value,
+    ) -> WebhookEvent {
+        let mut data = json!({"v": 1, "call_id": "call-1", "party_id": format!("{sender}-phone-1"),
+            "user_id": sender, "seq": 1, "sent_at_ms": 0});
+        if let (Some(d), Some(b)) = (data.as_object_mut(), body.as_object()) {
+            d.extend(b.clone());
+        }
+        WebhookEvent {
+            name: "client_event".into(),
+            channel: "presence-call.room.chat-room-42.call-1".into(),
+            event: Some(event.into()),
+            data: Some(serde_json::Value::String(data.to_string())),
+            user_id: verified.map(str::to_owned),
+        }
     }
 
     fn planned(callees: &[&str]) -> PlannedCall {
@@ -469,10 +619,7 @@ mod tests {
         let out = apply_webhook(
             &mut r,
             &dir(),
-            "client_event",
-            Some("client-call.accepted"),
-            None,
-            Some("bob"),
+            &hook("client-call.accepted", Some("bob"), "bob", json!({})),
             2_000,
         );
         assert_eq!(out.log[0].kind, "accepted");
@@ -480,10 +627,12 @@ mod tests {
         let out = apply_webhook(
             &mut r,
             &dir(),
-            "client_event",
-            Some("client-call.ended"),
-            Some(&json!({"reason": "hangup"})),
-            Some("alice"),
+            &hook(
+                "client-call.ended",
+                Some("alice"),
+                "alice",
+                json!({"reason": "hangup"}),
+            ),
             9_000,
         );
         assert!(out.missed.is_empty());
@@ -503,10 +652,12 @@ mod tests {
         let out = apply_webhook(
             &mut r,
             &dir(),
-            "client_event",
-            Some("client-call.ended"),
-            Some(&json!({"reason": "cancelled"})),
-            Some("alice"),
+            &hook(
+                "client-call.ended",
+                Some("alice"),
+                "alice",
+                json!({"reason": "cancelled"}),
+            ),
             3_000,
         );
         assert_eq!(out.missed, vec![uid("bob"), uid("carol")]);
@@ -534,10 +685,7 @@ mod tests {
             let out = apply_webhook(
                 &mut r,
                 &dir(),
-                "client_event",
-                Some("client-call.accepted"),
-                None,
-                Some(who),
+                &hook("client-call.accepted", Some(who), who, json!({})),
                 2_000,
             );
             assert_eq!(out.log[0].kind, "accept_ignored", "{who}");
@@ -551,22 +699,81 @@ mod tests {
         apply_webhook(
             &mut r,
             &dir(),
-            "client_event",
-            Some("client-call.accepted"),
-            None,
-            Some("bob"),
+            &hook("client-call.accepted", Some("bob"), "bob", json!({})),
             2_000,
         );
         let out = apply_webhook(
             &mut r,
             &dir(),
-            "client_event",
-            Some("client-call.ended"),
-            Some(&json!({"reason": "answered_elsewhere", "to_party_id": "bob-phone-2"})),
-            Some("alice"),
+            &hook(
+                "client-call.ended",
+                Some("alice"),
+                "alice",
+                json!({"reason": "answered_elsewhere", "to_party_id": "bob-phone-2"}),
+            ),
             2_500,
         );
         assert_eq!(out.log[0].kind, "party_ended");
         assert_eq!(r.state, CallState::Active);
+    }
+
+    #[test]
+    fn a_forged_acceptance_on_a_private_channel_changes_nothing() {
+        // The caller claims bob accepted: on a private channel nobody verified the sender.
+        let mut r = planned(&["bob"]).record;
+        let forged = hook("client-call.accepted", None, "bob", json!({}));
+        let out = apply_webhook(&mut r, &dir(), &forged, 2_000);
+        assert_eq!(out.log[0].kind, "unverified");
+        assert_eq!((r.state, r.accepted_by.clone()), (CallState::Ringing, None));
+        // A verified sender whose event names someone else is not believed either.
+        let claimed = hook("client-call.accepted", Some("alice"), "bob", json!({}));
+        let out = apply_webhook(&mut r, &dir(), &claimed, 2_100);
+        assert_eq!(out.log[0].kind, "identity_mismatch");
+        assert_eq!(r.state, CallState::Ringing);
+        // So the ring timeout still makes it a missed call for bob.
+        let out = expire_if_due(&mut r, &dir(), 99_000).unwrap();
+        assert_eq!(out.missed, vec![uid("bob")]);
+    }
+
+    #[test]
+    fn users_record_private_channel_calls_with_their_own_requests() {
+        let mut r = planned(&["bob"]).record;
+        let out = apply_user_action(&mut r, &dir(), &uid("dave"), &UserAction::Accept, 2_000);
+        assert_eq!(out.log[0].kind, "action_refused");
+        let out = apply_user_action(&mut r, &dir(), &uid("bob"), &UserAction::Accept, 2_000);
+        assert_eq!(out.log[0].kind, "accepted");
+        assert_eq!(r.accepted_by, Some(uid("bob")));
+        let end = UserAction::End {
+            reason: EndReason::Hangup,
+        };
+        let out = apply_user_action(&mut r, &dir(), &uid("alice"), &end, 5_000);
+        assert!(out.missed.is_empty());
+        assert_eq!(r.end_reason, Some(EndReason::Hangup));
+        let mut declined = planned(&["bob"]).record;
+        let out = apply_user_action(
+            &mut declined,
+            &dir(),
+            &uid("bob"),
+            &UserAction::Decline { busy: true },
+            2_000,
+        );
+        assert_eq!(declined.end_reason, Some(EndReason::Busy));
+        assert!(out.missed.is_empty(), "busy is not a missed call");
+    }
+
+    #[test]
+    fn invalid_client_events_change_nothing() {
+        let mut r = planned(&["bob"]).record;
+        let mut bad = hook("client-call.accepted", Some("bob"), "bob", json!({}));
+        bad.data = Some(serde_json::Value::String("{\"v\": 1}".into()));
+        let out = apply_webhook(&mut r, &dir(), &bad, 2_000);
+        assert_eq!(out.log[0].kind, "event_invalid");
+        assert_eq!(r.state, CallState::Ringing);
+        // The object form some servers send is read as well.
+        let mut object = hook("client-call.accepted", Some("bob"), "bob", json!({}));
+        let text = object.data.take().unwrap();
+        object.data = serde_json::from_str(text.as_str().unwrap()).ok();
+        let out = apply_webhook(&mut r, &dir(), &object, 2_000);
+        assert_eq!(out.log[0].kind, "accepted");
     }
 }

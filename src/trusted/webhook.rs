@@ -23,19 +23,22 @@ pub struct WebhookEvent {
     pub channel: String,
     #[serde(default)]
     pub event: Option<String>,
-    /// For client events: the event data as the JSON text the client sent.
+    /// For client events: the event data, as the JSON text the client sent (Pusher's form) or as
+    /// a JSON object (some servers send that).
     #[serde(default)]
-    pub data: Option<String>,
+    pub data: Option<Value>,
     #[serde(default)]
     pub user_id: Option<String>,
 }
 
 impl WebhookEvent {
-    /// The client event's data as JSON, if it is JSON.
-    pub fn data_json(&self) -> Option<Value> {
-        self.data
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
+    /// The client event's data as a JSON object, from either form.
+    pub fn data_object(&self) -> Option<serde_json::Map<String, Value>> {
+        match self.data.as_ref()? {
+            Value::String(text) => serde_json::from_str(text).ok(),
+            Value::Object(o) => Some(o.clone()),
+            _ => None,
+        }
     }
 }
 

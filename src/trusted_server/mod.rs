@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,13 +29,13 @@ use tokio::sync::{Mutex, Notify, oneshot};
 use tokio::task::JoinHandle;
 
 pub use demo::pusher_js_path;
-pub use store::Store;
+pub use store::{Cursor, OutboxCounts, Store};
 
 use crate::ids::CallId;
 use crate::signing::{self, Secret};
 use crate::trusted::{
-    CallRequest, Directory, SigningApp, User, apply_webhook, authorize, expire_if_due, plan_call,
-    webhook,
+    CallRequest, Directory, SigningApp, User, UserAction, apply_user_action, apply_webhook,
+    authorize, end_vacated, expire_if_due, outbox, plan_call, webhook,
 };
 
 /// Everything the trusted server needs.
@@ -80,6 +80,9 @@ pub struct TrustedConfig {
     /// How often the ring-timeout watchdog looks for expired calls.
     #[serde(default = "default_watchdog_ms")]
     pub watchdog_interval_ms: u64,
+    /// How often answered calls are checked against the realtime server's channel occupancy.
+    #[serde(default = "default_reconcile_ms")]
+    pub reconcile_interval_ms: u64,
     /// The realtime server as browsers reach it (`http://host:port`), for the demo page; the HTTP
     /// API URL by default.
     #[serde(default)]
@@ -117,6 +120,9 @@ fn default_turn_ttl() -> u64 {
 fn default_watchdog_ms() -> u64 {
     250
 }
+fn default_reconcile_ms() -> u64 {
+    5_000
+}
 
 /// The development privacy master key (32 bytes, base64); printed as a warning when used.
 pub const DEVELOPMENT_MASTER_KEY: &str = "ZG9tdmlhLWNhbGxzIGRldmVsb3BtZW50IGtleSAhISE=";
@@ -140,6 +146,7 @@ impl TrustedConfig {
             turn_secret: None,
             turn_ttl_secs: default_turn_ttl(),
             watchdog_interval_ms: default_watchdog_ms(),
+            reconcile_interval_ms: default_reconcile_ms(),
             public_realtime_url: None,
             pusher_js: None,
         }
@@ -273,6 +280,7 @@ pub async fn start(
         .route("/calls/history", get(history))
         .route("/calls/missed", get(missed))
         .route("/calls/{id}", get(call_detail))
+        .route("/calls/{id}/{action}", post(call_action))
         .route("/ice-servers", get(ice_servers_for_user))
         .route("/demo", get(demo::redirect))
         .route("/demo/", get(demo::page))
@@ -291,6 +299,7 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn(watchdog(state.clone())),
         tokio::spawn(outbox_sender(state.clone())),
+        tokio::spawn(reconciler(state.clone())),
     ];
     tracing::info!(%addr, "trusted server listening");
     Ok(RunningTrusted {
@@ -496,51 +505,79 @@ async fn realtime_webhooks(
         }
     };
     let digest = hex::encode(Sha256::digest(&body));
-    match state.store.first_delivery(&digest, now).await {
-        Ok(true) => {}
-        Ok(false) => {
+    // The whole delivery under the writer lock and in one transaction with its digest: applied
+    // completely and remembered, or not at all (a retry after a timeout is then applied).
+    let _guard = state.writer.lock().await;
+    let mut delivery = match state.store.begin_delivery(&digest, now).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
             return error(
                 StatusCode::CONFLICT,
                 "webhook.replayed",
-                "this delivery was already processed",
+                "this delivery was already applied",
             );
         }
         Err(e) => return internal(e),
-    }
+    };
     let mut applied = 0;
     for ev in &parsed.events {
         let Ok(channel) = crate::channel::CallChannel::parse(&ev.channel) else {
             continue;
         };
-        let _guard = state.writer.lock().await;
-        let mut record = match state.store.load_call(channel.call_id().as_str()).await {
+        let mut record = match delivery.load_call(channel.call_id().as_str()).await {
             Ok(Some(r)) if r.channel == channel => r,
             Ok(_) => continue,
             Err(e) => return internal(e),
         };
-        let data = ev.data_json();
-        let outcome = apply_webhook(
-            &mut record,
-            &state.directory,
-            &ev.name,
-            ev.event.as_deref(),
-            data.as_ref(),
-            ev.user_id.as_deref(),
-            parsed.time_ms,
-        );
+        let outcome = apply_webhook(&mut record, &state.directory, ev, parsed.time_ms);
         if outcome.log.is_empty() {
             continue;
         }
-        if let Err(e) = state.store.save_outcome(&record, &outcome).await {
+        if let Err(e) = delivery.save_outcome(&record, &outcome).await {
             return internal(e);
         }
         applied += 1;
+    }
+    if let Err(e) = delivery.commit().await {
+        return internal(e);
     }
     state.outbox_wake.notify_one();
     axum::Json(json!({ "applied": applied })).into_response()
 }
 
-async fn history(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// `limit` (1..=200, 50 by default) and `cursor` of a paged listing, or why they are invalid
+/// (`(code, message)`).
+fn page_params(query: &str) -> Result<(u32, Option<store::Cursor>), (&'static str, String)> {
+    let params = signing::parse_query(query).map_err(|e| ("page.bad_query", e.to_string()))?;
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let limit = match get("limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(("page.bad_limit", format!("limit must be 1 to {MAX_PAGE}")));
+            }
+        },
+    };
+    let cursor = match get("cursor") {
+        None | Some("") => None,
+        Some(c) => Some(store::Cursor::decode(c).ok_or((
+            "page.bad_cursor",
+            "cursor is not one this server handed out".to_owned(),
+        ))?),
+    };
+    Ok((limit, cursor))
+}
+
+/// Entries per page of history and missed calls, by default and at most.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some(user) = bearer(&state, &headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -548,13 +585,29 @@ async fn history(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             "sign in first",
         );
     };
-    match state.store.history(user.id.as_str()).await {
-        Ok(calls) => axum::Json(json!({ "calls": calls })).into_response(),
+    let (limit, cursor) = match page_params(query.as_deref().unwrap_or_default()) {
+        Ok(p) => p,
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+    };
+    match state
+        .store
+        .history(user.id.as_str(), limit, cursor.as_ref())
+        .await
+    {
+        Ok((calls, next)) => axum::Json(json!({
+            "calls": calls,
+            "next_cursor": next.map(|c| c.encode()),
+        }))
+        .into_response(),
         Err(e) => internal(e),
     }
 }
 
-async fn missed(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn missed(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some(user) = bearer(&state, &headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -562,8 +615,20 @@ async fn missed(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
             "sign in first",
         );
     };
-    match state.store.missed(user.id.as_str()).await {
-        Ok(calls) => axum::Json(json!({ "missed": calls })).into_response(),
+    let (limit, cursor) = match page_params(query.as_deref().unwrap_or_default()) {
+        Ok(p) => p,
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+    };
+    match state
+        .store
+        .missed(user.id.as_str(), limit, cursor.as_ref())
+        .await
+    {
+        Ok((calls, next)) => axum::Json(json!({
+            "missed": calls,
+            "next_cursor": next.map(|c| c.encode()),
+        }))
+        .into_response(),
         Err(e) => internal(e),
     }
 }
@@ -595,6 +660,78 @@ async fn call_detail(
         Ok(log) => axum::Json(json!({ "call": record, "log": log })).into_response(),
         Err(e) => internal(e),
     }
+}
+
+/// `POST /calls/{id}/accept|decline|end`: a signed-in party reports what it did, so calls on
+/// private channels (whose client events carry no verified identity) are recorded too. Bodies:
+/// none, `{"busy": bool}`, `{"reason": "hangup"}`.
+async fn call_action(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(user) = bearer(&state, &headers) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "auth.not_signed_in",
+            "sign in first: missing or unknown bearer token",
+        );
+    };
+    let fields: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "call.bad_request", e),
+        }
+    };
+    let action = match action.as_str() {
+        "accept" => UserAction::Accept,
+        "decline" => UserAction::Decline {
+            busy: fields["busy"].as_bool().unwrap_or(false),
+        },
+        "end" => match serde_json::from_value(fields["reason"].clone()) {
+            Ok(reason) => UserAction::End { reason },
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "call.bad_request",
+                    "end needs {\"reason\": one of the call.ended reasons}",
+                );
+            }
+        },
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "call.unknown_action",
+                format!("{other} is not accept, decline or end"),
+            );
+        }
+    };
+    let _guard = state.writer.lock().await;
+    let mut record = match state.store.load_call(&id).await {
+        Ok(Some(r)) if r.may_join(&state.directory, &user.id) => r,
+        // Calls the user may not join are reported as unknown, like calls that do not exist.
+        Ok(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "call.not_found",
+                format!("no call {id} of yours"),
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let outcome = apply_user_action(&mut record, &state.directory, &user.id, &action, unix_ms());
+    if let Err(e) = state.store.save_outcome(&record, &outcome).await {
+        return internal(e);
+    }
+    state.outbox_wake.notify_one();
+    axum::Json(json!({
+        "state": record.state,
+        "log": outcome.log.iter().map(|l| l.kind.as_str()).collect::<Vec<_>>(),
+    }))
+    .into_response()
 }
 
 /// Ends ringing calls whose deadline passed. Runs at start too, so calls that were ringing when
@@ -640,34 +777,149 @@ async fn watchdog(state: Arc<AppState>) {
     }
 }
 
-/// Sends outbox entries through the realtime HTTP API, oldest first, retrying until accepted.
+/// Sends outbox entries through the realtime HTTP API, oldest first. Each entry has its own
+/// retry schedule ([`crate::trusted::outbox`]): a failing entry waits without holding up the
+/// others, and one the realtime server keeps refusing is dead-lettered with its reason.
 async fn outbox_sender(state: Arc<AppState>) {
     loop {
-        let pending = state.store.outbox(50).await.unwrap_or_default();
-        let mut failed = false;
-        for entry in &pending {
-            match trigger(&state, &entry.channels, &entry.event, &entry.data).await {
-                Ok(()) => {
-                    if let Err(e) = state.store.outbox_done(&entry.id).await {
-                        tracing::error!(error = %e, "outbox delete failed");
-                    }
+        let now = unix_ms();
+        let due = match state.store.due_outbox(now, 50).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox query failed");
+                Vec::new()
+            }
+        };
+        for entry in &due {
+            let result = trigger(&state, &entry.channels, &entry.event, &entry.data).await;
+            let stored = match result {
+                Ok(()) => state.store.outbox_done(&entry.id).await,
+                Err(failure) => {
+                    let attempts = entry.attempts + 1;
+                    let refusals = entry.refusals + u32::from(!failure.0.is_temporary());
+                    let retry = outbox::after_failure(attempts, refusals, failure.0, unix_ms());
+                    let retry_at = match retry {
+                        outbox::Retry::At(t) => {
+                            tracing::warn!(error = %failure.1, event = %entry.event, attempts, "realtime API did not take an outbox entry; will retry");
+                            Some(t)
+                        }
+                        outbox::Retry::DeadLetter => {
+                            tracing::error!(error = %failure.1, event = %entry.event, attempts, channels = ?entry.channels, "outbox entry dead-lettered: the realtime API keeps refusing it");
+                            None
+                        }
+                    };
+                    state
+                        .store
+                        .outbox_failed(
+                            &entry.id,
+                            (attempts, refusals),
+                            retry_at,
+                            unix_ms(),
+                            &failure.1,
+                        )
+                        .await
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, event = %entry.event, "realtime API refused; will retry");
-                    failed = true;
-                    break;
-                }
+            };
+            if let Err(e) = stored {
+                tracing::error!(error = %e, "outbox update failed");
             }
         }
-        if pending.is_empty() || failed {
-            let wait = if failed {
-                Duration::from_millis(500)
-            } else {
-                Duration::from_secs(1)
-            };
+        if due.len() < 50 {
+            // Sleep until the next entry is due (or a new one is written), at most a second.
+            let next = state.store.next_outbox_due().await.ok().flatten();
+            let wait = next.map_or(Duration::from_secs(1), |t| {
+                Duration::from_millis(t.saturating_sub(unix_ms()).clamp(10, 1_000))
+            });
             let _ = tokio::time::timeout(wait, state.outbox_wake.notified()).await;
         }
     }
+}
+
+/// Checks answered calls against the realtime server: a call whose channel the realtime server
+/// reports empty twice in a row (one interval apart) is closed as `ended: unknown`, so a lost
+/// `channel_vacated` or `member_removed` webhook cannot leave a call active for ever.
+async fn reconciler(state: Arc<AppState>) {
+    let interval = Duration::from_millis(state.config.reconcile_interval_ms.max(100));
+    let mut empty_since: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        let Ok(active) = state.store.active_calls().await else {
+            continue;
+        };
+        let open: std::collections::HashSet<String> =
+            active.iter().map(|r| r.call_id.to_string()).collect();
+        empty_since.retain(|id, _| open.contains(id));
+        for record in active {
+            let channel = record.channel.to_string();
+            let occupied = match channel_occupied(&state, &channel).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(error = %e, %channel, "cannot reconcile with the realtime server");
+                    continue;
+                }
+            };
+            let id = record.call_id.to_string();
+            if occupied {
+                empty_since.remove(&id);
+                continue;
+            }
+            let now = unix_ms();
+            if empty_since.insert(id.clone(), now).is_none() {
+                continue;
+            }
+            let _guard = state.writer.lock().await;
+            let Ok(Some(mut fresh)) = state.store.load_call(&id).await else {
+                continue;
+            };
+            let outcome = end_vacated(
+                &mut fresh,
+                &state.directory,
+                "reconciled: the realtime server reports the channel empty",
+                now,
+            );
+            if !outcome.log.is_empty() {
+                tracing::info!(call = %id, "closed an answered call whose channel is empty");
+                if let Err(e) = state.store.save_outcome(&fresh, &outcome).await {
+                    tracing::error!(error = %e, "could not record a reconciled call");
+                }
+            }
+            empty_since.remove(&id);
+        }
+    }
+}
+
+/// `GET /apps/{id}/channels/{name}` on the realtime server: whether anyone is subscribed.
+async fn channel_occupied(state: &AppState, channel: &str) -> Result<bool, String> {
+    let path = format!("/apps/{}/channels/{channel}", state.config.app_id);
+    let params = signing::sign_http_request(
+        &state.config.app_key,
+        &state.config.app_secret,
+        "GET",
+        &path,
+        Vec::new(),
+        b"",
+        unix_ms() / 1000,
+    );
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let url = format!(
+        "{}{path}?{}",
+        state.config.realtime_api_url.trim_end_matches('/'),
+        query.join("&")
+    );
+    let resp = state
+        .http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("{}", resp.status()));
+    }
+    let v: Value = serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    v["occupied"]
+        .as_bool()
+        .ok_or_else(|| format!("no occupied member in {v}"))
 }
 
 /// One signed `POST /apps/{id}/events`.
@@ -676,7 +928,7 @@ async fn trigger(
     channels: &[String],
     event: &str,
     data: &str,
-) -> Result<(), String> {
+) -> Result<(), (outbox::SendFailure, String)> {
     let path = format!("/apps/{}/events", state.config.app_id);
     let body = json!({ "name": event, "channels": channels, "data": data }).to_string();
     let params = signing::sign_http_request(
@@ -701,14 +953,14 @@ async fn trigger(
         .body(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
-    if resp.status().is_success() {
+        .map_err(|e| (outbox::SendFailure::Unreachable, e.to_string()))?;
+    let status = resp.status();
+    if status.is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "{} {}",
-            resp.status(),
-            resp.text().await.unwrap_or_default()
+        Err((
+            outbox::SendFailure::Status(status.as_u16()),
+            format!("{status} {}", resp.text().await.unwrap_or_default()),
         ))
     }
 }

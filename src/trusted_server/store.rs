@@ -2,8 +2,12 @@
 //! PostgreSQL when given a `postgres://` URL. One code path serves both (the `Any` driver and
 //! portable SQL); migrations run at connect.
 //!
-//! Invariant: every change the core decides (record, log lines, missed calls, events to send) is
-//! written in one transaction, so a crash leaves either all of it or none.
+//! Invariants: every change the core decides (record, log lines, missed calls, events to send) is
+//! written in one transaction, so a crash leaves either all of it or none; a webhook delivery's
+//! digest is written in the transaction that applies it ([`Store::begin_delivery`]), so a retry
+//! after a timeout is applied exactly when the first attempt was not. With SQLite one connection
+//! writes and a separate pool of readers serves history queries beside it (WAL), so reads never
+//! queue in front of the writes that keep records.
 
 use serde_json::{Value, json};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -12,6 +16,7 @@ use sqlx::{AnyPool, Row};
 use crate::channel::CallChannel;
 use crate::event::{CallEvent, EndReason};
 use crate::ids::{CallId, UserId};
+use crate::trusted::outbox::split_channels;
 use crate::trusted::{CallRecord, CallState, LogEntry, Outcome};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/trusted_server/migrations");
@@ -23,11 +28,55 @@ pub struct OutboxEntry {
     pub channels: Vec<String>,
     pub event: String,
     pub data: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// How many of them the realtime server refused (a 4xx), rather than failed to answer.
+    pub refusals: u32,
+}
+
+/// Where a page of history or missed calls starts: the `(time, call id)` of the last entry of the
+/// previous page, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub at_ms: u64,
+    pub call_id: String,
+}
+
+impl Cursor {
+    /// `{at_ms}.{call_id}`, opaque to clients.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.at_ms, self.call_id)
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (at, id) = s.split_once('.')?;
+        Some(Cursor {
+            at_ms: at.parse().ok()?,
+            call_id: CallId::parse(id).ok()?.as_str().to_owned(),
+        })
+    }
+}
+
+/// Counts of the outbox, for health and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub dead: u64,
 }
 
 #[derive(Clone)]
 pub struct Store {
+    /// Every write, and reads that decide writes.
     pool: AnyPool,
+    /// History and missed-call queries (the same pool for PostgreSQL).
+    reads: AnyPool,
+}
+
+/// One webhook delivery being applied: a transaction that already holds the delivery's digest.
+/// Load records and save outcomes through it, then [`Delivery::commit`]; dropping it applies
+/// nothing (and records no digest).
+pub struct Delivery {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
 }
 
 type Result<T> = std::result::Result<T, String>;
@@ -64,8 +113,20 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store> {
         install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 1 } else { 8 })
+        let pool = Self::pool(url, if sqlite { 1 } else { 8 }).await?;
+        MIGRATOR.run(&pool).await.map_err(db)?;
+        let reads = if sqlite {
+            Self::pool(url, 4).await?
+        } else {
+            pool.clone()
+        };
+        Ok(Store { pool, reads })
+    }
+
+    async fn pool(url: &str, connections: u32) -> Result<AnyPool> {
+        let sqlite = url.starts_with("sqlite:");
+        AnyPoolOptions::new()
+            .max_connections(connections)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -85,9 +146,7 @@ impl Store {
             })
             .connect(url)
             .await
-            .map_err(db)?;
-        MIGRATOR.run(&pool).await.map_err(db)?;
-        Ok(Store { pool })
+            .map_err(db)
     }
 
     /// Stores a new call, its participants, and the invitation in the outbox.
@@ -154,70 +213,30 @@ impl Store {
     /// Writes a changed record with everything the change produced.
     pub async fn save_outcome(&self, record: &CallRecord, outcome: &Outcome) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(
-            "UPDATE calls SET state = $1, accepted_by = $2, accepted_at_ms = $3, ended_at_ms = $4, \
-             end_reason = $5, server_seq = $6 WHERE call_id = $7",
+        write_outcome(&mut tx, record, outcome).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Starts applying a webhook delivery whose body has `sha256_hex`: `None` when that delivery
+    /// was applied before. The digest is part of the transaction, so it counts only once the
+    /// delivery's changes are committed with it.
+    pub async fn begin_delivery(&self, sha256_hex: &str, now_ms: u64) -> Result<Option<Delivery>> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let done = sqlx::query(
+            "INSERT INTO webhook_deliveries (body_sha256, received_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (body_sha256) DO NOTHING",
         )
-        .bind(record.state.as_str())
-        .bind(record.accepted_by.as_ref().map(|u| u.to_string()))
-        .bind(record.accepted_at_ms.map(to_i64))
-        .bind(record.ended_at_ms.map(to_i64))
-        .bind(record.end_reason.as_ref().map(enum_text))
-        .bind(to_i64(record.server_seq))
-        .bind(record.call_id.as_str())
+        .bind(sha256_hex)
+        .bind(to_i64(now_ms))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM call_log WHERE call_id = $1")
-            .bind(record.call_id.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?
-            .try_get(0)
-            .map_err(db)?;
-        for (i, entry) in outcome.log.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO call_log (call_id, ordinal, at_ms, kind, user_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(record.call_id.as_str())
-            .bind(count + i as i64)
-            .bind(to_i64(entry.at_ms))
-            .bind(entry.kind.as_str())
-            .bind(entry.user_id.clone())
-            .bind(entry.detail.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        if done.rows_affected() == 1 {
+            Ok(Some(Delivery { tx }))
+        } else {
+            tx.rollback().await.map_err(db)?;
+            Ok(None)
         }
-        let reason = record
-            .end_reason
-            .as_ref()
-            .map(enum_text)
-            .unwrap_or_default();
-        let at = record.ended_at_ms.unwrap_or_default();
-        for user in &outcome.missed {
-            sqlx::query(
-                "INSERT INTO missed_calls (call_id, user_id, at_ms, reason) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (call_id, user_id) DO NOTHING",
-            )
-            .bind(record.call_id.as_str())
-            .bind(user.as_str())
-            .bind(to_i64(at))
-            .bind(reason.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        for event in &outcome.send {
-            insert_outbox(
-                &mut tx,
-                at.max(record.created_at_ms),
-                &[record.channel.to_string()],
-                event,
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(db)
     }
 
     /// Ringing calls whose deadline has passed.
@@ -231,20 +250,6 @@ impl Store {
         rows.iter().map(row_to_record).collect()
     }
 
-    /// Records a webhook body; false when the same body was processed before.
-    pub async fn first_delivery(&self, sha256_hex: &str, now_ms: u64) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO webhook_deliveries (body_sha256, received_at_ms) VALUES ($1, $2) \
-             ON CONFLICT (body_sha256) DO NOTHING",
-        )
-        .bind(sha256_hex)
-        .bind(to_i64(now_ms))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// Forgets processed webhook bodies received before `before_ms`. Deliveries that old are
     /// refused as stale anyway, so their digests no longer protect against anything.
     pub async fn prune_deliveries(&self, before_ms: u64) -> Result<u64> {
@@ -256,10 +261,14 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    pub async fn outbox(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
+    /// Outbox entries due at `now_ms` (not dead-lettered, past their backoff), oldest first.
+    pub async fn due_outbox(&self, now_ms: u64, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
-            "SELECT id, channels, event, data FROM outbox ORDER BY created_at_ms, id LIMIT $1",
+            "SELECT id, channels, event, data, attempts, refusals FROM outbox \
+             WHERE dead_at_ms IS NULL AND next_attempt_at_ms <= $1 \
+             ORDER BY created_at_ms, id LIMIT $2",
         )
+        .bind(to_i64(now_ms))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -272,9 +281,24 @@ impl Store {
                     channels: serde_json::from_str(&channels).map_err(db)?,
                     event: r.try_get("event").map_err(db)?,
                     data: r.try_get("data").map_err(db)?,
+                    attempts: r.try_get::<i64, _>("attempts").map_err(db)?.max(0) as u32,
+                    refusals: r.try_get::<i64, _>("refusals").map_err(db)?.max(0) as u32,
                 })
             })
             .collect()
+    }
+
+    /// When the next live outbox entry is due, if there is one.
+    pub async fn next_outbox_due(&self) -> Result<Option<u64>> {
+        let row =
+            sqlx::query("SELECT MIN(next_attempt_at_ms) FROM outbox WHERE dead_at_ms IS NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row
+            .try_get::<Option<i64>, _>(0)
+            .map_err(db)?
+            .map(|v| v.max(0) as u64))
     }
 
     pub async fn outbox_done(&self, id: &str) -> Result<()> {
@@ -286,48 +310,196 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Calls the user took part in or was invited to, newest first.
-    pub async fn history(&self, user: &str) -> Result<Vec<Value>> {
-        let rows = sqlx::query(
-            "SELECT c.*, p.role FROM calls c JOIN call_participants p ON p.call_id = c.call_id \
-             WHERE p.user_id = $1 ORDER BY c.created_at_ms DESC, c.call_id",
+    /// Records a failed attempt: try again at `retry_at_ms`, or never (dead-lettered) if `None`.
+    pub async fn outbox_failed(
+        &self,
+        id: &str,
+        (attempts, refusals): (u32, u32),
+        retry_at_ms: Option<u64>,
+        now_ms: u64,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = $1, refusals = $2, next_attempt_at_ms = $3, last_error = $4, \
+             dead_at_ms = $5 WHERE id = $6",
         )
-        .bind(user)
-        .fetch_all(&self.pool)
+        .bind(i64::from(attempts))
+        .bind(i64::from(refusals))
+        .bind(to_i64(retry_at_ms.unwrap_or(now_ms)))
+        .bind(error)
+        .bind(retry_at_ms.is_none().then(|| to_i64(now_ms)))
+        .bind(id)
+        .execute(&self.pool)
         .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let record = row_to_record(r)?;
-                let role: String = r.try_get("role").map_err(db)?;
-                let mut v = serde_json::to_value(&record).map_err(db)?;
-                v["role"] = Value::String(role);
-                Ok(v)
-            })
-            .collect()
+        .map_err(db)
+        .map(|_| ())
     }
 
-    /// The user's missed calls, newest first.
-    pub async fn missed(&self, user: &str) -> Result<Vec<Value>> {
+    /// Pending and dead-lettered outbox entries.
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let row = sqlx::query("SELECT COUNT(*) - COUNT(dead_at_ms), COUNT(dead_at_ms) FROM outbox")
+            .fetch_one(&self.reads)
+            .await
+            .map_err(db)?;
+        Ok(OutboxCounts {
+            pending: row.try_get::<i64, _>(0).map_err(db)?.max(0) as u64,
+            dead: row.try_get::<i64, _>(1).map_err(db)?.max(0) as u64,
+        })
+    }
+
+    /// Dead-lettered entries with their last error, oldest first.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<Value>> {
         let rows = sqlx::query(
-            "SELECT m.call_id, m.at_ms, m.reason, c.caller, c.channel FROM missed_calls m \
-             JOIN calls c ON c.call_id = m.call_id WHERE m.user_id = $1 ORDER BY m.at_ms DESC, m.call_id",
+            "SELECT id, event, channels, attempts, last_error, dead_at_ms FROM outbox \
+             WHERE dead_at_ms IS NOT NULL ORDER BY dead_at_ms, id LIMIT $1",
         )
-        .bind(user)
-        .fetch_all(&self.pool)
+        .bind(limit)
+        .fetch_all(&self.reads)
         .await
         .map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok(json!({
-                    "call_id": r.try_get::<String, _>("call_id").map_err(db)?,
-                    "at_ms": r.try_get::<i64, _>("at_ms").map_err(db)?,
+                    "id": r.try_get::<String, _>("id").map_err(db)?,
+                    "event": r.try_get::<String, _>("event").map_err(db)?,
+                    "channels": r.try_get::<String, _>("channels").map_err(db)?,
+                    "attempts": r.try_get::<i64, _>("attempts").map_err(db)?,
+                    "last_error": r.try_get::<Option<String>, _>("last_error").map_err(db)?,
+                    "dead_at_ms": r.try_get::<Option<i64>, _>("dead_at_ms").map_err(db)?,
+                }))
+            })
+            .collect()
+    }
+
+    /// Calls that are answered and not ended: what reconciliation checks against the realtime
+    /// server.
+    pub async fn active_calls(&self) -> Result<Vec<CallRecord>> {
+        let rows = sqlx::query("SELECT * FROM calls WHERE state = $1")
+            .bind(CallState::Active.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(row_to_record).collect()
+    }
+
+    /// One page of the calls the user took part in or was invited to, newest first, starting
+    /// after `after`; the cursor of the next page when there may be one.
+    pub async fn history(
+        &self,
+        user: &str,
+        limit: u32,
+        after: Option<&Cursor>,
+    ) -> Result<(Vec<Value>, Option<Cursor>)> {
+        let (at, id) = after.map_or((i64::MAX, String::new()), |c| {
+            (to_i64(c.at_ms), c.call_id.clone())
+        });
+        let rows = sqlx::query(
+            "SELECT c.*, p.role FROM calls c JOIN call_participants p ON p.call_id = c.call_id \
+             WHERE p.user_id = $1 AND (c.created_at_ms < $2 OR (c.created_at_ms = $2 AND c.call_id > $3)) \
+             ORDER BY c.created_at_ms DESC, c.call_id LIMIT $4",
+        )
+        .bind(user)
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        let mut next = None;
+        let page = rows
+            .iter()
+            .map(|r| {
+                let record = row_to_record(r)?;
+                let role: String = r.try_get("role").map_err(db)?;
+                next = Some(Cursor {
+                    at_ms: record.created_at_ms,
+                    call_id: record.call_id.to_string(),
+                });
+                let mut v = serde_json::to_value(&record).map_err(db)?;
+                v["role"] = Value::String(role);
+                Ok(v)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((page, next.filter(|_| rows.len() as u32 == limit)))
+    }
+
+    /// One page of the user's missed calls, newest first, starting after `after`.
+    pub async fn missed(
+        &self,
+        user: &str,
+        limit: u32,
+        after: Option<&Cursor>,
+    ) -> Result<(Vec<Value>, Option<Cursor>)> {
+        let (at, id) = after.map_or((i64::MAX, String::new()), |c| {
+            (to_i64(c.at_ms), c.call_id.clone())
+        });
+        let rows = sqlx::query(
+            "SELECT m.call_id, m.at_ms, m.reason, c.caller, c.channel FROM missed_calls m \
+             JOIN calls c ON c.call_id = m.call_id \
+             WHERE m.user_id = $1 AND (m.at_ms < $2 OR (m.at_ms = $2 AND m.call_id > $3)) \
+             ORDER BY m.at_ms DESC, m.call_id LIMIT $4",
+        )
+        .bind(user)
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(db)?;
+        let mut next = None;
+        let page = rows
+            .iter()
+            .map(|r| {
+                let call_id = r.try_get::<String, _>("call_id").map_err(db)?;
+                let at_ms = r.try_get::<i64, _>("at_ms").map_err(db)?;
+                next = Some(Cursor {
+                    at_ms: at_ms.max(0) as u64,
+                    call_id: call_id.clone(),
+                });
+                Ok(json!({
+                    "call_id": call_id,
+                    "at_ms": at_ms,
                     "reason": r.try_get::<String, _>("reason").map_err(db)?,
                     "caller": r.try_get::<String, _>("caller").map_err(db)?,
                     "channel": r.try_get::<String, _>("channel").map_err(db)?,
                 }))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((page, next.filter(|_| rows.len() as u32 == limit)))
+    }
+
+    /// The answer stored for `(user, key)` of `POST /calls`, with the digest of the request it
+    /// answered.
+    pub async fn idempotent_answer(
+        &self,
+        user: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT request_sha256, response FROM call_requests WHERE user_id = $1 AND idempotency_key = $2",
+        )
+        .bind(user)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok((
+                r.try_get::<String, _>("request_sha256").map_err(db)?,
+                r.try_get::<String, _>("response").map_err(db)?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Forgets idempotency keys older than `before_ms`.
+    pub async fn prune_call_requests(&self, before_ms: u64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM call_requests WHERE created_at_ms < $1")
+            .bind(to_i64(before_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     /// The log of one call, in order.
@@ -356,23 +528,121 @@ impl Store {
     }
 }
 
+/// Writes a changed record with everything the change produced, inside `tx`.
+async fn write_outcome(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    record: &CallRecord,
+    outcome: &Outcome,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE calls SET state = $1, accepted_by = $2, accepted_at_ms = $3, ended_at_ms = $4, \
+         end_reason = $5, server_seq = $6 WHERE call_id = $7",
+    )
+    .bind(record.state.as_str())
+    .bind(record.accepted_by.as_ref().map(|u| u.to_string()))
+    .bind(record.accepted_at_ms.map(to_i64))
+    .bind(record.ended_at_ms.map(to_i64))
+    .bind(record.end_reason.as_ref().map(enum_text))
+    .bind(to_i64(record.server_seq))
+    .bind(record.call_id.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    let count: i64 = sqlx::query("SELECT COUNT(*) FROM call_log WHERE call_id = $1")
+        .bind(record.call_id.as_str())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    for (i, entry) in outcome.log.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO call_log (call_id, ordinal, at_ms, kind, user_id, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(record.call_id.as_str())
+        .bind(count + i as i64)
+        .bind(to_i64(entry.at_ms))
+        .bind(entry.kind.as_str())
+        .bind(entry.user_id.clone())
+        .bind(entry.detail.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    let reason = record
+        .end_reason
+        .as_ref()
+        .map(enum_text)
+        .unwrap_or_default();
+    let at = record.ended_at_ms.unwrap_or_default();
+    for user in &outcome.missed {
+        sqlx::query(
+            "INSERT INTO missed_calls (call_id, user_id, at_ms, reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (call_id, user_id) DO NOTHING",
+        )
+        .bind(record.call_id.as_str())
+        .bind(user.as_str())
+        .bind(to_i64(at))
+        .bind(reason.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    for event in &outcome.send {
+        insert_outbox(
+            tx,
+            at.max(record.created_at_ms),
+            &[record.channel.to_string()],
+            event,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl Delivery {
+    /// The call `call_id` as this transaction sees it.
+    pub async fn load_call(&mut self, call_id: &str) -> Result<Option<CallRecord>> {
+        let row = sqlx::query("SELECT * FROM calls WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db)?;
+        row.map(|r| row_to_record(&r)).transpose()
+    }
+
+    pub async fn save_outcome(&mut self, record: &CallRecord, outcome: &Outcome) -> Result<()> {
+        write_outcome(&mut self.tx, record, outcome).await
+    }
+
+    /// Applies everything saved, and the digest, at once.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await.map_err(db)
+    }
+}
+
+/// Stores one server event for sending, split into entries of at most
+/// [`crate::trusted::outbox::MAX_CHANNELS_PER_TRIGGER`] channels each, so every entry is a request the HTTP API accepts.
 async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     now_ms: u64,
     channels: &[String],
     event: &CallEvent,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (id, created_at_ms, channels, event, data) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(random_id())
-    .bind(to_i64(now_ms))
-    .bind(serde_json::to_string(channels).map_err(db)?)
-    .bind(event.wire_name())
-    .bind(Value::Object(event.to_data()).to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
+    let data = Value::Object(event.to_data()).to_string();
+    for group in split_channels(channels) {
+        sqlx::query(
+            "INSERT INTO outbox (id, created_at_ms, channels, event, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(random_id())
+        .bind(to_i64(now_ms))
+        .bind(serde_json::to_string(&group).map_err(db)?)
+        .bind(event.wire_name())
+        .bind(data.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
     Ok(())
 }
 
