@@ -6,6 +6,7 @@ mod config;
 mod defect;
 mod http;
 mod hub;
+pub mod webhook_queue;
 
 pub use config::AppConfig;
 pub use defect::Defect;

@@ -89,6 +89,7 @@ struct Shared {
 /// A server running in the background.
 pub struct RunningServer {
     addrs: Vec<SocketAddr>,
+    webhook_stats: webhooks::SharedStats,
     commands: Vec<mpsc::Sender<Command>>,
     stop_accepting: watch::Sender<bool>,
     http: Vec<JoinHandle<io::Result<()>>>,
@@ -99,6 +100,14 @@ impl RunningServer {
     /// The address the server listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// What webhook delivery did so far, per app (in the order of the configuration).
+    pub fn webhook_stats(&self) -> Vec<crate::realtime::webhook_queue::WebhookStats> {
+        self.webhook_stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Every listening address: `bind` first, then `extra_binds`.
@@ -145,7 +154,11 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(io::Error::other)?),
         _ => None,
     };
-    let webhooks = webhooks::spawn(config.apps.clone(), config.webhook_batch_ms);
+    let (webhooks, webhook_stats) = webhooks::spawn(
+        config.apps.clone(),
+        config.webhook_batch_ms,
+        crate::realtime::webhook_queue::QueueLimits::default(),
+    );
     // One hub serves every listener, so all of them are one server. The test-only defect gives
     // each listener a hub of its own: nodes that do not share their state.
     let hub_count = if config
@@ -205,6 +218,7 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
     tracing::info!(addrs = ?addrs, tls = tls.is_some(), "realtime server listening");
     Ok(RunningServer {
         addrs,
+        webhook_stats,
         commands,
         stop_accepting,
         http,
@@ -215,7 +229,7 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
 async fn run_hub(
     mut hub: Hub,
     mut commands: mpsc::Receiver<Command>,
-    webhooks: mpsc::Sender<(usize, serde_json::Value)>,
+    webhooks: mpsc::UnboundedSender<(usize, serde_json::Value)>,
 ) {
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
@@ -264,9 +278,8 @@ async fn run_hub(
                     conns.remove(&conn);
                 }
                 Output::Webhook { app, event } => {
-                    if webhooks.try_send((app, event)).is_err() {
-                        tracing::warn!(app, "webhook queue full; event dropped");
-                    }
+                    // The sender's queue bounds and counts; it only stops when the server does.
+                    let _ = webhooks.send((app, event));
                 }
             }
         }
