@@ -87,3 +87,7 @@ pub const HTTP_API_TIMESTAMP_WINDOW_SECS: u64 = 600;
 /// Presence `channel_data` limits (Pusher's): the user id and the serialized `user_info`.
 pub const MAX_PRESENCE_USER_ID_LEN: usize = 128;
 pub const MAX_PRESENCE_USER_INFO_BYTES: usize = 1024;
+
+/// Users one call invites at most: a call without `callees` invites every other member of its
+/// scope, and a scope larger than this cannot be called as a whole ([SRV-017]).
+pub const MAX_INVITEES: usize = 256;

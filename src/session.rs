@@ -200,6 +200,10 @@ pub struct Signaling {
     notices: std::collections::VecDeque<Action>,
     /// Events on the call channel this device refused, in order, with the rule each broke.
     refusals: Vec<Refusal>,
+    /// The device, when the call goes through a trusted server: on a private channel, whose
+    /// client events carry no verified identity, accept, decline and hang-up are also reported
+    /// to it directly ([SRV-016]).
+    reporter: Option<Device>,
 }
 
 /// A call in progress on this device: [`Signaling`] plus the reference WebRTC peer.
@@ -327,6 +331,7 @@ impl Signaling {
             throttled: 0,
             notices: std::collections::VecDeque::new(),
             refusals: Vec::new(),
+            reporter: None,
         })
     }
 
@@ -349,6 +354,7 @@ impl Signaling {
             .with_server_ring_timeout()
             .with_event_limit(client.max_event_bytes(), privacy == Privacy::Strong);
         let mut sig = Signaling::open(machine, client, privacy, timeline, epoch).await?;
+        sig.reporter = Some(device.clone());
         let callees: Vec<UserId> =
             serde_json::from_value(request["callees"].clone()).unwrap_or_default();
         let ring = RingTimeoutMs::new(body["ring_timeout_ms"].as_u64().unwrap_or(60_000))
@@ -518,11 +524,32 @@ impl Signaling {
         }
     }
 
+    /// On a private channel of a trusted server's call, tells the trusted server what this user
+    /// did, in the background (the call goes on if the report fails; the record then stays as
+    /// the server last knew it).
+    fn report(&mut self, action: &'static str, body: Option<Value>) {
+        let Some(device) = self.reporter.clone() else {
+            return;
+        };
+        if self.channel.kind() != crate::channel::ChannelKind::Private {
+            return;
+        }
+        let path = format!("/calls/{}/{action}", self.channel.call_id());
+        self.timeline
+            .note(format!("reported {action} to the trusted server"));
+        tokio::spawn(async move {
+            if let Err(e) = device.trusted("POST", &path, body.as_ref()).await {
+                tracing::warn!(error = %e, "could not report a call action to the trusted server");
+            }
+        });
+    }
+
     /// The local user answers.
     pub fn accept(&mut self) -> Result<(), String> {
         let now = self.now_ms();
         self.machine.accept(now).map_err(|e| e.to_string())?;
         self.timeline.note("accepted");
+        self.report("accept", None);
         self.flush()
     }
 
@@ -530,13 +557,17 @@ impl Signaling {
     pub fn decline(&mut self, busy: bool) -> Result<(), String> {
         let now = self.now_ms();
         self.machine.decline(busy, now).map_err(|e| e.to_string())?;
+        self.report("decline", Some(serde_json::json!({ "busy": busy })));
         self.flush()
     }
 
     /// Hangs up (or cancels, before an answer).
     pub fn hang_up(&mut self) -> Result<(), String> {
         let now = self.now_ms();
+        let answered = matches!(self.machine.phase(), Phase::Connecting | Phase::Active);
         self.machine.hang_up(now).map_err(|e| e.to_string())?;
+        let reason = if answered { "hangup" } else { "cancelled" };
+        self.report("end", Some(serde_json::json!({ "reason": reason })));
         self.flush()
     }
 
@@ -645,6 +676,7 @@ impl Inbox {
         .map_err(|e| e.to_string())?
         .with_event_limit(self.client.max_event_bytes(), privacy == Privacy::Strong);
         let mut sig = Signaling::open(machine, self.client, privacy, timeline, self.epoch).await?;
+        sig.reporter = Some(self.device.clone());
         let now = sig.now_ms();
         sig.machine.ring(now).map_err(|e| e.to_string())?;
         sig.flush()?;

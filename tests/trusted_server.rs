@@ -227,7 +227,7 @@ async fn every_authorization_rule_over_http() {
             "auth.not_signed_in",
         ),
         (Some("dave-token"), channel.to_owned(), "auth.not_a_member"),
-        (Some("carol-token"), channel.to_owned(), "auth.not_invited"),
+        (Some("carol-token"), channel.to_owned(), "auth.unknown_call"),
         (
             Some("bob-token"),
             format!("presence-call.trip.trip-7.{call_id}"),
@@ -241,7 +241,7 @@ async fn every_authorization_rule_over_http() {
         (
             Some("carol-token"),
             format!("private-call.room.chat-room-42.{call_id}"),
-            "auth.not_invited",
+            "auth.unknown_call",
         ),
         (
             Some("bob-token"),

@@ -60,7 +60,7 @@ async fn suite(url: &str) {
         let inboxes: Vec<String> = p.inboxes.iter().map(ToString::to_string).collect();
         let invitees: Vec<UserId> = p.inboxes.iter().map(|i| i.user_id().clone()).collect();
         store
-            .insert_call(&p.record, &invitees, (&inboxes, &p.invitation))
+            .insert_call(&p.record, &invitees, (&inboxes, &p.invitation), None)
             .await
             .unwrap();
     }

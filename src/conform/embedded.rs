@@ -52,6 +52,8 @@ impl Embedded {
         ));
         cfg.trusted.data_dir = data_dir.clone();
         cfg.trusted.stun_urls = vec!["stun:127.0.0.1:3478".into()];
+        // Reconcile often, so trusted.records.lost-vacate-reconciled takes a second, not ten.
+        cfg.trusted.reconcile_interval_ms = 500;
         let (turn_url, turn_secret) = options.turn.clone().unwrap_or_else(|| {
             (
                 "turn:127.0.0.1:3478?transport=udp".into(),

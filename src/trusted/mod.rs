@@ -5,6 +5,7 @@
 mod directory;
 pub mod outbox;
 mod policy;
+pub mod rate;
 mod record;
 pub mod webhook;
 

@@ -54,8 +54,6 @@ pub enum Denial {
         expected: String,
         requested: String,
     },
-    #[error("you are not invited to call {call_id}")]
-    NotInvited { call_id: String },
     #[error("call {call_id} has ended")]
     CallEnded { call_id: String },
 }
@@ -70,7 +68,6 @@ impl Denial {
             Denial::NotAMember { .. } => "auth.not_a_member",
             Denial::UnknownCall { .. } => "auth.unknown_call",
             Denial::WrongChannel { .. } => "auth.wrong_channel",
-            Denial::NotInvited { .. } => "auth.not_invited",
             Denial::CallEnded { .. } => "auth.call_ended",
         }
     }
@@ -125,8 +122,10 @@ pub fn authorize(
         .ok_or_else(|| Denial::UnknownCall {
             call_id: call_id.clone(),
         })?;
+    // Not invited: the same answer as for a call that does not exist ([SRV-005]), so a scope
+    // member cannot probe which calls the others are having.
     if !call.may_join(dir, &user.id) {
-        return Err(Denial::NotInvited { call_id });
+        return Err(Denial::UnknownCall { call_id });
     }
     if &call.channel != call_channel {
         return Err(Denial::WrongChannel {
@@ -269,7 +268,7 @@ mod tests {
                 Some(&c),
                 "auth.wrong_channel",
             ),
-            (Some("carol"), CH, Some(&c), "auth.not_invited"),
+            (Some("carol"), CH, Some(&c), "auth.unknown_call"),
             (Some("bob"), CH, Some(&ended), "auth.call_ended"),
         ];
         for (user, channel, record, code) in cases {
@@ -283,6 +282,22 @@ mod tests {
         let bob = dir.user_by_token("bob-token").cloned();
         let err = authorize(&app(), &dir, b"m", bob.as_ref(), "abc", CH, Some(&c)).unwrap_err();
         assert_eq!(err.code(), "auth.bad_socket_id");
+    }
+
+    #[test]
+    fn an_uninvited_member_cannot_tell_a_real_call_from_a_made_up_one() {
+        let real = crate::trusted::plan_call(
+            &Directory::demo(),
+            &UserId::parse("alice").unwrap(),
+            serde_json::from_value(serde_json::json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"]})).unwrap(),
+            crate::ids::CallId::parse("call-1").unwrap(),
+            0,
+        )
+        .unwrap()
+        .record;
+        let for_real = ask(Some("carol"), CH, Some(&real)).unwrap_err();
+        let made_up = ask(Some("carol"), CH, None).unwrap_err();
+        assert_eq!(for_real, made_up, "same code and same message");
     }
 
     #[test]

@@ -169,6 +169,11 @@ pub enum CallRequestError {
     CalleeNotMember { user: String },
     #[error("invalid call: {0}")]
     Invalid(String),
+    #[error(
+        "the call would invite {count} users, more than {}; name the callees",
+        crate::limits::MAX_INVITEES
+    )]
+    TooManyInvitees { count: usize },
 }
 
 impl CallRequestError {
@@ -177,6 +182,7 @@ impl CallRequestError {
             CallRequestError::CallerNotMember { .. } => "call.caller_not_member",
             CallRequestError::CalleeNotMember { .. } => "call.callee_not_member",
             CallRequestError::Invalid(_) => "call.invalid",
+            CallRequestError::TooManyInvitees { .. } => "call.too_many_invitees",
         }
     }
 }
@@ -258,11 +264,13 @@ pub fn plan_call(
     };
     let invitation = CallEvent::new(Origin::Server, header, body)
         .map_err(|e| CallRequestError::Invalid(format!("[{}] {e}", e.code())))?;
-    let inboxes = record
-        .missed_by(dir)
-        .into_iter()
-        .map(InboxChannel::new)
-        .collect();
+    let invitees = record.missed_by(dir);
+    if invitees.len() > crate::limits::MAX_INVITEES {
+        return Err(CallRequestError::TooManyInvitees {
+            count: invitees.len(),
+        });
+    }
+    let inboxes = invitees.into_iter().map(InboxChannel::new).collect();
     Ok(PlannedCall {
         record,
         invitation,

@@ -80,6 +80,12 @@ pub struct TrustedConfig {
     /// How often the ring-timeout watchdog looks for expired calls.
     #[serde(default = "default_watchdog_ms")]
     pub watchdog_interval_ms: u64,
+    /// Calls one user may place per minute, sustained, and at once (`POST /calls` answers 429
+    /// with `Retry-After` beyond that).
+    #[serde(default = "default_calls_per_minute")]
+    pub calls_per_minute: u32,
+    #[serde(default = "default_call_burst")]
+    pub call_burst: u32,
     /// How often answered calls are checked against the realtime server's channel occupancy.
     #[serde(default = "default_reconcile_ms")]
     pub reconcile_interval_ms: u64,
@@ -123,6 +129,12 @@ fn default_watchdog_ms() -> u64 {
 fn default_reconcile_ms() -> u64 {
     5_000
 }
+fn default_calls_per_minute() -> u32 {
+    60
+}
+fn default_call_burst() -> u32 {
+    30
+}
 
 /// The development privacy master key (32 bytes, base64); printed as a warning when used.
 pub const DEVELOPMENT_MASTER_KEY: &str = "ZG9tdmlhLWNhbGxzIGRldmVsb3BtZW50IGtleSAhISE=";
@@ -147,6 +159,8 @@ impl TrustedConfig {
             turn_ttl_secs: default_turn_ttl(),
             watchdog_interval_ms: default_watchdog_ms(),
             reconcile_interval_ms: default_reconcile_ms(),
+            calls_per_minute: default_calls_per_minute(),
+            call_burst: default_call_burst(),
             public_realtime_url: None,
             pusher_js: None,
         }
@@ -206,6 +220,7 @@ struct AppState {
     writer: Mutex<()>,
     outbox_wake: Notify,
     http: reqwest::Client,
+    call_limiter: Mutex<crate::trusted::rate::CallRateLimiter>,
 }
 
 /// A trusted server running in the background.
@@ -261,6 +276,7 @@ pub async fn start(
             .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?,
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let config_calls = (config.calls_per_minute, config.call_burst);
     let state = Arc::new(AppState {
         http: crate::net::http_client_builder()
             .timeout(Duration::from_secs(5))
@@ -272,6 +288,10 @@ pub async fn start(
         store: store.clone(),
         writer: Mutex::new(()),
         outbox_wake: Notify::new(),
+        call_limiter: Mutex::new(crate::trusted::rate::CallRateLimiter::new(
+            config_calls.0,
+            config_calls.1,
+        )),
     });
     let router = Router::new()
         .route("/realtime/auth", post(realtime_auth))
@@ -417,6 +437,10 @@ async fn ice_servers_for_user(State(state): State<Arc<AppState>>, headers: Heade
         .into_response()
 }
 
+/// Longest `Idempotency-Key` accepted, and how long a key is remembered.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+
 async fn create_call(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -429,6 +453,45 @@ async fn create_call(
             "sign in first: missing or unknown bearer token",
         );
     };
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.is_ascii() => {
+            Some(k.to_owned())
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "call.bad_idempotency_key",
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} ASCII characters"),
+            );
+        }
+    };
+    let request_digest = hex::encode(Sha256::digest(&body));
+    // A retry of a request that was answered gets the same answer and creates nothing.
+    if let Some(key) = &key {
+        match replayed_answer(&state, user.id.as_str(), key, &request_digest).await {
+            Ok(Some(r)) => return r,
+            Ok(None) => {}
+            Err(r) => return r,
+        }
+    }
+    let now = unix_ms();
+    let limited = state.call_limiter.lock().await.check(user.id.as_str(), now);
+    if let Err(retry_after_ms) = limited {
+        let secs = retry_after_ms.div_ceil(1000).max(1);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "call.rate_limited",
+            format!(
+                "too many calls placed; at most {} per minute, try again in {secs} s",
+                state.config.calls_per_minute
+            ),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
+    }
     let req: CallRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "call.bad_request", e),
@@ -439,12 +502,14 @@ async fn create_call(
         rand::random::<u32>()
     ))
     .expect("hex is in the id charset");
-    let now = unix_ms();
     let planned = match plan_call(&state.directory, &user.id, req, call_id, now) {
         Ok(p) => p,
         Err(e) => {
             let status = match e {
-                crate::trusted::CallRequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+                crate::trusted::CallRequestError::Invalid(_)
+                | crate::trusted::CallRequestError::TooManyInvitees { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
                 _ => StatusCode::FORBIDDEN,
             };
             return error(status, e.code(), &e);
@@ -456,28 +521,78 @@ async fn create_call(
         .iter()
         .map(|i| i.user_id().clone())
         .collect();
-    if let Err(e) = state
+    let r = &planned.record;
+    let answer = json!({
+        "call_id": r.call_id,
+        "channel": r.channel.to_string(),
+        "privacy": r.privacy,
+        "ring_timeout_ms": r.ring_timeout_ms,
+        "ring_deadline_ms": r.ring_deadline_ms(),
+        "callees": invitees,
+        "ice_servers": ice_servers(&state.config, user.id.as_str(), now),
+    });
+    let answer_text = answer.to_string();
+    let idempotency = key.as_deref().map(|k| {
+        (
+            user.id.as_str(),
+            k,
+            request_digest.as_str(),
+            answer_text.as_str(),
+        )
+    });
+    match state
         .store
-        .insert_call(&planned.record, &invitees, (&inboxes, &planned.invitation))
+        .insert_call(
+            &planned.record,
+            &invitees,
+            (&inboxes, &planned.invitation),
+            idempotency,
+        )
         .await
     {
-        return internal(e);
+        Ok(true) => {}
+        // The same key won a race meanwhile: answer as it was answered.
+        Ok(false) => {
+            if let Some(key) = &key
+                && let Ok(Some(r)) =
+                    replayed_answer(&state, user.id.as_str(), key, &request_digest).await
+            {
+                return r;
+            }
+            return internal("an idempotent call vanished".into());
+        }
+        Err(e) => return internal(e),
     }
     state.outbox_wake.notify_one();
-    let r = &planned.record;
-    (
-        StatusCode::CREATED,
-        axum::Json(json!({
-            "call_id": r.call_id,
-            "channel": r.channel.to_string(),
-            "privacy": r.privacy,
-            "ring_timeout_ms": r.ring_timeout_ms,
-            "ring_deadline_ms": r.ring_deadline_ms(),
-            "callees": invitees,
-            "ice_servers": ice_servers(&state.config, user.id.as_str(), now),
-        })),
-    )
-        .into_response()
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+/// The stored answer to `(user, key)` if there is one: the same 201 for the same request, 422
+/// for another request under the same key.
+async fn replayed_answer(
+    state: &AppState,
+    user: &str,
+    key: &str,
+    request_digest: &str,
+) -> Result<Option<Response>, Response> {
+    match state.store.idempotent_answer(user, key).await {
+        Ok(None) => Ok(None),
+        Ok(Some((digest, _))) if digest != request_digest => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "call.idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )),
+        Ok(Some((_, answer))) => {
+            let body: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+            let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
+            r.headers_mut().insert(
+                "idempotent-replayed",
+                axum::http::HeaderValue::from_static("true"),
+            );
+            Ok(Some(r))
+        }
+        Err(e) => Err(internal(e)),
+    }
 }
 
 async fn realtime_webhooks(
@@ -752,6 +867,13 @@ async fn watchdog(state: Arc<AppState>) {
                 .await
             {
                 tracing::error!(error = %e, "pruning webhook digests failed");
+            }
+            if let Err(e) = state
+                .store
+                .prune_call_requests(now.saturating_sub(IDEMPOTENCY_TTL_MS))
+                .await
+            {
+                tracing::error!(error = %e, "pruning idempotency keys failed");
             }
         }
         let due = match state.store.due_calls(now).await {

@@ -149,14 +149,35 @@ impl Store {
             .map_err(db)
     }
 
-    /// Stores a new call, its participants, and the invitation in the outbox.
+    /// Stores a new call, its participants, and the invitation in the outbox; with
+    /// `idempotency = (user, key, request digest, answer)` also the answer under that key, in
+    /// the same transaction. Returns false (and stores nothing) when the key is already taken.
     pub async fn insert_call(
         &self,
         record: &CallRecord,
         invitees: &[UserId],
         invitation: (&[String], &CallEvent),
-    ) -> Result<()> {
+        idempotency: Option<(&str, &str, &str, &str)>,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        if let Some((user, key, digest, answer)) = idempotency {
+            let done = sqlx::query(
+                "INSERT INTO call_requests (user_id, idempotency_key, request_sha256, response, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+            )
+            .bind(user)
+            .bind(key)
+            .bind(digest)
+            .bind(answer)
+            .bind(to_i64(record.created_at_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await.map_err(db)?;
+                return Ok(false);
+            }
+        }
         sqlx::query(
             "INSERT INTO calls (call_id, channel, scope, scope_id, caller, callees, media, privacy, topology, \
              ring_timeout_ms, created_at_ms, ring_deadline_ms, state, accepted_by, accepted_at_ms, ended_at_ms, \
@@ -198,7 +219,8 @@ impl Store {
         }
         let (channels, event) = invitation;
         insert_outbox(&mut tx, record.created_at_ms, channels, event).await?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     pub async fn load_call(&self, call_id: &str) -> Result<Option<CallRecord>> {

@@ -131,6 +131,33 @@ pub fn cases() -> Vec<Case> {
             forged_webhooks
         ),
         case!(
+            "trusted.webhooks.retry-applied-once",
+            Trusted,
+            Must,
+            ["SRV-013", "SRV-011"],
+            [Trusted, AppSecret],
+            "A delivery sent again (its answer lost) is applied once: the call is accepted once, nothing doubles",
+            retry_applied_once
+        ),
+        case!(
+            "trusted.records.forged-private-acceptance-ignored",
+            Trusted,
+            Must,
+            ["SRV-016"],
+            [Trusted, AppSecret],
+            "An acceptance whose user_id nobody verified (a private channel's client event) leaves the call ringing; a verified one on a presence channel counts",
+            forged_private_acceptance
+        ),
+        case!(
+            "trusted.records.lost-vacate-reconciled",
+            Trusted,
+            Must,
+            ["SRV-019"],
+            [Trusted, AppSecret],
+            "An answered call whose channel_vacated never arrives is closed (as answered, not missed) once the channel is empty",
+            lost_vacate_reconciled
+        ),
+        case!(
             "trusted.privacy.shared-secret",
             Trusted,
             Must,
@@ -233,13 +260,22 @@ async fn place_call(ctx: &Ctx, extra: Value) -> Step<Value> {
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    ctx.note("trusted", ">", &format!("POST /calls {body}"));
-    let req = crate::net::http_client()
-        .post(format!("{}/calls", base(ctx)?))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    let (status, v) = response(ctx, "POST /calls", req).await?;
+    let mut attempt = 0;
+    let (status, v) = loop {
+        ctx.note("trusted", ">", &format!("POST /calls {body}"));
+        let req = crate::net::http_client()
+            .post(format!("{}/calls", base(ctx)?))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        let (status, v) = response(ctx, "POST /calls", req).await?;
+        // A rate limit on call creation is allowed ([SRV-018]); the kit waits as a client would.
+        attempt += 1;
+        if status != 429 || attempt > 3 {
+            break (status, v);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     ensure(
         (200..300).contains(&status) && v["channel"].is_string() && v["call_id"].is_string(),
         "POST /calls places the call",
@@ -743,4 +779,186 @@ async fn shared_secret(ctx: Ctx) -> Step<Option<String>> {
         got.1.to_string(),
     )?;
     Ok(None)
+}
+
+/// A signed webhook delivery to the trusted server reporting that `sender` sent the call event
+/// `event` on `channel`; `verified` is the `user_id` the realtime server adds (presence only).
+async fn post_client_event(
+    ctx: &Ctx,
+    channel: &str,
+    event: &str,
+    sender: &str,
+    verified: bool,
+) -> Step<(u16, Value, String)> {
+    let call_id = channel.rsplit('.').next().unwrap_or_default();
+    let data = json!({"v": 1, "call_id": call_id, "party_id": format!("{sender}-conform-0001"),
+        "user_id": sender, "seq": 1, "sent_at_ms": unix_now() * 1000});
+    let mut ev = json!({"name": "client_event", "channel": channel, "event": event,
+        "data": data.to_string(), "socket_id": "1.1"});
+    if verified {
+        ev["user_id"] = json!(sender);
+    }
+    let body = json!({"time_ms": unix_now() * 1000, "events": [ev]}).to_string();
+    let (status, v) = post_delivery(ctx, &body).await?;
+    Ok((status, v, body))
+}
+
+async fn post_delivery(ctx: &Ctx, body: &str) -> Step<(u16, Value)> {
+    let secret = ctx.secret()?.clone();
+    ctx.note("trusted", ">", &format!("POST /realtime/webhooks {body}"));
+    let req = crate::net::http_client()
+        .post(format!("{}/realtime/webhooks", base(ctx)?))
+        .header("content-type", "application/json")
+        .header("x-pusher-key", ctx.target.key.clone())
+        .header(
+            "x-pusher-signature",
+            signing::sign_webhook(&secret, body.as_bytes()),
+        )
+        .body(body.to_owned());
+    response(ctx, "webhook", req).await
+}
+
+/// Polls `GET /calls/{id}` as user 0 until `done` holds or `within` passes; the last answer.
+async fn call_until(
+    ctx: &Ctx,
+    call_id: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Step<Value> {
+    let (_, token) = user(ctx, 0)?;
+    let path = format!("/calls/{call_id}");
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, v) = get(ctx, &token, &path).await?;
+        if done(&v) || Instant::now() >= deadline {
+            return Ok(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn retry_applied_once(ctx: Ctx) -> Step<Option<String>> {
+    let placed = place_call(&ctx, json!({})).await?;
+    let (channel, call_id) = (
+        placed["channel"].as_str().unwrap_or_default().to_owned(),
+        placed["call_id"].as_str().unwrap_or_default().to_owned(),
+    );
+    let (callee, _) = user(&ctx, 1)?;
+    let (first, _, body) =
+        post_client_event(&ctx, &channel, "client-call.accepted", &callee, true).await?;
+    ensure(
+        first == 200,
+        "a fresh, signed delivery of a verified acceptance is applied",
+        "200",
+        first.to_string(),
+    )?;
+    let (again, v) = post_delivery(&ctx, &body).await?;
+    ensure(
+        again < 500,
+        "the same delivery sent again is answered (applied-already), not failed",
+        "2xx or 409",
+        format!("{again} {v}"),
+    )?;
+    let v = call_until(&ctx, &call_id, Duration::ZERO, |_| true).await?;
+    let accepted_entries = v["log"]
+        .as_array()
+        .map(|l| l.iter().filter(|e| e["kind"] == "accepted").count());
+    ensure(
+        v["call"]["state"] == "active"
+            && v["call"]["accepted_by"] == callee.as_str()
+            && accepted_entries.is_none_or(|n| n == 1),
+        "the call is accepted once",
+        format!(r#"state "active", accepted_by "{callee}", one "accepted" in the log"#),
+        v.to_string(),
+    )?;
+    Ok(None)
+}
+
+async fn forged_private_acceptance(ctx: Ctx) -> Step<Option<String>> {
+    let (callee, _) = user(&ctx, 1)?;
+    let private = place_call(&ctx, json!({"kind": "private"})).await?;
+    let channel = private["channel"].as_str().unwrap_or_default().to_owned();
+    if !channel.starts_with("private-") {
+        return Err(Problem::Unsupported(
+            "the trusted server does not place calls on private channels (\"kind\": \"private\")"
+                .into(),
+        ));
+    }
+    // What the realtime server reports when the caller sends an acceptance naming the callee on
+    // a private channel: no server-added user_id, only the event's own claim.
+    post_client_event(&ctx, &channel, "client-call.accepted", &callee, false).await?;
+    // The control: the same acceptance, verified, on a presence call is applied, so the
+    // deliveries do reach the records.
+    let presence = place_call(&ctx, json!({})).await?;
+    let presence_channel = presence["channel"].as_str().unwrap_or_default().to_owned();
+    post_client_event(
+        &ctx,
+        &presence_channel,
+        "client-call.accepted",
+        &callee,
+        true,
+    )
+    .await?;
+    let control = call_until(
+        &ctx,
+        presence["call_id"].as_str().unwrap_or_default(),
+        Duration::from_secs(5),
+        |v| v["call"]["state"] == "active",
+    )
+    .await?;
+    ensure(
+        control["call"]["state"] == "active",
+        "a verified acceptance is recorded (the control)",
+        "active",
+        control.to_string(),
+    )?;
+    let forged = call_until(
+        &ctx,
+        private["call_id"].as_str().unwrap_or_default(),
+        Duration::ZERO,
+        |_| true,
+    )
+    .await?;
+    ensure(
+        forged["call"]["state"] == "ringing" && forged["call"]["accepted_by"].is_null(),
+        "an acceptance nobody verified changes nothing: the callee never answered",
+        r#"state "ringing", accepted_by null"#,
+        forged.to_string(),
+    )?;
+    Ok(None)
+}
+
+async fn lost_vacate_reconciled(ctx: Ctx) -> Step<Option<String>> {
+    let (callee, _) = user(&ctx, 1)?;
+    let placed = place_call(&ctx, json!({})).await?;
+    let (channel, call_id) = (
+        placed["channel"].as_str().unwrap_or_default().to_owned(),
+        placed["call_id"].as_str().unwrap_or_default().to_owned(),
+    );
+    // Answered (a verified acceptance), then everybody gone without a call.ended: here nobody
+    // ever subscribes, so the channel_vacated that would close the record never comes.
+    post_client_event(&ctx, &channel, "client-call.accepted", &callee, true).await?;
+    let began = Instant::now();
+    let v = call_until(&ctx, &call_id, Duration::from_secs(40), |v| {
+        v["call"]["state"] == "ended"
+    })
+    .await?;
+    ensure(
+        v["call"]["state"] == "ended" && v["call"]["accepted_by"] == callee.as_str(),
+        "an answered call whose channel is empty is closed as answered",
+        r#"state "ended" with accepted_by kept"#,
+        v.to_string(),
+    )?;
+    let (_, token) = user(&ctx, 1)?;
+    let (_, missed) = get(&ctx, &token, "/calls/missed").await?;
+    ensure(
+        !missed.to_string().contains(&call_id),
+        "a reconciled answered call is not a missed call",
+        "no missed call",
+        missed.to_string(),
+    )?;
+    Ok(Some(format!(
+        "closed {} ms after it was answered",
+        began.elapsed().as_millis()
+    )))
 }
