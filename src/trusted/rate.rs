@@ -37,15 +37,15 @@ impl CallRateLimiter {
     pub fn check(&mut self, user: &str, now_ms: u64) -> Result<(), u64> {
         let rate_per_ms = f64::from(self.per_minute) / 60_000.0;
         let burst = f64::from(self.burst);
-        if !self.buckets.contains_key(user) && self.buckets.len() >= MAX_TRACKED_USERS {
-            if let Some(oldest) = self
+        if !self.buckets.contains_key(user)
+            && self.buckets.len() >= MAX_TRACKED_USERS
+            && let Some(oldest) = self
                 .buckets
                 .iter()
                 .min_by_key(|(_, b)| b.at_ms)
                 .map(|(u, _)| u.clone())
-            {
-                self.buckets.remove(&oldest);
-            }
+        {
+            self.buckets.remove(&oldest);
         }
         let b = self.buckets.entry(user.to_owned()).or_insert(Bucket {
             tokens: burst,
