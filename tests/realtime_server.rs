@@ -554,3 +554,153 @@ async fn shutdown_closes_connections_with_4200() {
         "no longer accepting"
     );
 }
+
+/// A raw WebSocket client on TCP: the upgrade done by hand, then any bytes, masked or not.
+async fn raw_websocket(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /app/{}?protocol=7 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        common::KEY
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // The 101 answer, then connection_established: read until the first frame has arrived.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(9).any(|w| w == b"socket_id") {
+        let n = tokio::time::timeout(common::WAIT, tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed during the upgrade");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    tcp
+}
+
+/// Reads frames until a close frame; returns its code (None if the connection ended without one).
+async fn close_code(tcp: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // Parse whole frames from the start of what arrived (server frames are unmasked).
+        let mut at = 0;
+        while data.len() >= at + 2 {
+            let opcode = data[at] & 0x0f;
+            let mut len = usize::from(data[at + 1] & 0x7f);
+            let mut head = 2;
+            if len == 126 {
+                if data.len() < at + 4 {
+                    break;
+                }
+                len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+                head = 4;
+            }
+            if data.len() < at + head + len {
+                break;
+            }
+            if opcode == 0x8 {
+                let p = &data[at + head..at + head + len];
+                return (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+            }
+            at += head + len;
+        }
+        let n = match tokio::time::timeout(common::WAIT, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return None,
+        };
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn websocket_protocol_errors_close_with_their_codes() {
+    use tokio::io::AsyncWriteExt;
+    let server = common::start().await;
+    // A masked text frame whose payload is not UTF-8: 1007.
+    let mut tcp = raw_websocket(server.addr()).await;
+    let payload = [0xffu8, 0xfe, 0x7b];
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, Some(1007));
+    // An unmasked client frame: 1002.
+    let mut tcp = raw_websocket(server.addr()).await;
+    let text = br#"{"event":"pusher:ping","data":{}}"#;
+    let mut frame = vec![0x81, text.len() as u8];
+    frame.extend_from_slice(text);
+    tcp.write_all(&frame).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, Some(1002));
+    // A reserved opcode: 1002.
+    let mut tcp = raw_websocket(server.addr()).await;
+    tcp.write_all(&[0x83, 0x80, 1, 2, 3, 4]).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, Some(1002));
+    // Others are unaffected.
+    let mut c = common::Client::connect(server.addr()).await;
+    c.send(serde_json::json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    c.expect("pusher:pong").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_cut_and_capped() {
+    use domvia_calls::server::listen::ListenLimits;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = domvia_calls::server::start(domvia_calls::server::ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        apps: vec![common::app()],
+        listen: ListenLimits {
+            max_connections: 20,
+            header_read_timeout: std::time::Duration::from_millis(300),
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let addr = server.addr();
+    // Twenty clients that open TCP and dribble half a request head, and one that sends nothing.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /app/test-key?protocol=7 HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        slow.push(tcp);
+    }
+    // While they hold every slot, one more connection is closed at once.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(common::WAIT, extra.read(&mut buf))
+        .await
+        .expect("the connection over the cap is closed, not left waiting")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // The header deadline closes the slow ones (well before the test's own deadline).
+    let began = std::time::Instant::now();
+    for mut tcp in slow {
+        let n = tokio::time::timeout(common::WAIT, tcp.read(&mut buf))
+            .await
+            .expect("a request head that never completes is cut off")
+            .unwrap_or(0);
+        // hyper may answer 408 before closing; either way the connection ends.
+        if n > 0 {
+            let _ = tokio::time::timeout(common::WAIT, tcp.read(&mut buf)).await;
+        }
+    }
+    assert!(began.elapsed() < std::time::Duration::from_secs(3));
+    // With the slots free again, clients connect normally.
+    let mut c = common::Client::connect(addr).await;
+    c.send(serde_json::json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    c.expect("pusher:pong").await;
+    server.shutdown().await;
+}

@@ -22,9 +22,16 @@ pub struct ServerConfig {
     /// Frames queued per connection before it counts as a slow consumer.
     #[serde(default = "default_outbound_queue")]
     pub outbound_queue: usize,
+    /// Bytes queued per connection before it counts as a slow consumer: the bound that holds
+    /// memory when frames are large (100 frames of 10 KB fill 1 MiB).
+    #[serde(default = "default_outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
     /// How long webhook events are collected into one delivery, in milliseconds.
     #[serde(default = "default_webhook_batch_ms")]
     pub webhook_batch_ms: u64,
+    /// Concurrent HTTP connections and the deadline for a request's headers, per listener.
+    #[serde(default, with = "listen_limits")]
+    pub listen: super::listen::ListenLimits,
     /// PEM certificate chain: with `tls_key`, every listener speaks TLS (`wss://`, `https://`).
     #[serde(default)]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -41,6 +48,10 @@ fn default_outbound_queue() -> usize {
     1024
 }
 
+fn default_outbound_queue_bytes() -> usize {
+    1024 * 1024
+}
+
 fn default_webhook_batch_ms() -> u64 {
     50
 }
@@ -52,7 +63,9 @@ impl Default for ServerConfig {
             extra_binds: Vec::new(),
             apps: vec![AppConfig::development()],
             outbound_queue: default_outbound_queue(),
+            outbound_queue_bytes: default_outbound_queue_bytes(),
             webhook_batch_ms: default_webhook_batch_ms(),
+            listen: super::listen::ListenLimits::default(),
             tls_cert: None,
             tls_key: None,
         }
@@ -82,6 +95,11 @@ impl ServerConfig {
         if self.outbound_queue == 0 {
             return Err("outbound_queue must be at least 1".into());
         }
+        if self.outbound_queue_bytes < 64 * 1024 {
+            return Err(
+                "outbound_queue_bytes must be at least 65536 (a frame may be 32 KiB)".into(),
+            );
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together: give both or neither".into());
         }
@@ -91,6 +109,33 @@ impl ServerConfig {
     /// Whether the listeners speak TLS.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+}
+
+/// `listen = { max_connections = N, header_read_timeout_ms = M }` in TOML.
+pub(crate) mod listen_limits {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    use crate::server::listen::ListenLimits;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Form {
+        max_connections: Option<usize>,
+        header_read_timeout_ms: Option<u64>,
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ListenLimits, D::Error> {
+        let f = Form::deserialize(d)?;
+        let default = ListenLimits::default();
+        Ok(ListenLimits {
+            max_connections: f.max_connections.unwrap_or(default.max_connections),
+            header_read_timeout: f
+                .header_read_timeout_ms
+                .map_or(default.header_read_timeout, Duration::from_millis),
+        })
     }
 }
 

@@ -5,14 +5,16 @@
 //! Invariants:
 //! - only the hub task touches the hub; everything else talks to it over one bounded command
 //!   channel, so inbound work is back-pressured instead of queued without limit;
-//! - every connection's outbound queue is bounded (`outbound_queue`); when it is full the hub is
-//!   told (`Hub::overflow`) and the connection is closed with 4100;
+//! - every connection's outbound queue is bounded in frames (`outbound_queue`) and in bytes
+//!   (`outbound_queue_bytes`); when either is full the hub is told (`Hub::overflow`) and the
+//!   connection is closed with 4100, so a reader that stopped costs at most that much memory;
 //! - close frames travel on a separate one-shot channel so they get through a full queue;
 //! - every listener (`bind` and `extra_binds`) feeds the same hub, so they are one server with
 //!   several addresses: the stand-in for the nodes of a cluster that the conformance kit's cluster
 //!   cases need. They are not a distributed deployment.
 
-mod config;
+pub(crate) mod config;
+pub mod listen;
 pub mod tls;
 mod webhooks;
 
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -52,6 +54,7 @@ enum Command {
         path: String,
         query: String,
         outbound: mpsc::Sender<String>,
+        queued_bytes: Arc<AtomicUsize>,
         close: oneshot::Sender<(u16, String)>,
     },
     Message {
@@ -76,6 +79,8 @@ enum Command {
 
 struct ConnHandle {
     outbound: mpsc::Sender<String>,
+    /// Bytes queued and not yet written; the writer takes off what it sends.
+    queued_bytes: Arc<AtomicUsize>,
     close: Option<oneshot::Sender<(u16, String)>>,
 }
 
@@ -85,6 +90,10 @@ struct Shared {
     next_conn: Arc<AtomicU64>,
     outbound_queue: usize,
 }
+
+/// Per-connection output limit in bytes, shared by every hub task.
+#[derive(Clone, Copy)]
+struct OutputLimit(usize);
 
 /// A server running in the background.
 pub struct RunningServer {
@@ -177,6 +186,7 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
             Hub::new(config.apps.clone()),
             rx,
             webhooks.clone(),
+            OutputLimit(config.outbound_queue_bytes),
         )));
         commands.push(tx);
     }
@@ -199,20 +209,13 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
         let stop = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
+        let limits = config.listen;
         http.push(match &tls {
             Some(tls) => {
                 let listener = tls::TlsListener::new(listener, tls.clone())?;
-                tokio::spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stop)
-                        .await
-                })
+                tokio::spawn(listen::serve(listener, router, limits, stop))
             }
-            None => tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }),
+            None => tokio::spawn(listen::serve(listener, router, limits, stop)),
         });
     }
     tracing::info!(addrs = ?addrs, tls = tls.is_some(), "realtime server listening");
@@ -230,6 +233,7 @@ async fn run_hub(
     mut hub: Hub,
     mut commands: mpsc::Receiver<Command>,
     webhooks: mpsc::UnboundedSender<(usize, serde_json::Value)>,
+    limit: OutputLimit,
 ) {
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
@@ -242,8 +246,8 @@ async fn run_hub(
             _ = tick.tick() => hub.tick(now_ms()),
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Open { conn, path, query, outbound, close }) => {
-                    conns.insert(conn, ConnHandle { outbound, close: Some(close) });
+                Some(Command::Open { conn, path, query, outbound, queued_bytes, close }) => {
+                    conns.insert(conn, ConnHandle { outbound, queued_bytes, close: Some(close) });
                     hub.open(conn, &path, &query, rand::random(), now_ms());
                 }
                 Some(Command::Message { conn, bytes, binary }) => hub.message(conn, &bytes, binary, now_ms()),
@@ -264,9 +268,19 @@ async fn run_hub(
         while let Some(output) = hub.poll_output() {
             match output {
                 Output::Send { conn, text } => {
-                    let full = conns
-                        .get(&conn)
-                        .is_some_and(|c| c.outbound.try_send(text).is_err());
+                    let full = conns.get(&conn).is_some_and(|c| {
+                        let len = text.len();
+                        let queued = c.queued_bytes.load(Ordering::Relaxed);
+                        if queued.saturating_add(len) > limit.0 {
+                            return true;
+                        }
+                        c.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                        if c.outbound.try_send(text).is_err() {
+                            c.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                            return true;
+                        }
+                        false
+                    });
                     if full {
                         hub.overflow(conn, now_ms());
                     }
@@ -306,12 +320,14 @@ async fn websocket(
 async fn connection(socket: WebSocket, shared: Shared, path: String, query: String) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let (outbound, mut outbound_rx) = mpsc::channel::<String>(shared.outbound_queue);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
     let (close, mut close_rx) = oneshot::channel();
     let open = Command::Open {
         conn,
         path,
         query,
         outbound,
+        queued_bytes: queued_bytes.clone(),
         close,
     };
     if shared.commands.send(open).await.is_err() {
@@ -338,9 +354,11 @@ async fn connection(socket: WebSocket, shared: Shared, path: String, query: Stri
                 }
                 text = outbound_rx.recv() => match text {
                     Some(text) => {
+                        let len = text.len();
                         if sink.send(Message::Text(text.into())).await.is_err() {
                             return;
                         }
+                        queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     }
                     None => return,
                 },
@@ -349,11 +367,16 @@ async fn connection(socket: WebSocket, shared: Shared, path: String, query: Stri
     };
     let commands = shared.commands.clone();
     let reader = async {
-        while let Some(Ok(message)) = stream.next().await {
+        while let Some(message) = stream.next().await {
+            let message = match message {
+                Ok(m) => m,
+                // The peer broke the WebSocket protocol: say which way before hanging up.
+                Err(e) => return Some(protocol_close(e)),
+            };
             let (bytes, binary) = match message {
                 Message::Text(t) => (t.as_bytes().to_vec(), false),
                 Message::Binary(b) => (b.to_vec(), true),
-                Message::Close(_) => return,
+                Message::Close(_) => return None,
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
             if commands
@@ -365,15 +388,40 @@ async fn connection(socket: WebSocket, shared: Shared, path: String, query: Stri
                 .await
                 .is_err()
             {
-                return;
+                return None;
             }
         }
+        None
     };
-    tokio::select! {
-        _ = writer => {}
-        _ = reader => {}
+    let broken = tokio::select! {
+        _ = writer => None,
+        r = reader => r,
+    };
+    if let Some((code, reason)) = broken {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
     let _ = shared.commands.send(Command::Closed { conn }).await;
+}
+
+/// The WebSocket close code for a frame the peer got wrong (RFC 6455 section 7.4.1): 1007 for a
+/// text frame that is not UTF-8, 1009 for a message over the size limit, 1002 otherwise.
+fn protocol_close(e: axum::Error) -> (u16, String) {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Utf8(_)) => (1007, "text frame is not valid UTF-8".into()),
+        Some(WsError::Capacity(c)) => (1009, format!("message too big: {c}")),
+        Some(WsError::Protocol(p)) => (1002, format!("WebSocket protocol error: {p}")),
+        _ => (1002, format!("WebSocket error: {inner}")),
+    }
 }
 
 async fn http_api(State(shared): State<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {

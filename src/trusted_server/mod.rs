@@ -97,6 +97,9 @@ pub struct TrustedConfig {
     /// the interop tests by default.
     #[serde(default)]
     pub pusher_js: Option<PathBuf>,
+    /// Concurrent HTTP connections and the deadline for a request's headers.
+    #[serde(default, with = "crate::server::config::listen_limits")]
+    pub listen: crate::server::listen::ListenLimits,
 }
 
 fn default_bind() -> SocketAddr {
@@ -163,6 +166,7 @@ impl TrustedConfig {
             call_burst: default_call_burst(),
             public_realtime_url: None,
             pusher_js: None,
+            listen: crate::server::listen::ListenLimits::default(),
         }
     }
 
@@ -309,13 +313,15 @@ pub async fn start(
         .route("/demo/config", get(demo::config))
         .with_state(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let limits = state.config.listen;
+    let http = tokio::spawn(crate::server::listen::serve(
+        listener,
+        router,
+        limits,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let tasks = vec![
         tokio::spawn(watchdog(state.clone())),
         tokio::spawn(outbox_sender(state.clone())),

@@ -1,0 +1,73 @@
+//! The HTTP listeners' accept loop, shared by the realtime and the trusted server: what
+//! `axum::serve` does, plus the limits that keep a slow or idle client from holding a server's
+//! resources: a cap on concurrent HTTP connections and a deadline for every request's headers.
+//!
+//! Invariants: a connection that has not sent a whole request head within
+//! [`ListenLimits::header_read_timeout`] (a first request, or the next one on a kept-alive
+//! connection) is closed; beyond [`ListenLimits::max_connections`] concurrent HTTP connections a
+//! new one is closed at once. A connection upgraded to a WebSocket leaves this count: WebSocket
+//! connections are counted and limited by the protocol layer (per app, per address).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+
+/// Limits of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; connections already open finish on
+/// their own.
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    limits: ListenLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _addr) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Over the cap: closing at once costs nothing; queueing would cost memory.
+            drop(io);
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true);
+            let _ = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades()
+                .await;
+            drop(permit);
+        });
+    }
+}
