@@ -500,3 +500,29 @@ fn conform_writes_reports_and_catches_a_stale_known_failing_list() {
             .contains("connection.ping-pong was fail and is now pass")
     );
 }
+
+#[test]
+fn serve_refuses_development_secrets_on_a_reachable_address() {
+    let dir = std::env::temp_dir().join(format!("domvia-cli-devsecrets-{}", std::process::id()));
+    let out = bin()
+        .args([
+            "serve",
+            "--bind",
+            "0.0.0.0:0",
+            "--trusted-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("development app secret") && err.contains("--allow-dev-secrets"),
+        "{err}"
+    );
+    // On loopback only, the development setup starts as before (covered by the other serve
+    // tests); nothing was created for the refused one.
+    assert!(!dir.join("calls.db").exists());
+}

@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// pusher-js browser bundle (`pusher.min.js`) served to the demo page.
     #[arg(long, env = "DOMVIA_PUSHER_JS")]
     pusher_js: Option<PathBuf>,
+    /// Serve the development secrets (app secret, privacy master key, demo users and tokens) on
+    /// an address other machines can reach. Without it, that is refused.
+    #[arg(long)]
+    allow_dev_secrets: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,8 +181,67 @@ fn build(args: ServeArgs) -> Result<(Role, ServerConfig, TrustedConfig), String>
     Ok((args.role, realtime, trusted))
 }
 
+/// The development credentials a server would expose on `addrs`, if any address is reachable
+/// from other machines: what anyone who read the README could use against it.
+fn exposed_dev_secrets(
+    role: Role,
+    realtime: &ServerConfig,
+    trusted: &TrustedConfig,
+) -> Option<String> {
+    let mut addrs = Vec::new();
+    if role != Role::Trusted {
+        addrs.push(realtime.bind);
+        addrs.extend(&realtime.extra_binds);
+    }
+    if role != Role::Realtime {
+        addrs.push(trusted.bind);
+    }
+    let public: Vec<String> = addrs
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if public.is_empty() {
+        return None;
+    }
+    let mut dev = Vec::new();
+    if role != Role::Trusted
+        && realtime
+            .apps
+            .iter()
+            .any(|a| a.secret == AppConfig::development().secret)
+    {
+        dev.push("the development app secret");
+    }
+    if role != Role::Realtime {
+        if trusted.app_secret == AppConfig::development().secret {
+            dev.push("the development app secret (trusted server)");
+        }
+        if trusted.privacy_master_key.expose() == DEVELOPMENT_MASTER_KEY {
+            dev.push("the development privacy master key");
+        }
+        if trusted.directory.is_none() {
+            dev.push("the demo users and their published tokens");
+        }
+    }
+    (!dev.is_empty()).then(|| {
+        format!(
+            "refusing to serve {} on {}, which other machines can reach: give your own (--app-secret or [realtime] apps, [trusted] privacy_master_key, --fixture), bind to 127.0.0.1, or pass --allow-dev-secrets",
+            dev.join(", "),
+            public.join(", ")
+        )
+    })
+}
+
 pub fn run(args: ServeArgs) -> CliResult {
+    let allow_dev_secrets = args.allow_dev_secrets;
     let (role, realtime, trusted) = build(args)?;
+    if let Some(problem) = exposed_dev_secrets(role, &realtime, &trusted) {
+        if !allow_dev_secrets {
+            return Err(problem);
+        }
+        eprintln!("WARNING: {problem} (allowed by --allow-dev-secrets)");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
