@@ -135,6 +135,8 @@ pub struct CallMachine {
     pending_end_of_candidates: bool,
     started: Option<StartedBody>,
     answered: bool,
+    /// Callee: ringing or the acceptance was said again after the caller announced itself.
+    reannounced: bool,
     /// Largest event data the server takes, and whether bodies are sealed (which grows them).
     event_limit: (usize, bool),
     out: VecDeque<Action>,
@@ -199,6 +201,7 @@ impl CallMachine {
             pending_end_of_candidates: false,
             started: None,
             answered: false,
+            reannounced: false,
             event_limit: (MAX_EVENT_DATA_BYTES, false),
             out: VecDeque::new(),
         }
@@ -580,7 +583,8 @@ impl CallMachine {
         }
         let from = h.party_id.as_device();
         match (event.body(), self.role) {
-            (EventBody::Started(_), _) => false,
+            (EventBody::Started(_), Role::Callee) => self.on_caller_announced(h, now_ms),
+            (EventBody::Started(_), Role::Caller) => false,
             (EventBody::Ringing, Role::Caller)
                 if matches!(self.phase, Phase::Outgoing | Phase::Ringing) =>
             {
@@ -636,6 +640,29 @@ impl CallMachine {
                 true
             }
             (EventBody::Ended(e), _) => self.on_ended(from, &h.user_id, e, now_ms),
+            _ => false,
+        }
+    }
+
+    /// The ringing race ([FLOW-012]): the caller sends `call.started` on the call channel once
+    /// it is subscribed, and what this device sent before that (ringing, or an acceptance the
+    /// caller never heard) may have reached nobody, so it is said once more.
+    fn on_caller_announced(&mut self, h: &EventHeader, now_ms: u64) -> bool {
+        if h.party_id.is_server() || self.reannounced || Some(&h.user_id) != self.caller.as_ref() {
+            return false;
+        }
+        match self.phase {
+            Phase::Alerting => {
+                self.reannounced = true;
+                self.send(EventBody::Ringing, now_ms);
+                true
+            }
+            // Accepted, and the caller has not answered with an offer yet.
+            Phase::Connecting if self.peer.is_none() => {
+                self.reannounced = true;
+                self.send(EventBody::Accepted, now_ms);
+                true
+            }
             _ => false,
         }
     }
@@ -949,6 +976,49 @@ mod tests {
                     .all(|w| w[0].header().seq < w[1].header().seq)
             );
         }
+    }
+
+    #[test]
+    fn what_the_caller_missed_before_it_was_on_the_channel_is_said_once_more() {
+        // Bob rang and accepted before alice's subscription was confirmed: both events reached
+        // nobody ([FLOW-012]).
+        // The invitation the callees were built from came another way (the inbox); what alice
+        // sends on the channel once subscribed is her own later call.started.
+        let announce_nth = |net: &Net, n: u64| {
+            let first = &net.sent[0][0];
+            let mut header = first.header().clone();
+            header.seq = Seq::new(header.seq.get() + n).unwrap();
+            CallEvent::new(Origin::Client, header, first.body().clone()).unwrap()
+        };
+        let announce = |net: &Net| announce_nth(net, 1);
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        let started = announce(&net);
+        net.machines[1].ring(T0).unwrap();
+        net.machines[1].accept(T0 + 1).unwrap();
+        while net.machines[1].poll_action().is_some() {}
+        assert_eq!(net.machines[0].phase(), Phase::Outgoing);
+        // Alice is on the channel now and announces herself; bob says he accepted once more.
+        net.machines[1].handle_event(&started, T0 + 50);
+        net.deliver(T0 + 50);
+        assert_eq!(net.kinds_sent(1), ["call.accepted"]);
+        assert!(net.seen[0].contains(&Action::CreateOffer {
+            to: party("bob-laptop-1")
+        }));
+        // Only once: a later, repeated announcement (FLOW-004) changes nothing.
+        let again = announce_nth(&net, 2);
+        net.machines[1].handle_event(&again, T0 + 60);
+        net.deliver(T0 + 60);
+        assert_eq!(net.kinds_sent(1), ["call.accepted"]);
+
+        // A device still ringing rings once more.
+        let mut net = setup(&["bob"], &[("bob-laptop-1", "bob")]);
+        let started = announce(&net);
+        net.machines[1].ring(T0).unwrap();
+        while net.machines[1].poll_action().is_some() {}
+        net.machines[1].handle_event(&started, T0 + 50);
+        net.deliver(T0 + 50);
+        assert_eq!(net.kinds_sent(1), ["call.ringing"]);
+        assert_eq!(net.machines[0].phase(), Phase::Ringing);
     }
 
     #[test]

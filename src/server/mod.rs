@@ -215,7 +215,12 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
                 let listener = tls::TlsListener::new(listener, tls.clone())?;
                 tokio::spawn(listen::serve(listener, router, limits, stop))
             }
-            None => tokio::spawn(listen::serve(listener, router, limits, stop)),
+            None => tokio::spawn(listen::serve(
+                listen::no_delay(listener),
+                router,
+                limits,
+                stop,
+            )),
         });
     }
     tracing::info!(addrs = ?addrs, tls = tls.is_some(), "realtime server listening");

@@ -315,7 +315,7 @@ pub async fn start(
     let (stop, stopped) = oneshot::channel::<()>();
     let limits = state.config.listen;
     let http = tokio::spawn(crate::server::listen::serve(
-        listener,
+        crate::server::listen::no_delay(listener),
         router,
         limits,
         async {
