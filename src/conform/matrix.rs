@@ -11,25 +11,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::report::escape;
 use super::{CaseResult, Level, Report, Verdict};
 
 /// Lines of wire trace shown in a cell's details.
 const TRACE_LINES: usize = 40;
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A column's heading: the run's label, else its first target node.
 pub fn column_name(report: &Report) -> String {

@@ -154,7 +154,8 @@ pub fn summary_text(report: &Report) -> String {
     out
 }
 
-fn escape(s: &str) -> String {
+/// `s` with the characters HTML gives meaning to replaced by entities.
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {

@@ -694,34 +694,19 @@ fn page_params(query: &str) -> Result<(u32, Option<store::Cursor>), (&'static st
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
 
+/// Which paged listing of a user's calls.
+#[derive(Clone, Copy)]
+enum Listing {
+    History,
+    Missed,
+}
+
 async fn history(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(user) = bearer(&state, &headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "auth.not_signed_in",
-            "sign in first",
-        );
-    };
-    let (limit, cursor) = match page_params(query.as_deref().unwrap_or_default()) {
-        Ok(p) => p,
-        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
-    };
-    match state
-        .store
-        .history(user.id.as_str(), limit, cursor.as_ref())
-        .await
-    {
-        Ok((calls, next)) => axum::Json(json!({
-            "calls": calls,
-            "next_cursor": next.map(|c| c.encode()),
-        }))
-        .into_response(),
-        Err(e) => internal(e),
-    }
+    paged(&state, &headers, query, Listing::History).await
 }
 
 async fn missed(
@@ -729,7 +714,17 @@ async fn missed(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(user) = bearer(&state, &headers) else {
+    paged(&state, &headers, query, Listing::Missed).await
+}
+
+/// One page of a signed-in user's history or missed calls ([SRV-024]).
+async fn paged(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<String>,
+    listing: Listing,
+) -> Response {
+    let Some(user) = bearer(state, headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
             "auth.not_signed_in",
@@ -740,13 +735,14 @@ async fn missed(
         Ok(p) => p,
         Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
     };
-    match state
-        .store
-        .missed(user.id.as_str(), limit, cursor.as_ref())
-        .await
-    {
-        Ok((calls, next)) => axum::Json(json!({
-            "missed": calls,
+    let (user, cursor) = (user.id.as_str(), cursor.as_ref());
+    let (key, page) = match listing {
+        Listing::History => ("calls", state.store.history(user, limit, cursor).await),
+        Listing::Missed => ("missed", state.store.missed(user, limit, cursor).await),
+    };
+    match page {
+        Ok((entries, next)) => axum::Json(json!({
+            key: entries,
             "next_cursor": next.map(|c| c.encode()),
         }))
         .into_response(),
