@@ -31,6 +31,11 @@ pub struct AppConfig {
     /// Connections of this app at once; more are closed with 4100 (over capacity).
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Channels one connection may be subscribed to at once; more are refused with
+    /// `LimitReached`, before any signature is checked. A call needs a handful; the bound keeps
+    /// one connection from churning thousands of channels (and their webhooks).
+    #[serde(default = "defaults::max_subscriptions_per_connection")]
+    pub max_subscriptions_per_connection: usize,
     /// Seconds of silence after which the server pings, announced in `connection_established`.
     #[serde(default = "defaults::activity_timeout")]
     pub activity_timeout_secs: u64,
@@ -59,6 +64,7 @@ impl AppConfig {
             max_event_bytes: MAX_EVENT_DATA_BYTES,
             max_presence_members: defaults::max_presence_members(),
             max_connections: defaults::max_connections(),
+            max_subscriptions_per_connection: defaults::max_subscriptions_per_connection(),
             activity_timeout_secs: defaults::activity_timeout(),
             pong_timeout_secs: defaults::pong_timeout(),
             webhook_url: None,
@@ -130,6 +136,9 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         100_000
+    }
+    pub fn max_subscriptions_per_connection() -> usize {
+        100
     }
     pub fn activity_timeout() -> u64 {
         120

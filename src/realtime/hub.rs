@@ -509,6 +509,12 @@ impl Hub {
             // Already subscribed: confirm again, without member events.
             return self.subscribed(conn, app, &channel);
         }
+        let most = self.apps[app].max_subscriptions_per_connection;
+        if c.subscriptions.len() >= most {
+            let message =
+                format!("this connection is subscribed to {most} channels, the most it may be");
+            return self.subscription_error(conn, &channel, "LimitReached", 403, &message);
+        }
         let auth = data.get("auth").and_then(Value::as_str);
         let channel_data = data.get("channel_data").and_then(Value::as_str);
         let mut member = None;

@@ -714,3 +714,46 @@ fn oversized_presence_data_is_refused_before_anyone_hears_of_it() {
     );
     assert_eq!(h.hub.presence_ids(0, ch), ["alice"]);
 }
+
+#[test]
+fn a_connection_has_a_bounded_number_of_subscriptions_and_webhooks_of_them() {
+    let mut cfg = app();
+    cfg.max_subscriptions_per_connection = 3;
+    let mut h = Harness::with(cfg);
+    let socket = h.connect(1);
+    for i in 0..3 {
+        let out = h.subscribe(1, &socket, &format!("public-{i}"), None);
+        assert_eq!(
+            frames_to(&out, 1)[0]["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+    }
+    // The fourth is refused before any work, and makes no channel (and no webhook).
+    let out = h.subscribe(1, &socket, "private-fourth", None);
+    let f = &frames_to(&out, 1)[0];
+    assert_eq!(f["event"], "pusher:subscription_error");
+    let data: Value = serde_json::from_str(f["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (data["type"].as_str(), data["status"].as_u64()),
+        (Some("LimitReached"), Some(403))
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Webhook { .. })),
+        "a refused subscription occupies nothing"
+    );
+    // Leaving one makes room again; subscribing again to one held is not counted twice.
+    h.send(
+        1,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": "public-0"}}),
+    );
+    let out = h.subscribe(1, &socket, "public-1", None);
+    assert_eq!(
+        frames_to(&out, 1)[0]["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let out = h.subscribe(1, &socket, "private-fourth", None);
+    assert_eq!(
+        frames_to(&out, 1)[0]["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+}
