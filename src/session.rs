@@ -564,10 +564,11 @@ impl Signaling {
     /// Hangs up (or cancels, before an answer).
     pub fn hang_up(&mut self) -> Result<(), String> {
         let now = self.now_ms();
-        let answered = matches!(self.machine.phase(), Phase::Connecting | Phase::Active);
         self.machine.hang_up(now).map_err(|e| e.to_string())?;
-        let reason = if answered { "hangup" } else { "cancelled" };
-        self.report("end", Some(serde_json::json!({ "reason": reason })));
+        // The machine decided the reason (hang-up, or cancelled before an answer).
+        if let Phase::Ended(reason) = self.machine.phase() {
+            self.report("end", Some(serde_json::json!({ "reason": reason })));
+        }
         self.flush()
     }
 

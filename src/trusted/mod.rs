@@ -6,6 +6,7 @@ mod directory;
 pub mod outbox;
 mod policy;
 pub mod rate;
+pub mod reconcile;
 mod record;
 pub mod webhook;
 

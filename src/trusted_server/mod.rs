@@ -963,16 +963,14 @@ async fn outbox_sender(state: Arc<AppState>) {
 /// reports empty twice in a row (one interval apart) is closed as `ended: unknown`, so a lost
 /// `channel_vacated` or `member_removed` webhook cannot leave a call active for ever.
 async fn reconciler(state: Arc<AppState>) {
-    let interval = Duration::from_millis(state.config.reconcile_interval_ms.max(100));
-    let mut empty_since: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let interval = state.config.reconcile_interval_ms.max(100);
+    let mut decide = crate::trusted::reconcile::Reconciler::new(interval);
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(Duration::from_millis(interval)).await;
         let Ok(active) = state.store.active_calls().await else {
             continue;
         };
-        let open: std::collections::HashSet<String> =
-            active.iter().map(|r| r.call_id.to_string()).collect();
-        empty_since.retain(|id, _| open.contains(id));
+        decide.retain_open(&active.iter().map(|r| r.call_id.to_string()).collect());
         for record in active {
             let channel = record.channel.to_string();
             let occupied = match channel_occupied(&state, &channel).await {
@@ -983,12 +981,8 @@ async fn reconciler(state: Arc<AppState>) {
                 }
             };
             let id = record.call_id.to_string();
-            if occupied {
-                empty_since.remove(&id);
-                continue;
-            }
             let now = unix_ms();
-            if empty_since.insert(id.clone(), now).is_none() {
+            if !decide.observe(&id, occupied, now) {
                 continue;
             }
             let _guard = state.writer.lock().await;
@@ -1007,32 +1001,36 @@ async fn reconciler(state: Arc<AppState>) {
                     tracing::error!(error = %e, "could not record a reconciled call");
                 }
             }
-            empty_since.remove(&id);
         }
     }
+}
+
+/// The realtime HTTP API URL of `path`, signed for `method` and `body` now ([SIGN-010]).
+fn signed_api_url(state: &AppState, method: &str, path: &str, body: &[u8]) -> String {
+    let params = signing::sign_http_request(
+        &state.config.app_key,
+        &state.config.app_secret,
+        method,
+        path,
+        Vec::new(),
+        body,
+        unix_ms() / 1000,
+    );
+    // Every signed parameter is hex, digits or `1.0`: nothing to escape.
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "{}{path}?{}",
+        state.config.realtime_api_url.trim_end_matches('/'),
+        query.join("&")
+    )
 }
 
 /// `GET /apps/{id}/channels/{name}` on the realtime server: whether anyone is subscribed.
 async fn channel_occupied(state: &AppState, channel: &str) -> Result<bool, String> {
     let path = format!("/apps/{}/channels/{channel}", state.config.app_id);
-    let params = signing::sign_http_request(
-        &state.config.app_key,
-        &state.config.app_secret,
-        "GET",
-        &path,
-        Vec::new(),
-        b"",
-        unix_ms() / 1000,
-    );
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let url = format!(
-        "{}{path}?{}",
-        state.config.realtime_api_url.trim_end_matches('/'),
-        query.join("&")
-    );
     let resp = state
         .http
-        .get(url)
+        .get(signed_api_url(state, "GET", &path, b""))
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -1055,24 +1053,9 @@ async fn trigger(
 ) -> Result<(), (outbox::SendFailure, String)> {
     let path = format!("/apps/{}/events", state.config.app_id);
     let body = json!({ "name": event, "channels": channels, "data": data }).to_string();
-    let params = signing::sign_http_request(
-        &state.config.app_key,
-        &state.config.app_secret,
-        "POST",
-        &path,
-        Vec::new(),
-        body.as_bytes(),
-        unix_ms() / 1000,
-    );
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let url = format!(
-        "{}{path}?{}",
-        state.config.realtime_api_url.trim_end_matches('/'),
-        query.join("&")
-    );
     let resp = state
         .http
-        .post(url)
+        .post(signed_api_url(state, "POST", &path, body.as_bytes()))
         .header("content-type", "application/json")
         .body(body)
         .send()
