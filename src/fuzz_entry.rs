@@ -166,7 +166,7 @@ pub fn hub_run(data: &[u8]) -> HubRun {
             .map_or(data.len(), |p| i + p);
         let payload = &data[i..end];
         match op / 3 % 6 {
-            0 => hub.open(conn, "/app/key", "protocol=7", u64::from(op), now),
+            0 => hub.open(conn, "/app/key", "protocol=7", None, u64::from(op), now),
             1 => {
                 hub.message(conn, payload, op & 0x40 != 0, now);
                 i = end + 1;

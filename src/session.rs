@@ -106,6 +106,50 @@ impl Device {
     }
 }
 
+/// How long a device keeps retrying a report of its user's action: longer than a trusted server
+/// takes to restart, shorter than any ring timeout a report could still change.
+const REPORT_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Posts one action report until the trusted server answers it: a 2xx (applied, or already
+/// known) or a refusal other than 408/429 ends it; a connection failure, a 5xx, 408 or 429 is
+/// retried with doubling pauses (250 ms up to 4 s) for [`REPORT_RETRY_FOR`]. The trusted server
+/// applies a repeated report once ([SRV-025]), so a retry after a lost answer is harmless.
+async fn report_until_acknowledged(device: &Device, path: &str, body: Option<Value>) {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let mut req = crate::net::http_client()
+            .post(format!("{}{path}", device.trusted_url))
+            .header("authorization", format!("Bearer {}", device.token))
+            .timeout(Duration::from_secs(10));
+        if let Some(body) = &body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let retry = match req.send().await {
+            Ok(resp) if resp.status().is_success() => return,
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retryable = status >= 500 || status == 408 || status == 429;
+                if !retryable {
+                    tracing::warn!(status, path, "the trusted server refused a call action report");
+                    return;
+                }
+                format!("status {status}")
+            }
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() + pause > REPORT_RETRY_FOR {
+            tracing::warn!(path, error = %retry, "gave up reporting a call action to the trusted server");
+            return;
+        }
+        tracing::debug!(path, error = %retry, "call action report not acknowledged; retrying");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(4));
+    }
+}
+
 /// A timeline of what happened, with times since the session began.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
@@ -200,9 +244,8 @@ pub struct Signaling {
     notices: std::collections::VecDeque<Action>,
     /// Events on the call channel this device refused, in order, with the rule each broke.
     refusals: Vec<Refusal>,
-    /// The device, when the call goes through a trusted server: on a private channel, whose
-    /// client events carry no verified identity, accept, decline and hang-up are also reported
-    /// to it directly ([SRV-016]).
+    /// The device, when the call goes through a trusted server: accept, decline and hang-up are
+    /// also reported to it directly ([SRV-016], [SRV-025]).
     reporter: Option<Device>,
 }
 
@@ -524,24 +567,19 @@ impl Signaling {
         }
     }
 
-    /// On a private channel of a trusted server's call, tells the trusted server what this user
-    /// did, in the background (the call goes on if the report fails; the record then stays as
-    /// the server last knew it).
+    /// Tells the trusted server what this user did ([SRV-025]), in the background, on every
+    /// channel kind: on a private channel this is the only identity the record may use
+    /// ([SRV-016]); on a presence channel it is the second path beside the realtime server's
+    /// webhook, which a realtime server that dies with a queue in memory loses. The call goes on
+    /// whatever the report's fate; see [`report_until_acknowledged`].
     fn report(&mut self, action: &'static str, body: Option<Value>) {
         let Some(device) = self.reporter.clone() else {
             return;
         };
-        if self.channel.kind() != crate::channel::ChannelKind::Private {
-            return;
-        }
         let path = format!("/calls/{}/{action}", self.channel.call_id());
         self.timeline
             .note(format!("reported {action} to the trusted server"));
-        tokio::spawn(async move {
-            if let Err(e) = device.trusted("POST", &path, body.as_ref()).await {
-                tracing::warn!(error = %e, "could not report a call action to the trusted server");
-            }
-        });
+        tokio::spawn(async move { report_until_acknowledged(&device, &path, body).await });
     }
 
     /// The local user answers.

@@ -704,3 +704,56 @@ async fn slow_headers_and_idle_connections_are_cut_and_capped() {
     c.expect("pusher:pong").await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_from_one_address_are_capped_over_real_sockets() {
+    let mut app = common::app();
+    app.max_connections_per_address = 3;
+    let server = domvia_calls::server::start(domvia_calls::server::ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        apps: vec![app],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(common::Client::connect(server.addr()).await);
+    }
+    // The fourth from 127.0.0.1 is told why and closed with 4100 (reconnect after a pause).
+    let mut fourth = common::Client {
+        ws: common::Client::raw(
+            server.addr(),
+            &format!("/app/{}?protocol=7", common::KEY),
+        )
+        .await,
+        socket_id: String::new(),
+    };
+    let error = fourth.expect_error().await;
+    assert_eq!(error["code"], 4100);
+    assert!(error["message"].as_str().unwrap().contains("this address has 3 connections"));
+    assert_eq!(fourth.expect_close().await, Some(4100));
+    // Closing one frees its place.
+    held.pop().unwrap().close().await;
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let mut c = common::Client {
+            ws: common::Client::raw(
+                server.addr(),
+                &format!("/app/{}?protocol=7", common::KEY),
+            )
+            .await,
+            socket_id: String::new(),
+        };
+        let f = c.next_frame().await;
+        if f["event"] == "pusher:connection_established" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed connection's place was never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}

@@ -376,7 +376,7 @@ async fn realtime(args: RealtimeArgs) -> CliResult {
         }
     };
     let config = format!(
-        "[realtime]\nbind = \"127.0.0.1:0\"\noutbound_queue = 65536\n[[realtime.apps]]\nid = \"bench\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events_per_second = 1000000000\nclient_event_burst = 1000000000\nmax_connections = 100000\n"
+        "[realtime]\nbind = \"127.0.0.1:0\"\noutbound_queue = 65536\n[[realtime.apps]]\nid = \"bench\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events_per_second = 1000000000\nclient_event_burst = 1000000000\nmax_connections = 100000\nmax_connections_per_address = 100000\n"
     );
     let config_path =
         std::env::temp_dir().join(format!("domvia-bench-{}.toml", std::process::id()));

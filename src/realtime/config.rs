@@ -31,6 +31,15 @@ pub struct AppConfig {
     /// Connections of this app at once; more are closed with 4100 (over capacity).
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Connections of this app from one client address (an IPv6 /64 counts as one address);
+    /// more are closed with 4100. Behind a NAT many users share an address, hence the room.
+    #[serde(default = "defaults::max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Connections of this app one user may have: connections signed in as the user, on a
+    /// presence channel as the user, or subscribed to the user's call inbox. A connection past
+    /// the cap is refused that sign-in or subscription (`LimitReached`), not closed.
+    #[serde(default = "defaults::max_connections_per_user")]
+    pub max_connections_per_user: usize,
     /// Channels one connection may be subscribed to at once; more are refused with
     /// `LimitReached`, before any signature is checked. A call needs a handful; the bound keeps
     /// one connection from churning thousands of channels (and their webhooks).
@@ -64,6 +73,8 @@ impl AppConfig {
             max_event_bytes: MAX_EVENT_DATA_BYTES,
             max_presence_members: defaults::max_presence_members(),
             max_connections: defaults::max_connections(),
+            max_connections_per_address: defaults::max_connections_per_address(),
+            max_connections_per_user: defaults::max_connections_per_user(),
             max_subscriptions_per_connection: defaults::max_subscriptions_per_connection(),
             activity_timeout_secs: defaults::activity_timeout(),
             pong_timeout_secs: defaults::pong_timeout(),
@@ -109,6 +120,12 @@ impl AppConfig {
                 self.id
             ));
         }
+        if self.max_connections_per_address == 0 || self.max_connections_per_user == 0 {
+            return Err(format!(
+                "app {}: connection caps must be at least 1",
+                self.id
+            ));
+        }
         if self.activity_timeout_secs == 0 || self.pong_timeout_secs == 0 {
             return Err(format!("app {}: timeouts must be at least 1 s", self.id));
         }
@@ -136,6 +153,12 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         100_000
+    }
+    pub fn max_connections_per_address() -> usize {
+        1_000
+    }
+    pub fn max_connections_per_user() -> usize {
+        32
     }
     pub fn max_subscriptions_per_connection() -> usize {
         100

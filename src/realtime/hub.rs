@@ -12,9 +12,13 @@
 //! - `channels` holds only occupied channels, and a channel's subscribers are exactly the
 //!   connections whose `subscriptions` name it;
 //! - a presence member exists while at least one of its user's connections is subscribed, so member
-//!   events fire once per user, not per connection.
+//!   events fire once per user, not per connection;
+//! - `per_app`, `per_address` and `per_user` count exactly the open connections of an app, of a
+//!   client address, and of a user (each connection once per user it has been verified as), so
+//!   the connection caps are checked in constant time before any work for a new connection.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +80,11 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, PassedClock, NoOpMiddleware<
 
 struct Conn {
     app: usize,
+    /// The client's address as the connection caps count it (see [`address_key`]).
+    address: Option<IpAddr>,
+    /// The users this connection was verified as: its sign-in, its presence memberships, the
+    /// owner of a call inbox it subscribed to. Each counts towards that user's connection cap.
+    users: BTreeSet<String>,
     socket_id: SocketId,
     limiter: Limiter,
     /// Channel name → the presence user id this connection joined as (None on other channels).
@@ -172,6 +181,31 @@ pub struct Hub {
     clock: PassedClock,
     out: VecDeque<Output>,
     sockets_opened: u64,
+    per_app: HashMap<usize, usize>,
+    per_address: HashMap<(usize, IpAddr), usize>,
+    per_user: HashMap<(usize, String), usize>,
+}
+
+/// The address a connection cap counts: an IPv4 address as it is (an IPv4-mapped IPv6 address as
+/// its IPv4 address), an IPv6 address by its /64 prefix, the block one subscriber or host is
+/// usually given, so that rotating through one's own /64 does not escape the cap.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+/// The user a signed subscription proves the connection belongs to, beyond presence: only the
+/// owner's sign-in gets a call inbox (`private-call-inbox.{user}`) signed ([CHAN-021]).
+fn inbox_owner(channel: &str) -> Option<&str> {
+    channel.strip_prefix("private-call-inbox.")
 }
 
 impl Hub {
@@ -183,6 +217,9 @@ impl Hub {
             clock: PassedClock::default(),
             out: VecDeque::new(),
             sockets_opened: 0,
+            per_app: HashMap::new(),
+            per_address: HashMap::new(),
+            per_user: HashMap::new(),
         }
     }
 
@@ -221,9 +258,17 @@ impl Hub {
         });
     }
 
-    /// A WebSocket connection was accepted at `path?query`. `random` is a fresh random number
-    /// from the shell; it makes socket ids unpredictable.
-    pub fn open(&mut self, conn: ConnId, path: &str, query: &str, random: u64, now_ms: u64) {
+    /// A WebSocket connection from `peer` (if the shell knows it) was accepted at `path?query`.
+    /// `random` is a fresh random number from the shell; it makes socket ids unpredictable.
+    pub fn open(
+        &mut self,
+        conn: ConnId,
+        path: &str,
+        query: &str,
+        peer: Option<IpAddr>,
+        random: u64,
+        now_ms: u64,
+    ) {
         self.clock.set(now_ms);
         let Some(key) = path.strip_prefix("/app/").filter(|k| !k.contains('/')) else {
             return self.refuse(
@@ -268,13 +313,27 @@ impl Hub {
             Some(Ok(_)) => {}
         }
         let cfg = &self.apps[app];
-        if self.conns.values().filter(|c| c.app == app).count() >= cfg.max_connections {
+        if self.per_app.get(&app).copied().unwrap_or(0) >= cfg.max_connections {
             return self.refuse(
                 conn,
                 PusherCode::OVER_CAPACITY,
                 format!(
                     "app {} is at its limit of {} connections",
                     cfg.id, cfg.max_connections
+                ),
+            );
+        }
+        let address = peer.map(address_key);
+        if let Some(a) = address
+            && self.per_address.get(&(app, a)).copied().unwrap_or(0)
+                >= cfg.max_connections_per_address
+        {
+            return self.refuse(
+                conn,
+                PusherCode::OVER_CAPACITY,
+                format!(
+                    "this address has {} connections to app {}, the most it may have",
+                    cfg.max_connections_per_address, cfg.id
                 ),
             );
         }
@@ -297,10 +356,16 @@ impl Hub {
                 "max_event_bytes": cfg.max_event_bytes,
             },
         });
+        *self.per_app.entry(app).or_default() += 1;
+        if let Some(a) = address {
+            *self.per_address.entry((app, a)).or_default() += 1;
+        }
         self.conns.insert(
             conn,
             Conn {
                 app,
+                address,
+                users: BTreeSet::new(),
                 socket_id,
                 limiter: RateLimiter::direct_with_clock(quota, self.clock.clone()),
                 subscriptions: BTreeMap::new(),
@@ -581,6 +646,16 @@ impl Hub {
                 return self.subscription_error(conn, &channel, "LimitReached", 403, &message);
             }
         }
+        // Verified identity counts towards its user's connection cap before it is stored.
+        let verified_user = match &member {
+            Some(m) => Some(m.user_id.clone()),
+            None => inbox_owner(&channel).map(str::to_owned),
+        };
+        if let Some(user) = verified_user
+            && let Err(message) = self.claim_user(conn, &user)
+        {
+            return self.subscription_error(conn, &channel, "LimitReached", 403, &message);
+        }
         let key = (app, channel.clone());
         let newly_occupied = !self.channels.contains_key(&key);
         let ch = self.channels.entry(key).or_default();
@@ -720,7 +795,49 @@ impl Hub {
         for channel in channels {
             self.unsubscribe(conn, &channel);
         }
-        self.conns.remove(&conn);
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+            if let Some(n) = counts.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
+        release(&mut self.per_app, c.app);
+        if let Some(a) = c.address {
+            release(&mut self.per_address, (c.app, a));
+        }
+        for user in c.users {
+            release(&mut self.per_user, (c.app, user));
+        }
+    }
+
+    /// Counts `conn` as a connection of `user` (once per user), or says why it may not be: the
+    /// user already has `max_connections_per_user` connections.
+    fn claim_user(&mut self, conn: ConnId, user: &str) -> Result<(), String> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if c.users.contains(user) {
+            return Ok(());
+        }
+        let cfg = &self.apps[c.app];
+        let count = self.per_user.entry((c.app, user.to_owned())).or_default();
+        if *count >= cfg.max_connections_per_user {
+            let most = cfg.max_connections_per_user;
+            if *count == 0 {
+                self.per_user.remove(&(c.app, user.to_owned()));
+            }
+            return Err(format!(
+                "user {user} has {most} connections, the most one user may have"
+            ));
+        }
+        *count += 1;
+        c.users.insert(user.to_owned());
+        Ok(())
     }
 
     /// Sends `text` to every subscriber of the channel except `except`.
@@ -804,7 +921,17 @@ impl Hub {
             );
         };
         match signing::verify_user(&cfg.key, &cfg.secret, &c.socket_id, user_data, auth) {
-            Ok(_) => {
+            Ok(user) => {
+                if let Err(message) = self.claim_user(conn, &user) {
+                    return self.send(
+                        conn,
+                        error_frame(
+                            Some(PusherCode::OVER_CAPACITY),
+                            "signin.too_many_connections",
+                            &format!("sign-in refused: {message}"),
+                        ),
+                    );
+                }
                 let text = event_frame(
                     "pusher:signin_success",
                     None,

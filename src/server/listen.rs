@@ -6,7 +6,8 @@
 //! [`ListenLimits::header_read_timeout`] (a first request, or the next one on a kept-alive
 //! connection) is closed; beyond [`ListenLimits::max_connections`] concurrent HTTP connections a
 //! new one is closed at once. A connection upgraded to a WebSocket leaves this count: WebSocket
-//! connections are counted and limited by the protocol layer (per app, per address).
+//! connections are counted and limited by the protocol layer (per app, per address, per user).
+//! Every request carries its peer's address as `axum::extract::ConnectInfo<SocketAddr>`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use tower::ServiceExt;
 use tokio::sync::Semaphore;
 
 /// Limits of one listener.
@@ -54,12 +57,12 @@ pub async fn serve<L>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (io, _addr) = tokio::select! {
+        let (io, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => accepted,
         };
@@ -68,7 +71,12 @@ where
             drop(io);
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -53,6 +53,7 @@ enum Command {
         conn: ConnId,
         path: String,
         query: String,
+        peer: Option<std::net::IpAddr>,
         outbound: mpsc::Sender<String>,
         queued_bytes: Arc<AtomicUsize>,
         close: oneshot::Sender<(u16, String)>,
@@ -251,9 +252,9 @@ async fn run_hub(
             _ = tick.tick() => hub.tick(now_ms()),
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Open { conn, path, query, outbound, queued_bytes, close }) => {
+                Some(Command::Open { conn, path, query, peer, outbound, queued_bytes, close }) => {
                     conns.insert(conn, ConnHandle { outbound, queued_bytes, close: Some(close) });
-                    hub.open(conn, &path, &query, rand::random(), now_ms());
+                    hub.open(conn, &path, &query, peer, rand::random(), now_ms());
                 }
                 Some(Command::Message { conn, bytes, binary }) => hub.message(conn, &bytes, binary, now_ms()),
                 Some(Command::Closed { conn }) => {
@@ -311,6 +312,7 @@ async fn run_hub(
 async fn websocket(
     ws: WebSocketUpgrade,
     State(shared): State<Shared>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     uri: Uri,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -319,10 +321,19 @@ async fn websocket(
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| connection(socket, shared, path, query.unwrap_or_default()))
+        .on_upgrade(move |socket| {
+            let peer = peer.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
+            connection(socket, shared, path, query.unwrap_or_default(), peer)
+        })
 }
 
-async fn connection(socket: WebSocket, shared: Shared, path: String, query: String) {
+async fn connection(
+    socket: WebSocket,
+    shared: Shared,
+    path: String,
+    query: String,
+    peer: Option<std::net::IpAddr>,
+) {
     let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let (outbound, mut outbound_rx) = mpsc::channel::<String>(shared.outbound_queue);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -331,6 +342,7 @@ async fn connection(socket: WebSocket, shared: Shared, path: String, query: Stri
         conn,
         path,
         query,
+        peer,
         outbound,
         queued_bytes: queued_bytes.clone(),
         close,

@@ -33,10 +33,16 @@ impl Harness {
 
     /// Opens a connection and returns its socket id.
     fn connect(&mut self, id: u64) -> String {
+        self.connect_from(id, None)
+    }
+
+    /// Opens a connection from `peer` and returns its socket id.
+    fn connect_from(&mut self, id: u64, peer: Option<IpAddr>) -> String {
         self.hub.open(
             ConnId(id),
             &format!("/app/{KEY}"),
             "protocol=7&client=js",
+            peer,
             id * 7,
             self.now,
         );
@@ -132,7 +138,7 @@ fn error_type(out: &[Output], id: u64) -> Option<(Value, String)> {
 #[test]
 fn connection_established_announces_timeout_and_limits() {
     let mut h = Harness::new();
-    h.hub.open(ConnId(1), "/app/app-key", "protocol=7", 42, 0);
+    h.hub.open(ConnId(1), "/app/app-key", "protocol=7", None, 42, 0);
     let out = h.drain();
     let f = &frames_to(&out, 1)[0];
     let data: Value = serde_json::from_str(f["data"].as_str().unwrap()).unwrap();
@@ -153,7 +159,7 @@ fn bad_connection_attempts_get_their_close_codes() {
     ];
     for (i, (path, query, code)) in cases.into_iter().enumerate() {
         let mut h = Harness::new();
-        h.hub.open(ConnId(i as u64), path, query, 0, 0);
+        h.hub.open(ConnId(i as u64), path, query, None, 0, 0);
         let out = h.drain();
         assert_eq!(closes(&out), vec![(i as u64, code)], "{path}?{query}");
         assert_eq!(events_to(&out, i as u64), ["pusher:error"]);
@@ -682,8 +688,98 @@ fn connection_limit_gives_4100() {
     cfg.max_connections = 1;
     let mut h = Harness::with(cfg);
     h.connect(1);
-    h.hub.open(ConnId(2), "/app/app-key", "protocol=7", 0, 0);
+    h.hub.open(ConnId(2), "/app/app-key", "protocol=7", None, 0, 0);
     assert_eq!(closes(&h.drain()), vec![(2, 4100)]);
+    // The count follows closes.
+    h.hub.closed(ConnId(1), 0);
+    h.connect(3);
+}
+
+#[test]
+fn connections_per_address_are_capped_and_released_on_close() {
+    let mut cfg = app();
+    cfg.max_connections_per_address = 2;
+    let mut h = Harness::with(cfg);
+    let a: IpAddr = "192.0.2.7".parse().unwrap();
+    h.connect_from(1, Some(a));
+    h.connect_from(2, Some(a));
+    h.hub
+        .open(ConnId(3), "/app/app-key", "protocol=7", Some(a), 0, 0);
+    let out = h.drain();
+    assert_eq!(closes(&out), vec![(3, 4100)]);
+    assert_eq!(error_type(&out, 3).unwrap().0, json!(4100));
+    // Another address, and the same one written as IPv4-mapped IPv6, are counted apart/together.
+    h.connect_from(4, Some("192.0.2.8".parse().unwrap()));
+    let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+    h.hub
+        .open(ConnId(5), "/app/app-key", "protocol=7", Some(mapped), 0, 0);
+    assert_eq!(closes(&h.drain()), vec![(5, 4100)]);
+    // One IPv6 /64 is one address, whichever host part it uses.
+    let mut cfg = app();
+    cfg.max_connections_per_address = 1;
+    let mut v6 = Harness::with(cfg);
+    v6.connect_from(1, Some("2001:db8:1:2::1".parse().unwrap()));
+    v6.hub.open(
+        ConnId(2),
+        "/app/app-key",
+        "protocol=7",
+        Some("2001:db8:1:2:ffff::9".parse().unwrap()),
+        0,
+        0,
+    );
+    assert_eq!(closes(&v6.drain()), vec![(2, 4100)]);
+    v6.connect_from(3, Some("2001:db8:1:3::1".parse().unwrap()));
+    // A closed connection frees its place.
+    h.hub.closed(ConnId(1), 0);
+    h.connect_from(6, Some(a));
+}
+
+#[test]
+fn connections_per_user_are_capped_by_verified_identity() {
+    let mut cfg = app();
+    cfg.max_connections_per_user = 2;
+    let mut h = Harness::with(cfg);
+    let inbox = "private-call-inbox.alice";
+    let s1 = h.connect(1);
+    let s2 = h.connect(2);
+    let s3 = h.connect(3);
+    for (id, s) in [(1, &s1), (2, &s2)] {
+        let out = h.subscribe(id, s, inbox, None);
+        assert_eq!(events_to(&out, id), ["pusher_internal:subscription_succeeded"]);
+    }
+    // The same user on a presence channel of an already counted connection counts once.
+    let out = h.subscribe(1, &s1, "presence-call.room.r1.c1", Some("alice"));
+    assert!(events_to(&out, 1).contains(&"pusher_internal:subscription_succeeded".into()));
+    // A third connection of alice is refused the inbox, the presence channel and the sign-in.
+    let out = h.subscribe(3, &s3, inbox, None);
+    assert_eq!(events_to(&out, 3), ["pusher:subscription_error"]);
+    let frame = &frames_to(&out, 3)[0];
+    let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["type"], "LimitReached");
+    assert!(data["error"].as_str().unwrap().contains("user alice has 2 connections"));
+    let out = h.subscribe(3, &s3, "presence-call.room.r1.c1", Some("alice"));
+    assert_eq!(events_to(&out, 3), ["pusher:subscription_error"]);
+    let user_data = r#"{"id":"alice"}"#;
+    let auth = signing::sign_user(
+        KEY,
+        &Secret::new(SECRET),
+        &SocketId::parse(&s3).unwrap(),
+        user_data,
+    );
+    let signin = json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}});
+    let out = h.send(3, signin.clone());
+    assert_eq!(
+        error_type(&out, 3).unwrap(),
+        (json!(4100), "signin.too_many_connections".into())
+    );
+    // Another user is not affected; a public channel carries no identity.
+    let out = h.subscribe(3, &s3, "private-call-inbox.bob", None);
+    assert_eq!(events_to(&out, 3), ["pusher_internal:subscription_succeeded"]);
+    // When one of alice's connections closes, the third may become hers.
+    h.hub.closed(ConnId(2), h.now);
+    h.drain();
+    let out = h.send(3, signin);
+    assert_eq!(events_to(&out, 3), ["pusher:signin_success"]);
 }
 
 #[test]
