@@ -9,8 +9,9 @@
 //! refusal is reported to the caller of [`RealtimeClient::trigger`].
 //!
 //! Invariants: at most one client event is unconfirmed at any time; queued events keep their order
-//! across refusals and reconnects; subscriptions are restored (re-signed for the new socket id)
-//! after every reconnect.
+//! across refusals and reconnects; after every reconnect each subscription is restored (re-signed
+//! for the new socket id) or, when its authorization keeps failing, reported as
+//! [`ClientEvent::SubscriptionLost`], so nobody waits on a channel that is gone.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -125,6 +126,9 @@ pub enum ClientEvent {
     Throttled { event: String },
     /// A `pusher:error` not tied to a client event of ours.
     Error { code: Option<u16>, message: String },
+    /// After a reconnect, a subscription could not be restored (its authorization failed every
+    /// try): the channel is no longer subscribed, and events on it will not arrive.
+    SubscriptionLost { channel: String, reason: String },
 }
 
 /// Why a request failed.
@@ -373,6 +377,33 @@ fn text_frame(event: &str, channel: Option<&str>, data: &Value) -> String {
     .to_json()
 }
 
+/// How long one authorization request may take.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pauses between the tries of restoring a subscription after a reconnect: a trusted server that
+/// restarts, or is briefly overloaded, does not cost a call its channel.
+const RESTORE_PAUSES: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+
+/// [`authorize`], tried again after each of [`RESTORE_PAUSES`] while it fails.
+async fn authorize_with_retries(
+    state: &State,
+    socket_id: &str,
+    channel: &str,
+) -> Result<(Value, Option<String>), ClientError> {
+    let mut result = authorize(state, socket_id, channel).await;
+    for pause in RESTORE_PAUSES {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        result = authorize(state, socket_id, channel).await;
+    }
+    result
+}
+
 async fn authorize(
     state: &State,
     socket_id: &str,
@@ -395,6 +426,7 @@ async fn authorize(
                 .post(url)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("authorization", format!("Bearer {token}"))
+                .timeout(AUTH_TIMEOUT)
                 .body(body)
                 .send()
                 .await
@@ -579,10 +611,23 @@ async fn session(state: &mut State, commands: &mut mpsc::Receiver<Cmd>) -> Optio
                             .and_then(|l| l["max_event_bytes"].as_u64())
                             .map_or(crate::limits::MAX_EVENT_DATA_BYTES, |b| b as usize);
                         let _ = state.events.send(ClientEvent::Connected { socket_id: socket_id.clone(), max_event_bytes }).await;
-                        // Restore subscriptions, signed for this socket.
+                        // Restore subscriptions, signed for this socket. One whose authorization
+                        // keeps failing is given up and said so, never dropped silently: an app
+                        // waiting on it would wait for ever.
                         for channel in state.subscribed.clone() {
-                            if let Ok((data, _)) = authorize(state, &socket_id, &channel).await {
-                                let _ = send_text(&mut sink, &state.config, text_frame("pusher:subscribe", None, &data)).await;
+                            match authorize_with_retries(state, &socket_id, &channel).await {
+                                Ok((data, _)) => {
+                                    let _ = send_text(&mut sink, &state.config, text_frame("pusher:subscribe", None, &data)).await;
+                                }
+                                Err(e) => {
+                                    state.subscribed.retain(|c| c != &channel);
+                                    if let Some(mut pending) = state.pending_subs.remove(&channel)
+                                        && let Some(reply) = pending.reply.take()
+                                    {
+                                        let _ = reply.send(Err(e.clone()));
+                                    }
+                                    let _ = state.events.send(ClientEvent::SubscriptionLost { channel, reason: e.to_string() }).await;
+                                }
                             }
                         }
                     }

@@ -133,7 +133,11 @@ async fn report_until_acknowledged(device: &Device, path: &str, body: Option<Val
                 let status = resp.status().as_u16();
                 let retryable = status >= 500 || status == 408 || status == 429;
                 if !retryable {
-                    tracing::warn!(status, path, "the trusted server refused a call action report");
+                    tracing::warn!(
+                        status,
+                        path,
+                        "the trusted server refused a call action report"
+                    );
                     return;
                 }
                 format!("status {status}")
@@ -555,6 +559,12 @@ impl Signaling {
                         self.handle_frame(Frame { event, channel, data, user_id });
                     }
                     Some(ClientEvent::Throttled { .. }) => self.throttled += 1,
+                    Some(ClientEvent::SubscriptionLost { channel, reason }) if channel == self.channel.to_string() => {
+                        // Nothing more can be heard on the call channel: the call cannot go on.
+                        self.timeline.note(format!("lost the call channel: {reason}"));
+                        let now = self.now_ms();
+                        self.machine.fail(EndReason::SignalingFailed, now);
+                    }
                     Some(_) => {}
                     None => return Err("signaling connection ended".into()),
                 },
@@ -692,6 +702,9 @@ impl Inbox {
                         {
                             return Ok(e);
                         }
+                    }
+                    Some(ClientEvent::SubscriptionLost { reason, .. }) => {
+                        return Err(format!("the inbox subscription was lost: {reason}"));
                     }
                     Some(_) => continue,
                     None => return Err("connection ended".to_owned()),

@@ -244,3 +244,92 @@ async fn unknown_app_is_final_and_4200_reconnects_with_subscriptions_restored() 
     );
     again.shutdown().await;
 }
+
+/// An auth endpoint that signs with the test app's secret while `up`, and answers 503 otherwise.
+async fn switchable_auth_endpoint(
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/auth",
+        post(move |body: String| {
+            let up = up.clone();
+            async move {
+                if !up.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                }
+                let field = |k: &str| {
+                    body.split('&')
+                        .find_map(|p| p.strip_prefix(&format!("{k}=")))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let socket = domvia_calls::ids::SocketId::parse(&field("socket_id")).unwrap();
+                let auth = domvia_calls::signing::sign_channel(
+                    KEY,
+                    &Secret::new(SECRET),
+                    &socket,
+                    &field("channel_name"),
+                    None,
+                );
+                (
+                    axum::http::StatusCode::OK,
+                    json!({ "auth": auth }).to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn a_subscription_that_cannot_be_restored_is_reported_not_dropped_silently() {
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let auth = switchable_auth_endpoint(up.clone()).await;
+    let server = start().await;
+    let addr = server.addr();
+    let mut a = RealtimeClient::connect(ClientConfig {
+        url: format!("ws://{addr}/app/{KEY}"),
+        auth: Auth::Endpoint {
+            url: format!("http://{auth}/auth"),
+            token: "t".into(),
+        },
+        events_per_second: None,
+        tap: None,
+    })
+    .await
+    .unwrap();
+    a.subscribe(CH).await.unwrap();
+    // The realtime server restarts while the auth endpoint is down for longer than the retries.
+    up.store(false, std::sync::atomic::Ordering::Relaxed);
+    server.shutdown().await;
+    let again = server::start(ServerConfig {
+        bind: addr,
+        apps: vec![app()],
+        ..ServerConfig::default()
+    })
+    .await
+    .expect("rebind the same port");
+    let began = std::time::Instant::now();
+    let lost = loop {
+        match tokio::time::timeout(Duration::from_secs(20), a.next_event())
+            .await
+            .expect("the loss is reported")
+            .unwrap()
+        {
+            ClientEvent::SubscriptionLost { channel, reason } => break (channel, reason),
+            _ => continue,
+        }
+    };
+    assert_eq!(lost.0, CH);
+    assert!(lost.1.contains("503"), "{}", lost.1);
+    // It was tried again before being given up (the pauses add up to over 3 s).
+    assert!(began.elapsed() > Duration::from_secs(3));
+    // The client still works: with the endpoint back, the channel can be subscribed again.
+    up.store(true, std::sync::atomic::Ordering::Relaxed);
+    a.subscribe(CH).await.unwrap();
+    again.shutdown().await;
+}

@@ -722,27 +722,25 @@ async fn connections_from_one_address_are_capped_over_real_sockets() {
     }
     // The fourth from 127.0.0.1 is told why and closed with 4100 (reconnect after a pause).
     let mut fourth = common::Client {
-        ws: common::Client::raw(
-            server.addr(),
-            &format!("/app/{}?protocol=7", common::KEY),
-        )
-        .await,
+        ws: common::Client::raw(server.addr(), &format!("/app/{}?protocol=7", common::KEY)).await,
         socket_id: String::new(),
     };
     let error = fourth.expect_error().await;
     assert_eq!(error["code"], 4100);
-    assert!(error["message"].as_str().unwrap().contains("this address has 3 connections"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("this address has 3 connections")
+    );
     assert_eq!(fourth.expect_close().await, Some(4100));
     // Closing one frees its place.
     held.pop().unwrap().close().await;
     let deadline = std::time::Instant::now() + common::WAIT;
     loop {
         let mut c = common::Client {
-            ws: common::Client::raw(
-                server.addr(),
-                &format!("/app/{}?protocol=7", common::KEY),
-            )
-            .await,
+            ws: common::Client::raw(server.addr(), &format!("/app/{}?protocol=7", common::KEY))
+                .await,
             socket_id: String::new(),
         };
         let f = c.next_frame().await;

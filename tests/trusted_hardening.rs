@@ -342,6 +342,23 @@ async fn private_channel_calls_are_recorded_from_verified_identity_only() {
     )
     .await;
     assert_eq!((status, v["state"].as_str()), (200, Some("ended")));
+    // Reports retried after a lost answer (SRV-025): successes that change nothing.
+    let (_, before, _) = request(t, "GET", &format!("/calls/{id}"), "alice-token", None, &[]).await;
+    for (path, token, body) in [
+        ("accept", "bob-token", None),
+        ("end", "alice-token", Some(json!({"reason": "hangup"}))),
+        ("end", "bob-token", Some(json!({"reason": "hangup"}))),
+    ] {
+        let (status, v, _) =
+            request(t, "POST", &format!("/calls/{id}/{path}"), token, body, &[]).await;
+        assert_eq!(
+            (status, v["state"].as_str()),
+            (200, Some("ended")),
+            "{path}"
+        );
+    }
+    let (_, after, _) = request(t, "GET", &format!("/calls/{id}"), "alice-token", None, &[]).await;
+    assert_eq!(after["call"], before["call"], "a repeat changed the record");
     let (_, missed, _) = request(t, "GET", "/calls/missed", "bob-token", None, &[]).await;
     assert!(
         missed["missed"].as_array().unwrap().is_empty(),

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use tower::ServiceExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -89,6 +89,8 @@ struct ConnHandle {
 struct Shared {
     commands: mpsc::Sender<Command>,
     next_conn: Arc<AtomicU64>,
+    /// WebSocket connections that ended, for the memory trimmer.
+    closed_conns: Arc<AtomicU64>,
     outbound_queue: usize,
 }
 
@@ -192,12 +194,15 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
         commands.push(tx);
     }
     let next_conn = Arc::new(AtomicU64::new(1));
+    let closed_conns = Arc::new(AtomicU64::new(0));
+    hubs.push(tokio::spawn(return_freed_memory(closed_conns.clone())));
     let (stop_accepting, stopped) = watch::channel(false);
     let mut http = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let shared = Shared {
             commands: commands[i.min(hub_count - 1)].clone(),
             next_conn: next_conn.clone(),
+            closed_conns: closed_conns.clone(),
             outbound_queue: config.outbound_queue,
         };
         let router = Router::new()
@@ -426,6 +431,32 @@ async fn connection(
         .await;
     }
     let _ = shared.commands.send(Command::Closed { conn }).await;
+    shared.closed_conns.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Gives memory freed by closed connections back to the operating system. The allocator keeps
+/// freed blocks for reuse, so after a burst of connections with full outbound queues (a flood of
+/// slow consumers, say) the process would otherwise stay at its peak size for ever. Every 5 s, if
+/// any connection closed since the last look, glibc is asked to release its free pages
+/// (`malloc_trim`, on a blocking thread: it walks every arena). Other platforms' allocators
+/// return memory on their own terms; there this does nothing.
+async fn return_freed_memory(closed_conns: Arc<AtomicU64>) {
+    let mut seen = 0;
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let closed = closed_conns.load(Ordering::Relaxed);
+        if closed != seen {
+            seen = closed;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            let _ = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+                unsafe { libc::malloc_trim(0) }
+            })
+            .await;
+        }
+    }
 }
 
 /// The WebSocket close code for a frame the peer got wrong (RFC 6455 section 7.4.1): 1007 for a

@@ -138,7 +138,8 @@ fn error_type(out: &[Output], id: u64) -> Option<(Value, String)> {
 #[test]
 fn connection_established_announces_timeout_and_limits() {
     let mut h = Harness::new();
-    h.hub.open(ConnId(1), "/app/app-key", "protocol=7", None, 42, 0);
+    h.hub
+        .open(ConnId(1), "/app/app-key", "protocol=7", None, 42, 0);
     let out = h.drain();
     let f = &frames_to(&out, 1)[0];
     let data: Value = serde_json::from_str(f["data"].as_str().unwrap()).unwrap();
@@ -688,7 +689,8 @@ fn connection_limit_gives_4100() {
     cfg.max_connections = 1;
     let mut h = Harness::with(cfg);
     h.connect(1);
-    h.hub.open(ConnId(2), "/app/app-key", "protocol=7", None, 0, 0);
+    h.hub
+        .open(ConnId(2), "/app/app-key", "protocol=7", None, 0, 0);
     assert_eq!(closes(&h.drain()), vec![(2, 4100)]);
     // The count follows closes.
     h.hub.closed(ConnId(1), 0);
@@ -745,7 +747,10 @@ fn connections_per_user_are_capped_by_verified_identity() {
     let s3 = h.connect(3);
     for (id, s) in [(1, &s1), (2, &s2)] {
         let out = h.subscribe(id, s, inbox, None);
-        assert_eq!(events_to(&out, id), ["pusher_internal:subscription_succeeded"]);
+        assert_eq!(
+            events_to(&out, id),
+            ["pusher_internal:subscription_succeeded"]
+        );
     }
     // The same user on a presence channel of an already counted connection counts once.
     let out = h.subscribe(1, &s1, "presence-call.room.r1.c1", Some("alice"));
@@ -756,7 +761,12 @@ fn connections_per_user_are_capped_by_verified_identity() {
     let frame = &frames_to(&out, 3)[0];
     let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["type"], "LimitReached");
-    assert!(data["error"].as_str().unwrap().contains("user alice has 2 connections"));
+    assert!(
+        data["error"]
+            .as_str()
+            .unwrap()
+            .contains("user alice has 2 connections")
+    );
     let out = h.subscribe(3, &s3, "presence-call.room.r1.c1", Some("alice"));
     assert_eq!(events_to(&out, 3), ["pusher:subscription_error"]);
     let user_data = r#"{"id":"alice"}"#;
@@ -774,7 +784,10 @@ fn connections_per_user_are_capped_by_verified_identity() {
     );
     // Another user is not affected; a public channel carries no identity.
     let out = h.subscribe(3, &s3, "private-call-inbox.bob", None);
-    assert_eq!(events_to(&out, 3), ["pusher_internal:subscription_succeeded"]);
+    assert_eq!(
+        events_to(&out, 3),
+        ["pusher_internal:subscription_succeeded"]
+    );
     // When one of alice's connections closes, the third may become hers.
     h.hub.closed(ConnId(2), h.now);
     h.drain();
