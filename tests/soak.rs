@@ -20,7 +20,7 @@
 //! (`DOMVIA_SOAK_WEBHOOK_DOWN_SECS`, default 30, and `DOMVIA_SOAK_FLOOD_PER_SEC`, default 2000
 //! subscription frames per second per attacker connection, tune the faults; `DOMVIA_SOAK_KEEP=1`
 //! keeps the servers' logs and database).
-#![cfg(all(feature = "trusted", feature = "media"))]
+#![cfg(all(feature = "cli", feature = "trusted", feature = "media"))]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
