@@ -526,3 +526,115 @@ fn serve_refuses_development_secrets_on_a_reachable_address() {
     // tests); nothing was created for the refused one.
     assert!(!dir.join("calls.db").exists());
 }
+
+/// The first hour: `serve` prints the `conform` command that tests it; that command passes as
+/// printed, and each wrong setting stops the run at the preflight with one message naming the
+/// setting to fix (exit 2) instead of failing dozens of cases.
+#[cfg(feature = "conform")]
+#[test]
+fn serve_prints_a_conform_command_that_passes_and_wrong_settings_are_named() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let data = temp_dir("first-hour");
+    let mut serve = bin()
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--trusted-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let command = loop {
+        let line = lines
+            .next()
+            .expect("serve prints a conform command")
+            .unwrap();
+        if line.contains("domvia-calls conform") {
+            break line;
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+    let (env, rest) = words.split_first().unwrap();
+    let (var, secret) = env.split_once('=').unwrap();
+    assert_eq!(var, "DOMVIA_CONFORM_SECRET");
+    assert_eq!(rest[0], "domvia-calls");
+    let args = &rest[1..];
+    let run = |args: &[String], secret: &str| {
+        bin()
+            .args(args)
+            .env("DOMVIA_CONFORM_SECRET", secret)
+            .output()
+            .unwrap()
+    };
+    let passed = run(args, secret);
+    let stdout = String::from_utf8_lossy(&passed.stdout);
+    assert!(
+        passed.status.success(),
+        "the printed command passes:\n{stdout}\n{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    assert!(stdout.contains(" pass "), "results go to stdout:\n{stdout}");
+
+    let with = |flag: &str, value: &str| -> Vec<String> {
+        let mut a = args.to_vec();
+        let i = a.iter().position(|x| x == flag).unwrap();
+        a[i + 1] = value.to_owned();
+        a
+    };
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut misconfigured = vec![
+        (with("--key", "not-the-key"), secret.to_owned(), "--key"),
+        (
+            args.to_vec(),
+            "not-the-secret".to_owned(),
+            "DOMVIA_CONFORM_SECRET",
+        ),
+        (
+            with("--target", &format!("ws://127.0.0.1:{closed_port}")),
+            secret.to_owned(),
+            "--target",
+        ),
+        (
+            with("--app-id", "not-the-app"),
+            secret.to_owned(),
+            "--app-id",
+        ),
+        (
+            with("--user", "alice=not-her-token"),
+            secret.to_owned(),
+            "--user alice=TOKEN",
+        ),
+    ];
+    let mut webhooks = args.to_vec();
+    webhooks.extend(["--webhook-listen".to_owned(), "127.0.0.1:0".to_owned()]);
+    misconfigured.push((webhooks, secret.to_owned(), "webhook URL"));
+    for (args, secret, named) in misconfigured {
+        let out = run(&args, &secret);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{named}: {stderr}");
+        assert!(
+            stderr.contains("preflight:") && stderr.contains(named),
+            "the message names {named}:\n{stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("fail"),
+            "no case ran"
+        );
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = fs::remove_dir_all(&data);
+}

@@ -152,6 +152,10 @@ pub struct ConformArgs {
     /// Keep the wire trace of every case in the reports, not only of failures.
     #[arg(long)]
     trace: bool,
+    /// Skip the preflight (one check of each setting before the cases run, which stops the run
+    /// with a message naming a wrong key, secret, address, token or webhook URL).
+    #[arg(long)]
+    no_preflight: bool,
     /// Keep up to this many bytes of each frame in traces (longer frames end with `…`).
     #[arg(long, default_value_t = domvia_calls::conform::wire::TRACE_TEXT_BYTES)]
     trace_bytes: usize,
@@ -248,7 +252,21 @@ fn build_target(a: &ConformArgs) -> Result<Target, String> {
         .ok_or("--app-id is required with --target")?;
     let key = key.ok_or("--key is required with --target (or end the target in /app/KEY)")?;
     let mut t = Target::new(nodes, &app_id, &key);
-    t.secret = a.secret.clone().or(file.secret).map(|s| Secret::new(&s));
+    // An empty value (`DOMVIA_CONFORM_SECRET=` in a script) means "not given", never "the empty
+    // secret": it must not hide the config file's.
+    let given = |v: &Option<String>, name: &str| match v.as_deref() {
+        Some("") => {
+            eprintln!("warning: {name} is empty; ignoring it");
+            None
+        }
+        other => other.map(str::to_owned),
+    };
+    t.secret = given(
+        &a.secret,
+        "the app secret (--secret or DOMVIA_CONFORM_SECRET)",
+    )
+    .or(file.secret)
+    .map(|s| Secret::new(&s));
     t.http_api = a.http_api.clone().or(file.http_api);
     t.auth_endpoint = a.auth_endpoint.clone().or(file.auth_endpoint);
     let users: Vec<(String, String)> = if a.users.is_empty() {
@@ -379,6 +397,9 @@ pub fn run(a: ConformArgs) -> CliResult {
         trace_all: a.trace,
         trace_text_bytes: a.trace_bytes,
         progress: true,
+        // Against a deployment, settings are checked first; the embedded servers are set up
+        // right by construction.
+        preflight: !a.no_preflight,
         label: a.label.clone(),
     };
     if let Some(ca) = a.ca_file.clone().or_else(|| config_ca_file(&a)) {
@@ -416,9 +437,13 @@ pub fn run(a: ConformArgs) -> CliResult {
                 embedded.target.nodes[0],
                 embedded.target.auth_endpoint.as_deref().unwrap_or("-")
             );
+            let embedded_opts = RunOptions {
+                preflight: false,
+                ..opts.clone()
+            };
             let report = conform::run(
                 embedded.target.clone(),
-                &opts,
+                &embedded_opts,
                 Some(embedded.webhooks.clone()),
             )
             .await;

@@ -247,6 +247,12 @@ pub fn run(args: ServeArgs) -> CliResult {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file (and never with
+        // NO_COLOR set, https://no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -259,6 +265,12 @@ pub fn run(args: ServeArgs) -> CliResult {
         let dev_key = trusted.privacy_master_key.expose() == DEVELOPMENT_MASTER_KEY;
         let demo_users = trusted.directory.is_none();
         let pusher_js = trusted_server::pusher_js_path(trusted.pusher_js.as_ref());
+        let sqlite_file = trusted
+            .database_url
+            .is_none()
+            .then(|| trusted.data_dir.join("calls.db"));
+        let sqlite_is_new = sqlite_file.as_ref().is_some_and(|f| !f.exists());
+        let demo_scope = demo_users.then(|| "room/chat-room-42".to_owned());
         let (realtime_addrs, trusted_addr, stop): (Vec<SocketAddr>, Option<SocketAddr>, Stop) = match role {
             Role::Both => {
                 let s = stack::start(StackConfig { realtime, trusted }).await?;
@@ -304,6 +316,29 @@ pub fn run(args: ServeArgs) -> CliResult {
             if dev_key {
                 println!("  privacy master key: development default (set [trusted] privacy_master_key for real use)");
             }
+            match &sqlite_file {
+                Some(file) if role != Role::Realtime => println!(
+                    "  call records in {} ({}; --data-dir or --database-url to change)",
+                    file.display(),
+                    if sqlite_is_new { "created now" } else { "existing" }
+                ),
+                _ => println!("  call records in the database of --database-url"),
+            }
+        }
+        if let (Some(rt), Some(tr), Some(app)) = (realtime_addrs.first(), trusted_addr, apps.first()) {
+            // The exact command that tests this deployment: what a newcomer runs next.
+            let users = if demo_users {
+                " --user alice=alice-token --user bob=bob-token --user dave=dave-token".to_owned()
+            } else {
+                " --user A=TOKEN --user B=TOKEN --user C=TOKEN".to_owned()
+            };
+            let scope = demo_scope.as_deref().unwrap_or("SCOPE/ID");
+            let secret = if development { app.secret.expose().to_owned() } else { "YOUR-APP-SECRET".to_owned() };
+            println!("test it (in another terminal):");
+            println!(
+                "  DOMVIA_CONFORM_SECRET={secret} domvia-calls conform --target {ws}://{rt} --app-id {} --key {} --http-api {http}://{rt} --auth-endpoint http://{tr}/realtime/auth{users} --scope {scope}",
+                app.id, app.key
+            );
         }
         wait_for_signal().await;
         println!("shutting down: closing connections with 4200");

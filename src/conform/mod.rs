@@ -9,6 +9,7 @@ pub mod cases;
 pub mod embedded;
 pub mod expected;
 pub mod matrix;
+pub mod preflight;
 pub mod report;
 pub mod target;
 pub mod verdict;
@@ -48,6 +49,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// The implementation's name in the report.
     pub label: Option<String>,
+    /// Check each setting once before the cases run ([`preflight`]) and stop on the first wrong
+    /// one.
+    pub preflight: bool,
 }
 
 impl Default for RunOptions {
@@ -61,6 +65,7 @@ impl Default for RunOptions {
             trace_text_bytes: wire::TRACE_TEXT_BYTES,
             progress: false,
             label: None,
+            preflight: false,
         }
     }
 }
@@ -226,6 +231,13 @@ pub async fn run(
         ),
         (None, None) => None,
     };
+    if opts.preflight {
+        let target = Arc::new(target.clone());
+        let ctx = Ctx::new(target.clone(), opts.seed, webhooks.clone(), schemas.clone());
+        preflight::check(&target, &ctx, webhooks.as_ref())
+            .await
+            .map_err(|e| format!("preflight: {e}"))?;
+    }
     let mut target = target;
     adopt_announced_limits(&mut target, &schemas).await;
     let target = Arc::new(target);
@@ -328,8 +340,15 @@ pub async fn run(
             if let Some(f) = &result.failure {
                 let _ = writeln!(out, "          {}", f.message);
             }
-            if let (Some(r), Verdict::Errored) = (&result.reason, verdict) {
-                let _ = writeln!(out, "          {r}");
+            // Why a case did not run, or what an informational case saw.
+            match (verdict, &result.reason, &result.note) {
+                (Verdict::Errored | Verdict::Unsupported, Some(r), _) => {
+                    let _ = writeln!(out, "          {r}");
+                }
+                (Verdict::Informational, _, Some(n)) => {
+                    let _ = writeln!(out, "          {n}");
+                }
+                _ => {}
             }
         }
         results.push(result);
