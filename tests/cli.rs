@@ -325,6 +325,9 @@ fn serve_serves_the_demo_page_with_the_configured_pusher_js() {
         ],
     );
     let trusted = &addrs[1];
+    // The bare address leads to the demo page.
+    let (status, _) = http_get(trusted, "/");
+    assert_eq!(status, 303);
     let (status, page) = http_get(trusted, "/demo/");
     assert_eq!(status, 200);
     assert!(page.contains("<title>domvia-calls demo</title>") && page.contains("/demo/call.js"));

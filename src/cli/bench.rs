@@ -54,6 +54,7 @@ pub struct CallBenchArgs {
     /// Calls to make (and direct handshakes for the baseline).
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }

@@ -29,8 +29,10 @@ pub struct CallArgs {
     /// Call this user (with --scope and --scope-id); without it, wait for a call and answer it.
     #[arg(long)]
     to: Option<String>,
+    /// The scope type of the call (`room`, `trip`, ...): who may join.
     #[arg(long, default_value = "room")]
     scope: String,
+    /// The scope id: the room (or trip, ...) the call belongs to.
     #[arg(long, default_value = "chat-room-42")]
     scope_id: String,
     /// `standard` or `strong`.

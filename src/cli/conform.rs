@@ -67,12 +67,19 @@ pub struct ConformArgs {
     /// cluster. Without it, the reference servers are started in-process and tested.
     #[arg(long = "target")]
     targets: Vec<String>,
+    /// The app id (the HTTP API's `/apps/{id}`).
     #[arg(long)]
     app_id: Option<String>,
-    #[arg(long)]
+    /// The app key (clients connect to `/app/{key}`).
+    #[arg(long, visible_alias = "app-key")]
     key: Option<String>,
     /// The app secret (lets the runner sign subscriptions and HTTP API requests itself).
-    #[arg(long, env = "DOMVIA_CONFORM_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        visible_alias = "app-secret",
+        env = "DOMVIA_CONFORM_SECRET",
+        hide_env_values = true
+    )]
     secret: Option<String>,
     /// HTTP API base URL (`http://host:port`).
     #[arg(long)]
@@ -96,6 +103,7 @@ pub struct ConformArgs {
     /// TURN server URL (`turn:host:port`).
     #[arg(long)]
     turn: Option<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`), to check credentials.
     #[arg(long, env = "DOMVIA_CONFORM_TURN_SECRET", hide_env_values = true)]
     turn_secret: Option<String>,
     /// The callee of the WebRTC cases: the reference Rust peer, headless Chromium running the demo
@@ -137,10 +145,13 @@ pub struct ConformArgs {
     /// (which fails the run) once they pass.
     #[arg(long)]
     known_failing: Option<PathBuf>,
+    /// Write the whole report as JSON here (the input of `conform matrix`).
     #[arg(long)]
     report_json: Option<PathBuf>,
+    /// Write JUnit XML here, for CI systems (one suite per area).
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
     #[arg(long)]
     html: Option<PathBuf>,
     /// Seed of the hostile-input cases; the same seed sends the same inputs.

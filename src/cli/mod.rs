@@ -32,8 +32,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the built-in self-check: every conformance vector, the schema drift check and the
-    /// spec's requirement check.
+    /// Run the built-in self-check: every conformance vector against this implementation's core;
+    /// with `--root .` in a checkout, also the schema drift check and the spec's requirement check.
     Check {
         /// Repository root to check on disk; without it the copies built into the binary are used.
         #[arg(long)]
@@ -92,11 +92,13 @@ enum Command {
 enum SchemasAction {
     /// Write the generated schemas into DIR.
     Write {
+        /// The schemas directory.
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
     /// Exit non-zero if DIR differs from the generated schemas in any way.
     Check {
+        /// The schemas directory.
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
@@ -108,11 +110,13 @@ enum SchemasAction {
         #[arg(long)]
         against: String,
         /// This version's schemas.
+        /// The schemas directory.
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
         /// This version's spec (for `requirements.json`).
         #[arg(long, default_value = "spec")]
         spec_dir: PathBuf,
+        /// `text` for people, `json` for tools.
         #[arg(long, value_enum, default_value = "text")]
         format: diff::Format,
         /// Write the report here instead of standard output.
@@ -125,11 +129,13 @@ enum SchemasAction {
 enum AsyncapiAction {
     /// Write the generated document.
     Write {
+        /// The AsyncAPI document.
         #[arg(long, default_value = domvia_calls::asyncapi::FILE)]
         file: PathBuf,
     },
     /// Exit non-zero if the file differs from the generated document.
     Check {
+        /// The AsyncAPI document.
         #[arg(long, default_value = domvia_calls::asyncapi::FILE)]
         file: PathBuf,
     },
@@ -139,16 +145,19 @@ enum AsyncapiAction {
 enum SpecAction {
     /// Write `requirements.json` from the spec's markdown files.
     Export {
+        /// The spec directory (its markdown files and `requirements.json`).
         #[arg(long, default_value = "spec")]
         dir: PathBuf,
     },
     /// Check requirement markup and that `requirements.json` is current.
     Check {
+        /// The spec directory (its markdown files and `requirements.json`).
         #[arg(long, default_value = "spec")]
         dir: PathBuf,
     },
     /// Print the requirements, one line each.
     List {
+        /// The spec directory (its markdown files and `requirements.json`).
         #[arg(long, default_value = "spec")]
         dir: PathBuf,
     },
@@ -315,11 +324,14 @@ fn schemas_write(dir: &Path) -> CliResult {
 }
 
 fn schemas_check(dir: &Path) -> CliResult {
-    let existing = if dir.is_dir() {
-        json_files(dir)?
-    } else {
-        Vec::new()
-    };
+    // Outside a checkout there is nothing to check, and "run schemas write" would be bad advice.
+    if !dir.is_dir() {
+        return Err(format!(
+            "{} is not a directory: run this in a checkout of the repository, or give --dir",
+            dir.display()
+        ));
+    }
+    let existing = json_files(dir)?;
     let drift = schema::drift(&existing, |name| fs::read_to_string(dir.join(name)).ok());
     for d in &drift {
         println!("drift: {d}");
@@ -417,4 +429,40 @@ fn check_all(root: Option<&Path>) -> CliResult {
     }
     println!("{}", if ok { "check: ok" } else { "check: FAILED" });
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every flag and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_flag_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_long().unwrap_or(id)));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command itself)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "domvia-calls", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without a description:\n{}",
+            missing.join("\n")
+        );
+    }
 }

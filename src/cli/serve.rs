@@ -21,35 +21,52 @@ use super::CliResult;
 enum Role {
     /// Realtime and trusted server in one process, wired to each other.
     Both,
+    /// The realtime server alone (Pusher protocol 7 WebSocket and HTTP API).
     Realtime,
+    /// The trusted server alone (auth endpoint, call records, webhooks in).
     Trusted,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Which servers to run.
-    #[arg(long, value_enum, default_value = "both", env = "DOMVIA_ROLE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "both",
+        env = "DOMVIA_ROLE",
+        hide_env_values = true
+    )]
     role: Role,
     /// TOML configuration file with `[realtime]` and `[trusted]` sections.
-    #[arg(long, env = "DOMVIA_CONFIG")]
+    #[arg(long, env = "DOMVIA_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
-    /// Realtime server address (WebSocket and HTTP API).
-    #[arg(long, env = "DOMVIA_BIND")]
+    /// Realtime server address (WebSocket and HTTP API); 127.0.0.1:6001 by default.
+    #[arg(long, env = "DOMVIA_BIND", hide_env_values = true)]
     bind: Option<SocketAddr>,
     /// Another address of the same realtime server (repeatable): one hub, several listeners, as
     /// the nodes for the conformance kit's cluster cases.
     #[arg(long = "extra-bind")]
     extra_binds: Vec<SocketAddr>,
-    /// Trusted server address.
-    #[arg(long, env = "DOMVIA_TRUSTED_BIND")]
+    /// Trusted server address; 127.0.0.1:8080 by default.
+    #[arg(long, env = "DOMVIA_TRUSTED_BIND", hide_env_values = true)]
     trusted_bind: Option<SocketAddr>,
     /// Serve one app with this id (needs --app-key and --app-secret); replaces the file's apps.
     #[arg(long, env = "DOMVIA_APP_ID", requires_all = ["app_key", "app_secret"])]
     app_id: Option<String>,
-    #[arg(long, env = "DOMVIA_APP_KEY", requires = "app_id")]
-    app_key: Option<String>,
+    /// The app key clients connect with (`/app/{key}`).
     #[arg(
         long,
+        visible_alias = "key",
+        env = "DOMVIA_APP_KEY",
+        requires = "app_id",
+        hide_env_values = true
+    )]
+    app_key: Option<String>,
+    /// The app secret that signs subscriptions, HTTP API requests and webhooks.
+    #[arg(
+        long,
+        visible_alias = "secret",
         env = "DOMVIA_APP_SECRET",
         hide_env_values = true,
         requires = "app_id"
@@ -59,38 +76,49 @@ pub struct ServeArgs {
     #[arg(long)]
     client_events_per_second: Option<u32>,
     /// Webhook URL, for every app (in role `both`, the trusted server's by default).
-    #[arg(long, env = "DOMVIA_WEBHOOK_URL")]
+    #[arg(long, env = "DOMVIA_WEBHOOK_URL", hide_env_values = true)]
     webhook_url: Option<String>,
     /// Frames queued per connection before it is closed as a slow consumer.
     #[arg(long)]
     outbound_queue: Option<usize>,
     /// PEM certificate chain: the realtime server speaks TLS (`wss://`, `https://`) with it.
-    #[arg(long, env = "DOMVIA_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "DOMVIA_TLS_CERT",
+        requires = "tls_key",
+        hide_env_values = true
+    )]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, env = "DOMVIA_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "DOMVIA_TLS_KEY",
+        requires = "tls_cert",
+        hide_env_values = true
+    )]
     tls_key: Option<PathBuf>,
     /// Also trust the CA certificates of this PEM file for outbound TLS (webhooks, the realtime
     /// HTTP API behind a private CA).
-    #[arg(long, env = "DOMVIA_CA_FILE")]
+    #[arg(long, env = "DOMVIA_CA_FILE", hide_env_values = true)]
     ca_file: Option<PathBuf>,
     /// `postgres://...` or `sqlite://...`; a SQLite file in --data-dir by default.
     #[arg(long, env = "DOMVIA_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Directory of the default SQLite database.
-    #[arg(long, env = "DOMVIA_DATA_DIR")]
+    /// Directory of the default SQLite database (`calls.db`); ./domvia-data by default, created if
+    /// missing.
+    #[arg(long, env = "DOMVIA_DATA_DIR", hide_env_values = true)]
     data_dir: Option<PathBuf>,
     /// Users, tokens and scopes (TOML); the demo users by default.
-    #[arg(long, env = "DOMVIA_FIXTURE")]
+    #[arg(long, env = "DOMVIA_FIXTURE", hide_env_values = true)]
     fixture: Option<PathBuf>,
     /// Realtime HTTP API base URL for role `trusted`.
-    #[arg(long, env = "DOMVIA_REALTIME_API_URL")]
+    #[arg(long, env = "DOMVIA_REALTIME_API_URL", hide_env_values = true)]
     realtime_api_url: Option<String>,
     /// The realtime server as browsers reach it (`http://host:port`), for the demo page.
-    #[arg(long, env = "DOMVIA_PUBLIC_REALTIME_URL")]
+    #[arg(long, env = "DOMVIA_PUBLIC_REALTIME_URL", hide_env_values = true)]
     public_realtime_url: Option<String>,
     /// pusher-js browser bundle (`pusher.min.js`) served to the demo page.
-    #[arg(long, env = "DOMVIA_PUSHER_JS")]
+    #[arg(long, env = "DOMVIA_PUSHER_JS", hide_env_values = true)]
     pusher_js: Option<PathBuf>,
     /// Serve the development secrets (app secret, privacy master key, demo users and tokens) on
     /// an address other machines can reach. Without it, that is refused.

@@ -51,8 +51,10 @@ pub enum SignKind {
     Private {
         #[command(flatten)]
         app: App,
+        /// The socket id from the connection's `pusher:connection_established` (digits.digits).
         #[arg(long)]
         socket_id: String,
+        /// The channel name, as subscribed.
         #[arg(long)]
         channel: String,
         /// Verify this `key:signature` instead of only printing the expected one.
@@ -63,13 +65,16 @@ pub enum SignKind {
     Presence {
         #[command(flatten)]
         app: App,
+        /// The socket id from the connection's `pusher:connection_established` (digits.digits).
         #[arg(long)]
         socket_id: String,
+        /// The channel name, as subscribed.
         #[arg(long)]
         channel: String,
         /// The exact channel_data JSON text the client sends.
         #[arg(long)]
         channel_data: String,
+        /// Verify this `key:signature` instead of only printing the expected one.
         #[arg(long)]
         verify: Option<String>,
     },
@@ -77,10 +82,13 @@ pub enum SignKind {
     User {
         #[command(flatten)]
         app: App,
+        /// The socket id from the connection's `pusher:connection_established` (digits.digits).
         #[arg(long)]
         socket_id: String,
+        /// The exact user_data JSON text the client sends (with an `id`).
         #[arg(long)]
         user_data: String,
+        /// Verify this `key:signature` instead of only printing the expected one.
         #[arg(long)]
         verify: Option<String>,
     },
@@ -88,6 +96,7 @@ pub enum SignKind {
     Http {
         #[command(flatten)]
         app: App,
+        /// The HTTP method, as sent.
         #[arg(long, default_value = "POST")]
         method: String,
         /// Request path, e.g. /apps/1/events.
@@ -120,8 +129,10 @@ pub enum SignKind {
     },
     /// TURN REST credential (coturn use-auth-secret).
     Turn {
+        /// The TURN server's shared secret (coturn `static-auth-secret`).
         #[arg(long, env = "DOMVIA_TURN_SECRET", hide_env_values = true)]
         secret: String,
+        /// The user id to mint a credential for.
         #[arg(long)]
         user: Option<String>,
         /// Lifetime in seconds from now when minting.
@@ -130,8 +141,10 @@ pub enum SignKind {
         /// Verify this username (with --password) instead of minting.
         #[arg(long, requires = "password")]
         username: Option<String>,
+        /// The password to verify with --username.
         #[arg(long)]
         password: Option<String>,
+        /// The verifier's clock (Unix seconds); defaults to now.
         #[arg(long)]
         now: Option<u64>,
     },
@@ -140,6 +153,7 @@ pub enum SignKind {
         /// Privacy master key, standard base64.
         #[arg(long, env = "DOMVIA_PRIVACY_MASTER_KEY", hide_env_values = true)]
         master_key: String,
+        /// The call channel the key is for.
         #[arg(long)]
         channel: String,
         /// Print the derived shared_secret too (it is a secret).

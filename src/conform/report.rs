@@ -19,6 +19,18 @@ pub fn junit(report: &Report) -> Result<String, String> {
         for c in report.cases.iter().filter(|c| c.area == area) {
             suite.add_test_case(junit_case(c));
         }
+        // quick-junit counts skipped cases as `disabled`; CI systems read `skipped` (the Ant
+        // JUnit schema's name), so both are written.
+        let skipped = suite.disabled.to_string();
+        suite.extra.insert("skipped".into(), skipped.into());
+        suite.set_time(std::time::Duration::from_millis(
+            report
+                .cases
+                .iter()
+                .filter(|c| c.area == area)
+                .map(|c| c.duration_ms)
+                .sum(),
+        ));
         junit.add_test_suite(suite);
     }
     junit.to_string().map_err(|e| e.to_string())
@@ -302,6 +314,10 @@ mod tests {
         assert!(xml.contains("failures=\"1\""), "{xml}");
         assert!(xml.contains("<failure message=\"broke\""), "{xml}");
         assert!(xml.contains("<skipped"), "{xml}");
+        assert!(
+            xml.contains(" skipped=\""),
+            "the suite counts skipped cases: {xml}"
+        );
         assert!(xml.contains("a &amp; b"), "{xml}");
     }
 

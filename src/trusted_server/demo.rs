@@ -42,6 +42,11 @@ pub(super) async fn page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
+/// The server's address typed into a browser leads to the demo page, not a bare 404.
+pub(super) async fn front() -> Redirect {
+    Redirect::to("/demo/")
+}
+
 pub(super) async fn redirect() -> Redirect {
     Redirect::permanent("/demo/")
 }

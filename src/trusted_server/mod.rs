@@ -306,6 +306,7 @@ pub async fn start(
         .route("/calls/{id}", get(call_detail))
         .route("/calls/{id}/{action}", post(call_action))
         .route("/ice-servers", get(ice_servers_for_user))
+        .route("/", get(demo::front))
         .route("/demo", get(demo::redirect))
         .route("/demo/", get(demo::page))
         .route("/demo/call.js", get(demo::script))
