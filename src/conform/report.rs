@@ -120,12 +120,31 @@ pub fn failure_text(c: &CaseResult) -> String {
     }
     if !c.trace.is_empty() {
         let _ = writeln!(out, "wire trace:");
-        for t in &c.trace {
+        // A polling case sends the same request many times: a run of identical entries is shown
+        // once, with how often and until when it repeated.
+        let mut i = 0;
+        while i < c.trace.len() {
+            let t = &c.trace[i];
+            let same =
+                |u: &super::TraceEntry| u.conn == t.conn && u.dir == t.dir && u.text == t.text;
+            let run = c.trace[i..].iter().take_while(|u| same(u)).count();
             let _ = writeln!(
                 out,
                 "  {:>6} ms {:<10} {} {}",
                 t.at_ms, t.conn, t.dir, t.text
             );
+            if run > 1 {
+                let last = &c.trace[i + run - 1];
+                let _ = writeln!(
+                    out,
+                    "  {:>6} ms {:<10}   (the same {} more time(s), the last at {} ms)",
+                    "",
+                    "",
+                    run - 1,
+                    last.at_ms
+                );
+            }
+            i += run;
         }
     }
     out
@@ -182,8 +201,26 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// A self-contained HTML page: summary, a table of every case, and the details (expected,
-/// actual, wire trace) of every case that did not pass. No scripts, no external resources.
+/// Where a verdict sorts in the HTML table: what needs attention first.
+fn attention(v: Verdict) -> u8 {
+    match v {
+        Verdict::Fail | Verdict::Errored | Verdict::Fixed => 0,
+        Verdict::NonStrict => 1,
+        Verdict::KnownFailing => 2,
+        Verdict::Informational => 3,
+        Verdict::Unsupported => 4,
+        Verdict::Pass => 5,
+    }
+}
+
+/// Whether a case gets a details section (and its id a link to it).
+fn has_details(c: &CaseResult) -> bool {
+    c.failure.is_some() || c.reason.is_some() || !c.trace.is_empty()
+}
+
+/// A self-contained HTML page: an overall verdict first, then every case (those that need
+/// attention first; checkboxes filter by verdict), then the details (failure, reason, wire trace)
+/// of each case that has any.
 pub fn html(report: &Report) -> String {
     let mut out = String::new();
     let _ = write!(
@@ -193,11 +230,48 @@ body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}table{{border-collap
 td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}}\
 .pass{{color:#17702a}}.fail,.errored,.fixed{{color:#b00020;font-weight:bold}}.non_strict{{color:#a05a00}}\
 .unsupported,.informational,.known_failing{{color:#666}}pre{{background:#f6f6f6;padding:8px;overflow-x:auto;white-space:pre-wrap}}\
+.banner{{padding:12px 16px;border-radius:6px;font-size:18px;margin:1em 0}}.banner.ok{{background:#e3f4e6;color:#17702a}}\
+.banner.bad{{background:#fbe4e7;color:#b00020}}label{{margin-right:1em}}\
 </style></head><body><h1>domvia-calls conformance report</h1>"
     );
+    let count = |v: Verdict| report.cases.iter().filter(|c| c.verdict == v).count();
+    let (failing, errored, fixed, non_strict) = (
+        count(Verdict::Fail),
+        count(Verdict::Errored),
+        count(Verdict::Fixed),
+        count(Verdict::NonStrict),
+    );
+    let banner = if report.failed() {
+        let mut parts = Vec::new();
+        if failing > 0 {
+            parts.push(format!("{failing} MUST case(s) fail"));
+        }
+        if errored > 0 {
+            parts.push(format!("{errored} could not be carried out"));
+        }
+        if fixed > 0 {
+            parts.push(format!("{fixed} listed as known failing now pass"));
+        }
+        format!(
+            "<div class=\"banner bad\">FAILED: {}</div>",
+            parts.join(", ")
+        )
+    } else if non_strict > 0 {
+        format!(
+            "<div class=\"banner ok\">PASSED: every MUST holds; {non_strict} SHOULD(s) broken (non_strict)</div>"
+        )
+    } else {
+        "<div class=\"banner ok\">PASSED: every MUST and SHOULD checked holds</div>".to_owned()
+    };
+    out.push_str(&banner);
     let _ = write!(
         out,
-        "<p>{} {} · protocol v{} · seed {} · {} cases in {:.1} s · target <code>{}</code></p><p>",
+        "<p>{}{} {} · protocol v{} · seed {} · {} cases in {:.1} s · target <code>{}</code></p><p>",
+        report
+            .label
+            .as_ref()
+            .map(|l| format!("<b>{}</b> · ", escape(l)))
+            .unwrap_or_default(),
         escape(&report.tool),
         escape(&report.version),
         report.protocol_version,
@@ -206,44 +280,60 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-ali
         report.duration_ms as f64 / 1000.0,
         escape(&report.target["nodes"].to_string())
     );
+    // One checkbox per verdict present; unticking hides that verdict's rows.
     for (v, n) in report.summary.iter().filter(|(_, n)| **n > 0) {
-        let _ = write!(out, "<span class=\"{v}\">{n} {v}</span> · ");
+        let _ = write!(
+            out,
+            "<label class=\"{v}\"><input type=\"checkbox\" checked data-verdict=\"{v}\"> {n} {v}</label>"
+        );
     }
     let _ = write!(
         out,
         "</p><table><tr><th>case</th><th>verdict</th><th>level</th><th>requirements</th><th>what it checks</th><th>ms</th></tr>"
     );
-    for c in &report.cases {
+    let mut ordered: Vec<&CaseResult> = report.cases.iter().collect();
+    ordered.sort_by_key(|c| attention(c.verdict));
+    for c in ordered {
+        let id = escape(&c.id);
+        let name = if has_details(c) {
+            format!("<a href=\"#{id}\">{id}</a>")
+        } else {
+            id.clone()
+        };
+        // What the case saw, or why it did not run.
+        let aside = c
+            .note
+            .as_ref()
+            .or(c.reason.as_ref())
+            .map(|n| format!("<br><small>{}</small>", escape(n)))
+            .unwrap_or_default();
         let _ = write!(
             out,
-            "<tr><td><a href=\"#{id}\">{id}</a></td><td class=\"{v}\">{v}</td><td>{l}</td><td>{r}</td><td>{t}{n}</td><td>{ms}</td></tr>",
-            id = escape(&c.id),
+            "<tr data-verdict=\"{v}\"><td>{name}</td><td class=\"{v}\">{v}</td><td>{l}</td><td>{r}</td><td>{t}{aside}</td><td>{ms}</td></tr>",
             v = c.verdict.name(),
             l = c.level.name(),
             r = escape(&c.requirements.join(" ")),
             t = escape(&c.title),
-            n = c
-                .note
-                .as_ref()
-                .map(|n| format!("<br><small>{}</small>", escape(n)))
-                .unwrap_or_default(),
             ms = c.duration_ms
         );
     }
     let _ = write!(out, "</table>");
-    for c in report.cases.iter().filter(|c| {
-        c.failure.is_some()
-            || c.reason.is_some() && c.verdict == Verdict::Errored
-            || !c.trace.is_empty()
-    }) {
+    let mut detailed: Vec<&CaseResult> = report.cases.iter().filter(|c| has_details(c)).collect();
+    detailed.sort_by_key(|c| attention(c.verdict));
+    for c in detailed {
         let _ = write!(
             out,
-            "<h2 id=\"{id}\" class=\"{v}\">{id}: {v}</h2><pre>{d}</pre>",
+            "<section data-verdict=\"{v}\"><h2 id=\"{id}\" class=\"{v}\">{id}: {v}</h2><pre>{d}</pre></section>",
             id = escape(&c.id),
             v = c.verdict.name(),
             d = escape(&failure_text(c))
         );
     }
+    out.push_str(
+        "<script>for(const b of document.querySelectorAll('input[data-verdict]'))\
+b.addEventListener('change',()=>{for(const r of document.querySelectorAll('[data-verdict]'))\
+if(r.tagName!=='INPUT'&&r.dataset.verdict===b.dataset.verdict)r.hidden=!b.checked;});</script>",
+    );
     out.push_str("</body></html>\n");
     out
 }
@@ -323,10 +413,54 @@ mod tests {
 
     #[test]
     fn html_escapes_everything_it_embeds() {
-        let page = html(&report());
+        let mut r = report();
+        r.cases[0].title = "<script>alert(1)</script>".into();
+        let page = html(&r);
         assert!(page.contains("checks &lt;connection.b&gt;"));
         assert!(page.contains("x&lt;y"));
-        assert!(!page.contains("<script"));
+        assert!(!page.contains("<script>alert"));
+        assert_eq!(
+            page.matches("<script").count(),
+            1,
+            "only the filter's own script"
+        );
         assert!(page.contains("id=\"connection.b\""));
+    }
+
+    #[test]
+    fn html_leads_with_the_verdict_and_the_failures() {
+        let page = html(&report());
+        assert!(page.contains("FAILED: 1 MUST case(s) fail"), "{page}");
+        let failing = page.find("<tr data-verdict=\"fail\"").unwrap();
+        let passing = page.find("<tr data-verdict=\"pass\"").unwrap();
+        assert!(failing < passing, "failures are listed first");
+        assert!(page.contains("data-verdict=\"unsupported\"> 1 unsupported"));
+        let mut passed = report();
+        passed.cases.retain(|c| c.verdict == Verdict::Pass);
+        passed.cases[0].trace.clear();
+        let page = html(&passed);
+        assert!(page.contains("PASSED"));
+        assert!(
+            !page.contains("href=\"#connection.a\""),
+            "no link to a section that is not there"
+        );
+    }
+
+    #[test]
+    fn a_repeated_request_in_a_trace_is_shown_once() {
+        let mut c = report().cases.remove(1);
+        let entry = c.trace[0].clone();
+        c.trace = (0..100)
+            .map(|i| TraceEntry {
+                at_ms: i,
+                ..entry.clone()
+            })
+            .collect();
+        let text = failure_text(&c);
+        assert_eq!(text.matches("x<y").count(), 1, "{text}");
+        assert!(
+            text.contains("the same 99 more time(s), the last at 99 ms"),
+            "{text}"
+        );
     }
 }
