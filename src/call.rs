@@ -54,6 +54,22 @@ pub enum Phase {
     Ended(EndReason),
 }
 
+impl std::fmt::Display for Phase {
+    /// How a person would say where the call is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::Idle => f.write_str("not started"),
+            Phase::Outgoing => f.write_str("calling (no device rings yet)"),
+            Phase::Ringing => f.write_str("ringing"),
+            Phase::Incoming => f.write_str("incoming"),
+            Phase::Alerting => f.write_str("ringing here"),
+            Phase::Connecting => f.write_str("answered, connecting media"),
+            Phase::Active => f.write_str("in the call"),
+            Phase::Ended(reason) => write!(f, "ended ({reason})"),
+        }
+    }
+}
+
 /// What the session must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -172,6 +172,11 @@ impl Timeline {
         let at = self.start.map_or(Duration::ZERO, |s| s.elapsed());
         self.entries.push((at, what.into()));
     }
+    /// When this timeline began (its entries are times since then).
+    pub fn began(&self) -> Option<Instant> {
+        self.start
+    }
+
     /// When the first entry starting with `prefix` happened.
     pub fn at(&self, prefix: &str) -> Option<Duration> {
         self.entries
@@ -923,7 +928,16 @@ impl CallSession {
                 action = self.sig.next_event(deadline) => match action? {
                     Some(a) => self.act(a).await?,
                     None if until == RunUntil::Elapsed => break,
-                    None => return Err(format!("timed out in {:?}: {:?}", self.sig.phase(), self.sig.timeline.entries)),
+                    None => {
+                        let last = self.sig.timeline.entries.last().map_or_else(String::new, |(at, what)| {
+                            format!("; the last thing that happened: {what} ({} ms in)", at.as_millis())
+                        });
+                        return Err(format!(
+                            "gave up after {} s: the call was {}{last}",
+                            within.as_secs(),
+                            self.sig.phase()
+                        ));
+                    }
                 },
                 signal = self.peer.next_signal() => match signal {
                     Some(s) => self.on_signal(s)?,

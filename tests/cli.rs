@@ -641,3 +641,82 @@ fn serve_prints_a_conform_command_that_passes_and_wrong_settings_are_named() {
     let _ = serve.wait();
     let _ = fs::remove_dir_all(&data);
 }
+
+/// The example configurations work as their comments say: `serve --config examples/serve.toml`
+/// starts both servers (two realtime addresses), and `conform --config` with
+/// `examples/conform.toml` and `examples/conform-cluster.toml` passes against them. Ports and
+/// paths are moved to free ones and a temporary directory; nothing else is changed.
+#[cfg(feature = "conform")]
+#[test]
+fn example_configs_start_the_servers_and_test_them() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = temp_dir("examples");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let (rt, rt2, tr) = (free(), free(), free());
+    let moved = |name: &str| {
+        let text = fs::read_to_string(repo.join("examples").join(name))
+            .unwrap()
+            .replace("127.0.0.1:6001", &format!("127.0.0.1:{rt}"))
+            .replace("127.0.0.1:6002", &format!("127.0.0.1:{rt2}"))
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{tr}"))
+            .replace("\"domvia-data\"", &format!("{:?}", dir.join("data")))
+            .replace(
+                "\"examples/users.toml\"",
+                &format!("{:?}", repo.join("examples/users.toml")),
+            );
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        path
+    };
+    let secret = "replace-with-a-long-random-secret";
+    let mut serve = bin()
+        .args(["serve", "--config"])
+        .arg(moved("serve.toml"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    while !lines
+        .next()
+        .expect("serve starts")
+        .unwrap()
+        .contains("trusted server listening")
+    {}
+    std::thread::spawn(move || lines.for_each(drop));
+    for (config, only) in [
+        (
+            "conform.toml",
+            &["connection", "authorization", "trusted.auth.*"][..],
+        ),
+        ("conform-cluster.toml", &["cluster"][..]),
+    ] {
+        let out = bin()
+            .args(["conform", "--config"])
+            .arg(moved(config))
+            .args(only.iter().flat_map(|o| ["--only", o]))
+            .env("DOMVIA_CONFORM_SECRET", secret)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{config}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(" pass "), "{config} ran cases:\n{stdout}");
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -26,8 +26,9 @@ pub struct CallArgs {
     /// The user this device belongs to.
     #[arg(long)]
     user: Option<String>,
-    /// Call this user (with --scope and --scope-id); without it, wait for a call and answer it.
-    #[arg(long)]
+    /// Call this user on the deployment (with --scope and --scope-id); without it, wait for a
+    /// call and answer it.
+    #[arg(long, requires = "realtime_url")]
     to: Option<String>,
     /// The scope type of the call (`room`, `trip`, ...): who may join.
     #[arg(long, default_value = "room")]
@@ -35,19 +36,65 @@ pub struct CallArgs {
     /// The scope id: the room (or trip, ...) the call belongs to.
     #[arg(long, default_value = "chat-room-42")]
     scope_id: String,
-    /// `standard` or `strong`.
-    #[arg(long, default_value = "standard")]
-    privacy: String,
+    /// `standard`, or `strong` (offer, answer, candidates and media state sealed end to end).
+    #[arg(long, value_enum, default_value = "standard")]
+    privacy: PrivacyArg,
     /// Stay in the call this many seconds after media is up, then hang up.
     #[arg(long, default_value_t = 1)]
     seconds: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PrivacyArg {
+    Standard,
+    Strong,
+}
+
+impl PrivacyArg {
+    fn name(self) -> &'static str {
+        match self {
+            PrivacyArg::Standard => "standard",
+            PrivacyArg::Strong => "strong",
+        }
+    }
+}
+
 const WITHIN: Duration = Duration::from_secs(60);
 
-fn print_timeline(who: &str, t: &Timeline) {
-    for (at, what) in &t.entries {
+/// Both sides' timelines as one, in the order things happened (times from the earlier start).
+fn print_timelines(sides: &[(&str, &Timeline)]) {
+    let epoch = sides.iter().filter_map(|(_, t)| t.began()).min();
+    let mut lines: Vec<(Duration, &str, &str)> = Vec::new();
+    for (who, t) in sides {
+        let offset = match (epoch, t.began()) {
+            (Some(e), Some(b)) => b.duration_since(e),
+            _ => Duration::ZERO,
+        };
+        lines.extend(
+            t.entries
+                .iter()
+                .map(|(at, what)| (*at + offset, *who, what.as_str())),
+        );
+    }
+    lines.sort_by_key(|(at, _, _)| *at);
+    for (at, who, what) in lines {
         println!("  {:>9.1} ms  {who:<5} {what}", at.as_secs_f64() * 1000.0);
+    }
+}
+
+/// A `ws://host:port/app/KEY` URL, or why not (a URL without the app path would connect to a
+/// path the server refuses, and the client would retry for ever).
+fn check_realtime_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| format!("--realtime-url {url} must start with ws:// or wss://"))?;
+    match rest.split_once("/app/") {
+        Some((host, key)) if !host.is_empty() && !key.is_empty() && !key.contains('/') => Ok(()),
+        _ => Err(format!(
+            "--realtime-url {url} must name the app: ws://HOST:PORT/app/KEY (the reference server: \
+             ws://127.0.0.1:6001/app/domvia-key)"
+        )),
     }
 }
 
@@ -59,7 +106,10 @@ pub fn run(args: CallArgs) -> CliResult {
     runtime.block_on(async move {
         match args.realtime_url.clone() {
             None => demo(&args).await,
-            Some(url) => join(&args, &url).await,
+            Some(url) => {
+                check_realtime_url(&url)?;
+                join(&args, &url).await
+            }
         }
     })
 }
@@ -84,7 +134,7 @@ async fn demo(args: &CallArgs) -> CliResult {
     };
     let (alice, bob) = (device("alice")?, device("bob")?);
     let inbox = Inbox::open(&bob).await?;
-    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": args.privacy});
+    let request = json!({"scope": "room", "scope_id": "chat-room-42", "callees": ["bob"], "privacy": args.privacy.name()});
     let (mut caller, placed) = CallSession::place(&alice, request, PeerOptions::default()).await?;
     println!(
         "alice calls bob: call {} on {}",
@@ -97,9 +147,8 @@ async fn demo(args: &CallArgs) -> CliResult {
         callee.run(RunUntil::MediaUp, WITHIN)
     );
     let (a, b) = (a?, b?);
-    println!("timeline (each side from its own start):");
-    print_timeline("alice", caller.timeline());
-    print_timeline("bob", callee.timeline());
+    println!("timeline:");
+    print_timelines(&[("alice", caller.timeline()), ("bob", callee.timeline())]);
     println!(
         "client events sent: alice {}, bob {}; rate-limit refusals: {}",
         a.events_sent,
@@ -112,7 +161,7 @@ async fn demo(args: &CallArgs) -> CliResult {
         caller.run(RunUntil::Ended, WITHIN),
         callee.run(RunUntil::Ended, WITHIN)
     );
-    println!("bob's side: {:?}", ended?.phase);
+    println!("bob's side: {}", ended?.phase);
     // The record the trusted server kept (it learns the end through the realtime webhooks).
     let mut record = Value::Null;
     for _ in 0..100 {
@@ -148,7 +197,7 @@ async fn join(args: &CallArgs, realtime_url: &str) -> CliResult {
     let device = Device::new(realtime_url, trusted, token, user)?;
     let mut session = match &args.to {
         Some(callee) => {
-            let request = json!({"scope": args.scope, "scope_id": args.scope_id, "callees": [callee], "privacy": args.privacy});
+            let request = json!({"scope": args.scope, "scope_id": args.scope_id, "callees": [callee], "privacy": args.privacy.name()});
             let (session, placed) =
                 CallSession::place(&device, request, PeerOptions::default()).await?;
             println!(
@@ -168,8 +217,8 @@ async fn join(args: &CallArgs, realtime_url: &str) -> CliResult {
         }
     };
     let out = session.run(RunUntil::MediaUp, WITHIN).await?;
-    print_timeline(user, session.timeline());
-    println!("media up ({:?}); staying {} s", out.phase, args.seconds);
+    print_timelines(&[(user.as_str(), session.timeline())]);
+    println!("media up ({}); staying {} s", out.phase, args.seconds);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     session.hang_up().await.ok();
     session.close().await;

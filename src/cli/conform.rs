@@ -416,6 +416,13 @@ pub fn run(a: ConformArgs) -> CliResult {
     if let Some(ca) = a.ca_file.clone().or_else(|| config_ca_file(&a)) {
         domvia_calls::net::trust_ca_file(&ca).map_err(|e| format!("--ca-file: {e}"))?;
     }
+    if conform::selected(&opts.selection).is_empty() {
+        return Err(format!(
+            "no case matches the selection (--only {:?}, --skip {:?}): each --only or --skip is \
+             one id, area or `*` pattern (repeat the flag for more); see --list",
+            opts.selection.only, opts.selection.skip
+        ));
+    }
     let ids: Vec<&str> = conform::cases::all().iter().map(|c| c.info.id).collect();
     for stale in opts.known_failing.unmatched(&ids) {
         eprintln!("warning: known-failing entry {stale:?} matches no case");

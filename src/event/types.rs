@@ -275,7 +275,31 @@ pub enum EndReason {
     Unknown,
 }
 
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl EndReason {
+    /// The wire name (`no_answer`, `hangup`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Hangup => "hangup",
+            EndReason::Declined => "declined",
+            EndReason::Busy => "busy",
+            EndReason::NoAnswer => "no_answer",
+            EndReason::Cancelled => "cancelled",
+            EndReason::AnsweredElsewhere => "answered_elsewhere",
+            EndReason::IceFailed => "ice_failed",
+            EndReason::MediaFailed => "media_failed",
+            EndReason::SignalingFailed => "signaling_failed",
+            EndReason::Replaced => "replaced",
+            EndReason::Incompatible => "incompatible",
+            EndReason::Unknown => "unknown",
+        }
+    }
+
     /// Ended before anyone answered, the way that makes a missed call.
     pub fn is_missed(self) -> bool {
         matches!(self, EndReason::NoAnswer | EndReason::Cancelled)
