@@ -300,6 +300,23 @@ async fn a_person_can_answer_and_hang_up_with_the_buttons() {
         "the page names the refusal: {error:?}"
     );
     shoot(&wrong, "wrong-token.png").await;
+    // The right token on the same page: signed in, and the old error is gone.
+    wrong
+        .eval(
+            "document.getElementById('token').value = 'bob-token'; \
+             document.getElementById('signin-button').click()",
+        )
+        .await
+        .unwrap();
+    wrong
+        .wait_for(
+            "document.getElementById('status').textContent.startsWith('signed in as bob')",
+            WITHIN,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&wrong, "error").await, "", "a success clears the earlier error");
+    wrong.close().await;
 
     let bob = open_as(&browser, &s, "bob", "").await;
     let alice = open_as(&browser, &s, "alice", "").await;
@@ -347,6 +364,15 @@ async fn a_person_can_answer_and_hang_up_with_the_buttons() {
         text(&alice, "status").await.contains("hangup"),
         "{}",
         text(&alice, "status").await
+    );
+    // Nothing on the page still describes the finished call as live.
+    assert_eq!(text(&alice, "fact-ice").await, "connection: closed");
+    assert_eq!(
+        alice
+            .eval("document.getElementById('hangup-button').disabled")
+            .await
+            .unwrap(),
+        serde_json::Value::Bool(true)
     );
     shoot(&alice, "ended.png").await;
     browser.close().await;

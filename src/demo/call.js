@@ -65,6 +65,11 @@
     $('error').textContent = text;
   }
 
+  // An error belongs to what failed; a later success takes it off the page (it stays in the log).
+  function clearError() {
+    $('error').textContent = '';
+  }
+
   function setStatus(state, text) {
     const el = $('status');
     el.dataset.state = state;
@@ -345,6 +350,10 @@
         const el = e.track.kind === 'video' ? $('remote-video') : $('remote-audio');
         el.srcObject = e.streams[0] || new MediaStream([e.track]);
         el.classList.remove('hidden');
+        if (e.track.kind === 'video') {
+          $('remote-label').textContent = this.peerUser || 'the other side';
+          $('remote-figure').classList.remove('hidden');
+        }
         log(`remote ${e.track.kind} track`);
       };
       pc.ondatachannel = (e) => this.watchDataChannel(e.channel, true);
@@ -354,6 +363,7 @@
         if (this.media.video) {
           $('local-video').srcObject = this.local;
           $('local-video').classList.remove('hidden');
+          $('local-figure').classList.remove('hidden');
         }
       } catch (e) {
         showError(`no microphone (${e.name}): receiving only`);
@@ -516,6 +526,9 @@
       this.reason = reason;
       this.mark('ended');
       this.setPhase('ended', `call ended (${reason}): ${text}`);
+      // What described the call in progress no longer does.
+      $('fact-ice').textContent = 'connection: closed';
+      for (const id of ['local-figure', 'remote-figure']) $(id).classList.add('hidden');
       // Give the pacer time to send the last event before leaving the channel.
       setTimeout(() => {
         if (this.pc) this.pc.close();
@@ -586,6 +599,7 @@
     });
     inbox.bind('call.started', (data) => onInvitation(typeof data === 'string' ? JSON.parse(data) : data));
     log(`signed in as ${user}`);
+    clearError();
     setStatus('idle', `signed in as ${user}; waiting for calls`);
     if ($('callee').value === user) $('callee').value = user === 'alice' ? 'bob' : 'alice';
     $('signin').classList.add('hidden');
@@ -762,6 +776,12 @@
 
   function guard(promise) {
     Promise.resolve(promise).catch((e) => showError(e.message));
+  }
+
+  // Without pusher-js nothing on this page can work: say so at once, not after Sign in.
+  if (typeof Pusher === 'undefined') {
+    showError('pusher-js did not load from /demo/pusher.min.js, so this page cannot sign in: run `npm ci --prefix tests/interop/pusher-js` in the checkout and restart `serve`, or start it with --pusher-js FILE');
+    $('signin-button').disabled = true;
   }
 
   $('signin-button').onclick = () => guard(signIn($('user').value.trim(), $('token').value));
