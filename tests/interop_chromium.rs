@@ -315,7 +315,11 @@ async fn a_person_can_answer_and_hang_up_with_the_buttons() {
         )
         .await
         .unwrap();
-    assert_eq!(text(&wrong, "error").await, "", "a success clears the earlier error");
+    assert_eq!(
+        text(&wrong, "error").await,
+        "",
+        "a success clears the earlier error"
+    );
     wrong.close().await;
 
     let bob = open_as(&browser, &s, "bob", "").await;

@@ -30,18 +30,25 @@ pub fn unavailable() -> Option<&'static str> {
     )
 }
 
-/// Runs this executable again with `args` in a new network namespace (and user namespace, so no
-/// privileges are needed) where only loopback is up, and waits for it. Output is inherited.
-pub fn run_self_isolated(args: &[OsString]) -> Result<ExitStatus, String> {
+/// The command that runs this executable again with `args` in a new network namespace (and user
+/// namespace, so no privileges are needed) where only loopback is up.
+pub fn self_isolated(args: &[OsString]) -> Result<Command, String> {
     if let Some(why) = unavailable() {
         return Err(why.to_owned());
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .args(["--net", "--map-root-user", "--", "sh", "-c"])
         .arg("ip link set lo up && exec \"$0\" \"$@\"")
         .arg(exe)
-        .args(args)
+        .args(args);
+    Ok(command)
+}
+
+/// [`self_isolated`], run to the end with its output inherited.
+pub fn run_self_isolated(args: &[OsString]) -> Result<ExitStatus, String> {
+    self_isolated(args)?
         .status()
         .map_err(|e| format!("unshare: {e}"))
 }
