@@ -266,34 +266,50 @@ fn call_with_no_flags_makes_a_real_call_and_shows_the_record() {
 /// addresses it printed.
 #[cfg(feature = "trusted")]
 fn spawn_serve(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, Vec<String>) {
+    let mut args: Vec<std::ffi::OsString> = [
+        "--bind",
+        "127.0.0.1:0",
+        "--trusted-bind",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(data.into());
+    args.extend(extra.iter().map(Into::into));
+    let (serve, addrs, _) = serve_with(&args);
+    (serve, addrs)
+}
+
+/// `serve ARGS` (role both); returns the process, the addresses it listens on, and its banner up
+/// to the last line (the `conform` command that tests it).
+#[cfg(feature = "trusted")]
+fn serve_with(args: &[std::ffi::OsString]) -> (std::process::Child, Vec<String>, Vec<String>) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let mut serve = bin()
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--trusted-bind",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(extra)
+        .arg("serve")
+        .args(args)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let mut addrs = Vec::new();
-    while addrs.len() < 2 {
-        let line = lines.next().unwrap().unwrap();
+    let (mut addrs, mut banner) = (Vec::new(), Vec::new());
+    loop {
+        let line = lines.next().expect("serve prints its banner").unwrap();
         if let Some((_, a)) = line.split_once(" server listening on ") {
             addrs.push(a.trim().to_owned());
         }
+        banner.push(line.clone());
+        if line.contains("domvia-calls conform") {
+            break;
+        }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    (serve, addrs)
+    (serve, addrs, banner)
 }
 
 /// A plain HTTP/1.0 GET; returns the status code and the body.
@@ -536,35 +552,17 @@ fn serve_refuses_development_secrets_on_a_reachable_address() {
 #[cfg(feature = "conform")]
 #[test]
 fn serve_prints_a_conform_command_that_passes_and_wrong_settings_are_named() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let data = temp_dir("first-hour");
-    let mut serve = bin()
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--trusted-bind",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let command = loop {
-        let line = lines
-            .next()
-            .expect("serve prints a conform command")
-            .unwrap();
-        if line.contains("domvia-calls conform") {
-            break line;
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let args: Vec<std::ffi::OsString> = vec![
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--trusted-bind".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.clone().into(),
+    ];
+    let (mut serve, _, banner) = serve_with(&args);
+    let command = banner.last().unwrap().clone();
     let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
     let (env, rest) = words.split_first().unwrap();
     let (var, secret) = env.split_once('=').unwrap();
@@ -649,8 +647,6 @@ fn serve_prints_a_conform_command_that_passes_and_wrong_settings_are_named() {
 #[cfg(feature = "conform")]
 #[test]
 fn example_configs_start_the_servers_and_test_them() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = temp_dir("examples");
     let free = || {
@@ -678,22 +674,7 @@ fn example_configs_start_the_servers_and_test_them() {
         path
     };
     let secret = "replace-with-a-long-random-secret";
-    let mut serve = bin()
-        .args(["serve", "--config"])
-        .arg(moved("serve.toml"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    while !lines
-        .next()
-        .expect("serve starts")
-        .unwrap()
-        .contains("trusted server listening")
-    {}
-    std::thread::spawn(move || lines.for_each(drop));
+    let (mut serve, _, _) = serve_with(&["--config".into(), moved("serve.toml").into()]);
     for (config, only) in [
         (
             "conform.toml",
