@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::ids::SocketId;
 use crate::limits::CLIENT_EVENTS_PER_SECOND;
-use crate::pusher::{Frame, FrameData, FrameLimits, PusherCode, Reconnect};
+use crate::pusher::{ChannelType, Frame, FrameData, FrameLimits, PusherCode, Reconnect};
 use crate::signing::{self, Secret};
 
 /// How subscriptions to protected channels get their signature.
@@ -414,7 +414,7 @@ async fn authorize(
         message,
     };
     let mut data = json!({ "channel": channel });
-    let protected = channel.starts_with("private-") || channel.starts_with("presence-");
+    let protected = ChannelType::of(channel).is_protected();
     if !protected {
         return Ok((data, None));
     }
@@ -449,7 +449,10 @@ async fn authorize(
             presence_user,
         } => {
             let socket = SocketId::parse(socket_id).map_err(|e| refused(e.to_string()))?;
-            let channel_data = match (channel.starts_with("presence-"), presence_user) {
+            let channel_data = match (
+                ChannelType::of(channel) == ChannelType::Presence,
+                presence_user,
+            ) {
                 (true, Some((id, info))) => {
                     Some(json!({ "user_id": id, "user_info": info }).to_string())
                 }

@@ -80,6 +80,33 @@ impl fmt::Display for PusherCode {
     }
 }
 
+/// Pusher's three types of channel, told apart by the name's prefix: `private-` and `presence-`
+/// channels need a signed subscription, presence channels also carry member data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelType {
+    Public,
+    Private,
+    Presence,
+}
+
+impl ChannelType {
+    /// The type of the channel named `name`.
+    pub fn of(name: &str) -> ChannelType {
+        if name.starts_with("presence-") {
+            ChannelType::Presence
+        } else if name.starts_with("private-") {
+            ChannelType::Private
+        } else {
+            ChannelType::Public
+        }
+    }
+
+    /// Whether a subscription needs a signature (private and presence channels).
+    pub fn is_protected(self) -> bool {
+        self != ChannelType::Public
+    }
+}
+
 /// Reconnect advice of a close code range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconnect {
@@ -385,6 +412,24 @@ fn member_string(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_types_follow_the_prefix() {
+        for (name, want) in [
+            ("presence-call.room.r.c", ChannelType::Presence),
+            ("private-call-inbox.alice", ChannelType::Private),
+            ("private-encrypted-x", ChannelType::Private),
+            ("room-42", ChannelType::Public),
+            ("presence", ChannelType::Public),
+            ("xprivate-a", ChannelType::Public),
+        ] {
+            assert_eq!(ChannelType::of(name), want, "{name}");
+            assert_eq!(
+                ChannelType::of(name).is_protected(),
+                want != ChannelType::Public
+            );
+        }
+    }
 
     fn parse(s: &str) -> Result<Frame, FrameError> {
         Frame::parse(s.as_bytes(), &FrameLimits::default())

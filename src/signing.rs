@@ -211,7 +211,8 @@ pub fn verify_channel(
     channel_data: Option<&str>,
     auth: &str,
 ) -> Result<Option<PresenceMember>, SignatureError> {
-    let is_presence = channel.starts_with("presence-");
+    let is_presence =
+        crate::pusher::ChannelType::of(channel) == crate::pusher::ChannelType::Presence;
     let member = match (is_presence, channel_data) {
         (true, None) => return Err(SignatureError::MissingChannelData),
         (false, Some(_)) => return Err(SignatureError::UnexpectedChannelData),

@@ -66,8 +66,8 @@ async fn auth(State(cfg): State<Arc<PeerHostConfig>>, headers: HeaderMap, body: 
         )
             .into_response();
     };
-    let channel_data = channel
-        .starts_with("presence-")
+    let channel_data = (crate::pusher::ChannelType::of(&channel)
+        == crate::pusher::ChannelType::Presence)
         .then(|| json!({"user_id": user, "user_info": {}}).to_string());
     let mut answer = json!({
         "auth": signing::sign_channel(&cfg.key, &cfg.secret, &socket, &channel, channel_data.as_deref())

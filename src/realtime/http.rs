@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::hub::{ConnId, HttpRequest, HttpResponse, Hub};
-use crate::pusher::{Frame, FrameData};
+use crate::pusher::{ChannelType, Frame, FrameData};
 use crate::signing;
 
 /// Events one `batch_events` request may carry (Pusher's limit).
@@ -242,7 +242,7 @@ impl Hub {
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let prefix = get("filter_by_prefix").unwrap_or("");
         let want_users = get("info").is_some_and(|i| i.split(',').any(|f| f == "user_count"));
-        if want_users && !prefix.starts_with("presence-") {
+        if want_users && ChannelType::of(prefix) != ChannelType::Presence {
             return HttpResponse::error(
                 400,
                 "http.bad_info",
@@ -276,7 +276,7 @@ impl Hub {
             body["subscription_count"] = json!(subscribers);
         }
         if info.contains(&"user_count") {
-            if !name.starts_with("presence-") {
+            if ChannelType::of(name) != ChannelType::Presence {
                 return HttpResponse::error(
                     400,
                     "http.bad_info",
@@ -289,7 +289,7 @@ impl Hub {
     }
 
     fn channel_users(&self, app: usize, name: &str) -> HttpResponse {
-        if !name.starts_with("presence-") {
+        if ChannelType::of(name) != ChannelType::Presence {
             return HttpResponse::error(
                 400,
                 "http.not_presence",

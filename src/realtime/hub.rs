@@ -35,7 +35,7 @@ use crate::limits::{
     MAX_CHANNEL_NAME_LEN, MAX_FRAME_BYTES, MAX_JSON_DEPTH, MAX_PRESENCE_USER_ID_LEN,
     MAX_PRESENCE_USER_INFO_BYTES,
 };
-use crate::pusher::{Frame, FrameData, FrameError, FrameLimits, PusherCode};
+use crate::pusher::{ChannelType, Frame, FrameData, FrameError, FrameLimits, PusherCode};
 use crate::realtime::{AppConfig, Defect};
 use crate::signing;
 
@@ -143,7 +143,7 @@ pub(crate) fn is_pusher_channel_name(name: &str) -> bool {
 }
 
 fn is_protected(channel: &str) -> bool {
-    channel.starts_with("private-") || channel.starts_with("presence-")
+    ChannelType::of(channel).is_protected()
 }
 
 /// `pusher:error` text with a stable `type` besides Pusher's `code` and `message`.
@@ -588,7 +588,8 @@ impl Hub {
             let verified = match auth {
                 None => Err(format!("subscribing to {channel} needs `auth`")),
                 Some(auth) => {
-                    let data = channel_data.filter(|_| channel.starts_with("presence-"));
+                    let data =
+                        channel_data.filter(|_| ChannelType::of(&channel) == ChannelType::Presence);
                     let verify = |socket: &SocketId| {
                         signing::verify_channel(&cfg.key, &cfg.secret, socket, &channel, data, auth)
                     };
@@ -699,7 +700,7 @@ impl Hub {
 
     fn subscribed(&mut self, conn: ConnId, app: usize, channel: &str) {
         let data = match self.channels.get(&(app, channel.to_owned())) {
-            Some(ch) if channel.starts_with("presence-") => {
+            Some(ch) if ChannelType::of(channel) == ChannelType::Presence => {
                 let ids: Vec<&String> = ch.members.keys().collect();
                 let hash: Map<String, Value> = ch
                     .members

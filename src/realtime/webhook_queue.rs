@@ -106,7 +106,7 @@ pub struct WebhookQueue {
 fn is_protected(event: &Value) -> bool {
     event["channel"]
         .as_str()
-        .is_some_and(|c| c.starts_with("private-") || c.starts_with("presence-"))
+        .is_some_and(|c| crate::pusher::ChannelType::of(c).is_protected())
 }
 
 impl WebhookQueue {
