@@ -91,3 +91,8 @@ pub const MAX_PRESENCE_USER_INFO_BYTES: usize = 1024;
 /// Users one call invites at most: a call without `callees` invites every other member of its
 /// scope, and a scope larger than this cannot be called as a whole ([SRV-017]).
 pub const MAX_INVITEES: usize = 256;
+
+/// How long a client collects local ICE candidates into one `call.ice_candidate` event: a client
+/// choice, not a protocol limit, shared by the reference client and the demo page so both batch
+/// alike.
+pub const CANDIDATE_BATCH_WINDOW_MS: u64 = 30;

@@ -25,7 +25,8 @@ use crate::media::{MediaPeer, PeerOptions, PeerSignal};
 use crate::pusher::Frame;
 
 /// How long local candidates are collected into one event.
-const CANDIDATE_BATCH_WINDOW: Duration = Duration::from_millis(30);
+const CANDIDATE_BATCH_WINDOW: Duration =
+    Duration::from_millis(crate::limits::CANDIDATE_BATCH_WINDOW_MS);
 
 /// One device of a user, with the endpoints it talks to.
 #[derive(Debug, Clone)]

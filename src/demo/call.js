@@ -17,13 +17,14 @@
 (function () {
   const KINDS = ['started', 'ringing', 'accepted', 'offer', 'answer', 'ice_candidate', 'media_state', 'ended'];
   // The protocol's default limits; pusher-js does not pass on the limits a server announces.
+  // src/limits.rs is the source: a test checks that these match it.
   const MAX_EVENT_BYTES = 10240;
   const MAX_CHUNKS = 8;
   const MAX_CANDIDATES_PER_EVENT = 20;
   // Stay below the default 10 client events per second with a small burst.
   const EVENTS_PER_SECOND = 8;
   const EVENT_BURST = 8;
-  const CANDIDATE_WINDOW_MS = 40;
+  const CANDIDATE_WINDOW_MS = 30;
   const CONNECT_TIMEOUT_MS = 20000;
   const CHUNK_TIMEOUT_MS = 30000;
 

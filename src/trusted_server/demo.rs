@@ -106,3 +106,48 @@ pub(super) async fn config(State(state): State<Arc<AppState>>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SCRIPT;
+    use crate::limits;
+
+    /// The number a `const NAME = N;` line of the page's script gives.
+    fn js_const(name: &str) -> u64 {
+        let line = SCRIPT
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("const {name} = ")))
+            .unwrap_or_else(|| panic!("call.js has no const {name}"));
+        line.trim_end_matches(';').parse().unwrap()
+    }
+
+    /// The page copies the protocol's limits by hand (pusher-js does not pass on what a server
+    /// announces); they must be the ones `limits.rs` defines.
+    #[test]
+    fn the_demo_page_uses_the_protocol_limits() {
+        assert_eq!(
+            js_const("MAX_EVENT_BYTES"),
+            limits::MAX_EVENT_DATA_BYTES as u64
+        );
+        assert_eq!(js_const("MAX_CHUNKS"), u64::from(limits::MAX_CHUNKS));
+        assert_eq!(
+            js_const("MAX_CANDIDATES_PER_EVENT"),
+            limits::MAX_CANDIDATES_PER_EVENT as u64
+        );
+        assert_eq!(
+            js_const("CONNECT_TIMEOUT_MS"),
+            limits::MEDIA_CONNECT_TIMEOUT_MS
+        );
+        assert_eq!(
+            js_const("CHUNK_TIMEOUT_MS"),
+            limits::CHUNK_REASSEMBLY_TIMEOUT_MS
+        );
+        assert_eq!(
+            js_const("CANDIDATE_WINDOW_MS"),
+            limits::CANDIDATE_BATCH_WINDOW_MS
+        );
+        // Pacing stays under the default rate and burst.
+        assert!(js_const("EVENTS_PER_SECOND") < u64::from(limits::CLIENT_EVENTS_PER_SECOND));
+        assert!(js_const("EVENT_BURST") <= u64::from(limits::CLIENT_EVENT_BURST));
+    }
+}
