@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let args = cli::Cli::parse();
+    if args.only_prints() {
+        restore_sigpipe();
+    }
     match cli::run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -21,11 +23,12 @@ fn main() -> ExitCode {
 }
 
 /// Output piped into `head` ends quietly when the reader goes away, as with every Unix tool,
-/// instead of a panic on the broken pipe (Rust ignores SIGPIPE by default).
+/// instead of a panic on the broken pipe (Rust ignores SIGPIPE by default). Only for commands
+/// that do nothing but print ([`cli::Cli::only_prints`]).
 fn restore_sigpipe() {
     #[cfg(unix)]
-    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
+    // SAFETY: called in main before any other thread exists; SIG_DFL is a valid disposition for
+    // SIGPIPE.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

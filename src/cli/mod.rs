@@ -30,6 +30,26 @@ pub struct Cli {
     command: Option<Command>,
 }
 
+impl Cli {
+    /// Whether the command only prints and exits (no sockets): the commands whose output is
+    /// piped into `head` and the like. Network commands keep Rust's ignored SIGPIPE, because a
+    /// write to a socket the peer reset (TLS records go out with `writev`, which has no
+    /// MSG_NOSIGNAL) would otherwise kill a server.
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self.command,
+            Some(
+                Command::Check { .. }
+                    | Command::Vectors { .. }
+                    | Command::Schemas { .. }
+                    | Command::Asyncapi { .. }
+                    | Command::Spec { .. }
+                    | Command::Sign { .. }
+            )
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the built-in self-check: every conformance vector against this implementation's core;

@@ -361,7 +361,9 @@ pub fn run(args: ServeArgs) -> CliResult {
                 " --user A=TOKEN --user B=TOKEN --user C=TOKEN".to_owned()
             };
             let scope = demo_scope.as_deref().unwrap_or("SCOPE/ID");
-            let secret = if development { app.secret.expose().to_owned() } else { "YOUR-APP-SECRET".to_owned() };
+            // The development secret is public anyway (it is printed above); a real one is not.
+            let dev_secret = app.secret.expose() == AppConfig::development().secret.expose();
+            let secret = if dev_secret { app.secret.expose().to_owned() } else { "YOUR-APP-SECRET".to_owned() };
             println!("test it (in another terminal):");
             println!(
                 "  DOMVIA_CONFORM_SECRET={secret} domvia-calls conform --target {ws}://{rt} --app-id {} --key {} --http-api {http}://{rt} --auth-endpoint http://{tr}/realtime/auth{users} --scope {scope}",
