@@ -78,17 +78,6 @@ struct Plan {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Prints a benchmark's result as JSON and writes it to `path` too, if given.
-pub(super) fn emit(result: &Value, path: Option<&std::path::Path>) -> CliResult {
-    let text = serde_json::to_string_pretty(result).map_err(|e| e.to_string())?;
-    println!("{text}");
-    if let Some(path) = path {
-        std::fs::write(path, format!("{text}\n"))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(true)
-}
-
 pub fn run(kind: BenchKind) -> CliResult {
     #[cfg(feature = "conform")]
     if let BenchKind::Interop(args) = kind {
@@ -439,7 +428,7 @@ async fn realtime(args: RealtimeArgs) -> CliResult {
         "throughput_msgs_per_s": { "domvia": d_tput.round(), "echo": e_tput.round(), "ratio": d_tput / e_tput },
         "idle_memory": memory,
     });
-    emit(&result, args.json.as_deref())
+    super::bench_output::emit(&result, args.json.as_deref())
 }
 
 #[cfg(all(feature = "media", feature = "trusted"))]
@@ -586,6 +575,6 @@ mod call_bench {
             "client_events_until_media": { "caller_median": median(caller_events), "callee_median": median(callee_events) },
             "note": "the call path includes the trusted server creating the call, the inbox invitation, ringing, acceptance and the late offer; the direct handshake hands SDP and candidates across in memory",
         });
-        super::emit(&result, args.json.as_deref())
+        super::super::bench_output::emit(&result, args.json.as_deref())
     }
 }

@@ -378,5 +378,5 @@ async fn measure(args: InteropBenchArgs) -> CliResult {
     if let Some(s) = bench.relay_stack {
         s.shutdown().await;
     }
-    super::bench::emit(&result, args.json.as_deref())
+    super::bench_output::emit(&result, args.json.as_deref())
 }

@@ -5,6 +5,8 @@
 mod bench;
 #[cfg(feature = "conform")]
 mod bench_interop;
+#[cfg(feature = "server")]
+mod bench_output;
 #[cfg(all(feature = "media", feature = "trusted"))]
 mod call;
 #[cfg(feature = "conform")]
