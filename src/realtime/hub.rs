@@ -203,9 +203,13 @@ fn address_key(ip: IpAddr) -> IpAddr {
 }
 
 /// The user a signed subscription proves the connection belongs to, beyond presence: only the
-/// owner's sign-in gets a call inbox (`private-call-inbox.{user}`) signed ([CHAN-021]).
-fn inbox_owner(channel: &str) -> Option<&str> {
-    channel.strip_prefix("private-call-inbox.")
+/// owner's sign-in gets a call inbox (`private-call-inbox.{user}`) signed ([CHAN-021]). The
+/// channel grammar decides what an inbox is, so a name it refuses proves nothing.
+fn inbox_owner(channel: &str) -> Option<String> {
+    match crate::channel::ChannelName::parse(channel) {
+        Ok(crate::channel::ChannelName::Inbox(inbox)) => Some(inbox.user_id().to_string()),
+        _ => None,
+    }
 }
 
 impl Hub {
@@ -650,7 +654,7 @@ impl Hub {
         // Verified identity counts towards its user's connection cap before it is stored.
         let verified_user = match &member {
             Some(m) => Some(m.user_id.clone()),
-            None => inbox_owner(&channel).map(str::to_owned),
+            None => inbox_owner(&channel),
         };
         if let Some(user) = verified_user
             && let Err(message) = self.claim_user(conn, &user)
