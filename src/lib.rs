@@ -38,6 +38,7 @@ pub mod media;
 #[cfg(any(feature = "client", feature = "server"))]
 pub mod net;
 pub mod pusher;
+pub mod pusher_client;
 pub mod realtime;
 pub mod schema;
 #[cfg(feature = "server")]

@@ -107,6 +107,137 @@ impl ChannelType {
     }
 }
 
+/// The protocol's own events (Pusher protocol 7), named once for both ends: servers and clients
+/// match on [`ProtocolEvent::of`] and build frames with [`ProtocolEvent::name`], so a misspelt
+/// event name cannot compile into one side only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProtocolEvent {
+    ConnectionEstablished,
+    Error,
+    Ping,
+    Pong,
+    Subscribe,
+    Unsubscribe,
+    Signin,
+    SigninSuccess,
+    SubscriptionSucceeded,
+    SubscriptionError,
+    MemberAdded,
+    MemberRemoved,
+}
+
+impl ProtocolEvent {
+    const ALL: [ProtocolEvent; 12] = [
+        ProtocolEvent::ConnectionEstablished,
+        ProtocolEvent::Error,
+        ProtocolEvent::Ping,
+        ProtocolEvent::Pong,
+        ProtocolEvent::Subscribe,
+        ProtocolEvent::Unsubscribe,
+        ProtocolEvent::Signin,
+        ProtocolEvent::SigninSuccess,
+        ProtocolEvent::SubscriptionSucceeded,
+        ProtocolEvent::SubscriptionError,
+        ProtocolEvent::MemberAdded,
+        ProtocolEvent::MemberRemoved,
+    ];
+
+    /// The event's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolEvent::ConnectionEstablished => "pusher:connection_established",
+            ProtocolEvent::Error => "pusher:error",
+            ProtocolEvent::Ping => "pusher:ping",
+            ProtocolEvent::Pong => "pusher:pong",
+            ProtocolEvent::Subscribe => "pusher:subscribe",
+            ProtocolEvent::Unsubscribe => "pusher:unsubscribe",
+            ProtocolEvent::Signin => "pusher:signin",
+            ProtocolEvent::SigninSuccess => "pusher:signin_success",
+            ProtocolEvent::SubscriptionSucceeded => "pusher_internal:subscription_succeeded",
+            ProtocolEvent::SubscriptionError => "pusher:subscription_error",
+            ProtocolEvent::MemberAdded => "pusher_internal:member_added",
+            ProtocolEvent::MemberRemoved => "pusher_internal:member_removed",
+        }
+    }
+
+    /// The protocol event named `name`, or `None` for a client or application event (and for
+    /// an unknown `pusher:` name, which a receiver ignores or refuses by its own rule).
+    pub fn of(name: &str) -> Option<ProtocolEvent> {
+        if !name.starts_with("pusher") {
+            return None;
+        }
+        ProtocolEvent::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// What a client needs from `pusher:connection_established`: its socket id and the limits the
+/// server announced (absent ones are `None`; the protocol's defaults then apply).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionEstablished {
+    pub socket_id: String,
+    pub activity_timeout_s: Option<u64>,
+    pub client_events_per_second: Option<f64>,
+    pub max_event_bytes: Option<usize>,
+}
+
+impl ConnectionEstablished {
+    /// Reads the frame's data (a JSON string holding an object, or an object).
+    pub fn from_frame(frame: &Frame) -> Result<ConnectionEstablished, FrameError> {
+        let data = frame
+            .data
+            .as_ref()
+            .map(FrameData::to_object)
+            .transpose()?
+            .unwrap_or_default();
+        let limits = data.get("limits");
+        Ok(ConnectionEstablished {
+            socket_id: data
+                .get("socket_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            activity_timeout_s: data.get("activity_timeout").and_then(Value::as_u64),
+            client_events_per_second: limits
+                .and_then(|l| l.get("client_events_per_second"))
+                .and_then(Value::as_f64),
+            max_event_bytes: limits
+                .and_then(|l| l.get("max_event_bytes"))
+                .and_then(Value::as_u64)
+                .map(|b| b as usize),
+        })
+    }
+}
+
+/// The data of a `pusher:error` frame: Pusher's numeric code (absent in some servers' errors)
+/// and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorData {
+    pub code: Option<u16>,
+    pub message: String,
+}
+
+impl ErrorData {
+    /// Reads the frame's data; a missing or malformed member reads as absent.
+    pub fn from_frame(frame: &Frame) -> ErrorData {
+        let data = frame
+            .data
+            .as_ref()
+            .and_then(|d| d.to_object().ok())
+            .unwrap_or_default();
+        ErrorData {
+            code: data
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok()),
+            message: data
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+}
+
 /// Reconnect advice of a close code range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconnect {
