@@ -735,11 +735,17 @@ impl PusherClient {
         reconnect.into_iter().chain(paced).chain(retries).min()
     }
 
+    /// Whether the head of the queue may leave (pacing aside). An event waits while its
+    /// channel is being signed on this socket: sent before the subscription it would be refused,
+    /// and the events behind it wait too, so order is kept.
     fn can_send_event(&self) -> bool {
         self.socket_id().is_some()
             && self.in_flight.is_none()
             && self.fences_to_skip == 0
-            && !self.queue.is_empty()
+            && self
+                .queue
+                .front()
+                .is_some_and(|o| !self.authorizing.contains_key(&o.channel))
     }
 
     fn send_frame(&mut self, event: &str, channel: Option<&str>, data: Value) {
