@@ -20,6 +20,7 @@
 
 pub mod asyncapi;
 pub mod call;
+pub mod call_endpoint;
 pub mod channel;
 #[cfg(feature = "client")]
 pub mod client;

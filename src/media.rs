@@ -83,7 +83,7 @@ pub struct SelectedPair {
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     /// `RTCIceServer`s as the trusted server returns them: `(urls, username, credential)`.
-    pub ice_servers: Vec<(Vec<String>, String, String)>,
+    pub ice_servers: Vec<crate::trusted::api::IceServer>,
     /// Use TURN relay candidates only.
     pub relay_only: bool,
     /// Local UDP addresses to bind; each becomes one host candidate.
@@ -193,6 +193,31 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Why the WebRTC stack refused an operation: the operation, and webrtc-rs's reason as text (its
+/// error type changes between releases, so it is not part of this API).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation}: {detail}")]
+pub struct MediaError {
+    pub operation: &'static str,
+    pub detail: String,
+}
+
+impl MediaError {
+    fn new(operation: &'static str, detail: impl std::fmt::Display) -> MediaError {
+        MediaError {
+            operation,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// For tools that report every error as text.
+impl From<MediaError> for String {
+    fn from(e: MediaError) -> String {
+        e.to_string()
+    }
+}
+
 /// One side of a call's media.
 pub struct MediaPeer {
     pc: Arc<dyn PeerConnection>,
@@ -205,13 +230,15 @@ pub struct MediaPeer {
 }
 
 impl MediaPeer {
-    pub async fn new(options: &PeerOptions) -> Result<MediaPeer, String> {
-        let err = |e: webrtc::error::Error| e.to_string();
+    pub async fn new(options: &PeerOptions) -> Result<MediaPeer, MediaError> {
+        let err = |e: webrtc::error::Error| MediaError::new("set up the peer connection", e);
         let (signal_tx, signals) = mpsc::unbounded_channel();
         let mut media = MediaEngine::default();
-        media.register_default_codecs().map_err(|e| e.to_string())?;
+        media
+            .register_default_codecs()
+            .map_err(|e| MediaError::new("set up the peer connection", e))?;
         let registry = register_default_interceptors(Registry::new(), &mut media)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| MediaError::new("set up the peer connection", e))?;
         // Measured on loopback: short check intervals and no wait for peer-reflexive candidates
         // take connection setup from ~1.2 s worst case to tens of milliseconds.
         let mut settings = SettingEngineBuilder::new()
@@ -226,10 +253,10 @@ impl MediaPeer {
         let servers = options
             .ice_servers
             .iter()
-            .map(|(urls, username, credential)| RTCIceServer {
-                urls: urls.clone(),
-                username: username.clone(),
-                credential: credential.clone(),
+            .map(|server| RTCIceServer {
+                urls: server.urls.clone(),
+                username: server.username.clone().unwrap_or_default(),
+                credential: server.credential.clone().unwrap_or_default(),
             })
             .collect();
         let mut config = RTCConfigurationBuilder::new().with_ice_servers(servers);
@@ -294,8 +321,8 @@ impl MediaPeer {
     }
 
     /// Caller: opens the data channel and creates the offer (set as local description).
-    pub async fn create_offer(&self) -> Result<String, String> {
-        let err = |e: webrtc::error::Error| e.to_string();
+    pub async fn create_offer(&self) -> Result<String, MediaError> {
+        let err = |e: webrtc::error::Error| MediaError::new("create the offer", e);
         let dc = self
             .pc
             .create_data_channel(DATA_CHANNEL_LABEL, None)
@@ -308,9 +335,19 @@ impl MediaPeer {
         Ok(sdp)
     }
 
-    /// Callee: applies the offer and returns the answer (set as local description).
-    pub async fn accept_offer(&self, sdp: &str) -> Result<String, String> {
-        let err = |e: webrtc::error::Error| e.to_string();
+    /// Applies a remote offer and returns the answer (set as local description). `rollback`:
+    /// our own offer collided with it and we are the polite peer, so it is rolled back first
+    /// (the call machine decides; see [`crate::call::Action::RemoteOffer`]).
+    pub async fn accept_offer(&self, sdp: &str, rollback: bool) -> Result<String, MediaError> {
+        let err = |e: webrtc::error::Error| MediaError::new("apply the remote offer", e);
+        if rollback {
+            let undo = RTCSessionDescription::rollback(None)
+                .map_err(|e| MediaError::new("roll back the local offer", e))?;
+            self.pc
+                .set_local_description(undo)
+                .await
+                .map_err(|e| MediaError::new("roll back the local offer", e))?;
+        }
         let offer = RTCSessionDescription::offer(sdp.to_owned()).map_err(err)?;
         self.pc.set_remote_description(offer).await.map_err(err)?;
         self.release_queued().await?;
@@ -321,27 +358,27 @@ impl MediaPeer {
     }
 
     /// Caller: applies the answer.
-    pub async fn accept_answer(&self, sdp: &str) -> Result<(), String> {
-        let err = |e: webrtc::error::Error| e.to_string();
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), MediaError> {
+        let err = |e: webrtc::error::Error| MediaError::new("apply the remote answer", e);
         let answer = RTCSessionDescription::answer(sdp.to_owned()).map_err(err)?;
         self.pc.set_remote_description(answer).await.map_err(err)?;
         self.release_queued().await
     }
 
-    async fn release_queued(&self) -> Result<(), String> {
+    async fn release_queued(&self) -> Result<(), MediaError> {
         *self.remote_set.lock().await = true;
         let queued: Vec<_> = self.queued.lock().await.drain(..).collect();
         for c in queued {
             self.pc
                 .add_ice_candidate(c)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| MediaError::new("add a queued remote candidate", e))?;
         }
         Ok(())
     }
 
     /// A remote candidate; queued until the remote description is set.
-    pub async fn add_remote_candidate(&self, c: &IceCandidate) -> Result<(), String> {
+    pub async fn add_remote_candidate(&self, c: &IceCandidate) -> Result<(), MediaError> {
         let init = RTCIceCandidateInit {
             candidate: c.candidate.to_string(),
             sdp_mid: c.sdp_mid.as_ref().map(ToString::to_string),
@@ -353,7 +390,7 @@ impl MediaPeer {
             self.pc
                 .add_ice_candidate(init)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| MediaError::new("add a remote candidate", e))
         } else {
             self.queued.lock().await.push(init);
             Ok(())

@@ -1,32 +1,81 @@
-//! Call sessions: the I/O shell that joins a [`CallMachine`] (decisions), a [`RealtimeClient`]
-//! (signaling), a [`PrivacyGuard`] (sealing, replay and downgrade checks) and a [`MediaPeer`]
-//! (WebRTC). Shaped like what app developers expect: place a call or wait for an invitation,
-//! accept or decline, then run until media is up or the call ends.
+//! Call sessions: the tokio driver around a [`CallEndpoint`] (every protocol decision: the
+//! receive pipeline, sealing, candidate batching, what to report), a [`RealtimeClient`]
+//! (signaling) and a [`MediaPeer`] (WebRTC). Shaped like what app developers expect: place a call
+//! or wait for an invitation, accept or decline, then run until media is up or the call ends.
 //!
-//! Events leave in the order the machine produced them (one sender task); incoming events pass the
-//! channel checks, the privacy guard and chunk reassembly before the machine sees them. Local ICE
-//! candidates are batched for a short window so a call setup takes a handful of events per side.
+//! This module only moves things: frames from the client into the endpoint, the endpoint's
+//! events to one sender task (so they leave in order, each confirmed by the server), its reports
+//! to the trusted server, its actions to the app or the media peer, and the clock and random
+//! nonces into it.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::call::{Action, CallMachine, Phase};
-use crate::channel::{CallChannel, ChannelName};
-use crate::client::{Auth, ClientConfig, ClientEvent, RealtimeClient};
-use crate::envelope::{ChannelKey, PrivacyGuard, seal};
-use crate::event::chunk::ChunkAssembler;
+use crate::call::{Action, CallMachine, Phase, Role};
+use crate::call_endpoint::{ActionReport, CallEndpoint, EndpointError, EndpointOutput, Transmit};
+use crate::channel::{CallChannel, ChannelName, InboxChannel};
+use crate::client::{Auth, ClientConfig, ClientError, ClientEvent, RealtimeClient};
 use crate::event::{
-    CallEvent, EndReason, EventBody, Incoming, Privacy, Refusal, RingTimeoutMs, Sdp, parse_frame,
+    EndReason, EventBody, IceCandidate, Incoming, MediaSelection, MediaStateBody, Privacy, Refusal,
+    RingTimeoutMs, parse_frame,
 };
-use crate::ids::{DevicePartyId, UserId};
-use crate::media::{MediaPeer, PeerOptions, PeerSignal};
+use crate::ids::{CallId, DevicePartyId, UserId};
+use crate::media::{MediaError, MediaPeer, PeerOptions, PeerSignal};
 use crate::pusher::Frame;
+use crate::trusted::CallRequest;
+use crate::trusted::api::IceServerList;
+pub use crate::trusted::api::PlacedCall;
 
-/// How long local candidates are collected into one event.
-const CANDIDATE_BATCH_WINDOW: Duration =
-    Duration::from_millis(crate::limits::CANDIDATE_BATCH_WINDOW_MS);
+/// Why a session operation failed, by whose doing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The app asked for something the call's state or the protocol does not allow, or gave
+    /// input that is not valid (an SDP, an id).
+    #[error(transparent)]
+    Misuse(#[from] EndpointError),
+    /// An id given to build a device is not valid.
+    #[error("{what} {value:?} is not valid: {reason}")]
+    InvalidId {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// The realtime connection failed or the realtime server refused a request.
+    #[error(transparent)]
+    Realtime(#[from] ClientError),
+    /// The trusted server refused a request or could not be reached (`status` is `None` then).
+    #[error("{request}: {status_text}{detail}", status_text = status.map(|s| format!("{s} ")).unwrap_or_default())]
+    Trusted {
+        request: String,
+        status: Option<u16>,
+        detail: String,
+    },
+    /// A peer or server sent something that breaks the protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// The WebRTC stack refused an operation.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// What was awaited did not happen in time; the text says what was last seen.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The realtime connection ended for good.
+    #[error("the signaling connection ended")]
+    ConnectionEnded,
+}
+
+/// For tools that report every error as text.
+impl From<SessionError> for String {
+    fn from(e: SessionError) -> String {
+        e.to_string()
+    }
+}
 
 /// One device of a user, with the endpoints it talks to.
 #[derive(Debug, Clone)]
@@ -47,18 +96,23 @@ impl Device {
         trusted_url: &str,
         token: &str,
         user: &str,
-    ) -> Result<Device, String> {
+    ) -> Result<Device, SessionError> {
+        let invalid = |what, value: &str, e: &dyn std::fmt::Display| SessionError::InvalidId {
+            what,
+            value: value.to_owned(),
+            reason: e.to_string(),
+        };
         let party = format!("{user}-{:016x}", rand::random::<u64>());
         Ok(Device {
             realtime_url: realtime_url.to_owned(),
             trusted_url: trusted_url.to_owned(),
             token: token.to_owned(),
-            user: UserId::parse(user).map_err(|e| format!("user id {user} {e}"))?,
-            party: DevicePartyId::parse(&party).map_err(|e| e.to_string())?,
+            user: UserId::parse(user).map_err(|e| invalid("user id", user, &e))?,
+            party: DevicePartyId::parse(&party).map_err(|e| invalid("party id", &party, &e))?,
         })
     }
 
-    async fn client(&self) -> Result<RealtimeClient, String> {
+    async fn client(&self) -> Result<RealtimeClient, SessionError> {
         RealtimeClient::connect(ClientConfig::new(
             self.realtime_url.clone(),
             Auth::Endpoint {
@@ -67,20 +121,24 @@ impl Device {
             },
         ))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(SessionError::Realtime)
     }
 }
 
 impl Device {
-    /// A request to the trusted server as this device's user; the JSON answer, or an error that
-    /// names the request, the status and what the server said.
-    async fn trusted(
+    /// A request to the trusted server as this device's user; its answer read as `T`, or an
+    /// error that names the request, the status and what the server said.
+    async fn trusted<T: serde::de::DeserializeOwned>(
         &self,
-        method: &str,
+        method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, String> {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    ) -> Result<T, SessionError> {
+        let failed = |status: Option<u16>, detail: String| SessionError::Trusted {
+            request: format!("{method} {path}"),
+            status,
+            detail,
+        };
         let mut req = crate::net::http_client()
             .request(method.clone(), format!("{}{path}", self.trusted_url))
             .header("authorization", format!("Bearer {}", self.token));
@@ -89,21 +147,26 @@ impl Device {
                 .header("content-type", "application/json")
                 .body(body.to_string());
         }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let resp = req.send().await.map_err(|e| failed(None, e.to_string()))?;
         let status = resp.status();
-        let body: Value = serde_json::from_str(&resp.text().await.map_err(|e| e.to_string())?)
-            .unwrap_or(Value::Null);
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| failed(Some(status.as_u16()), e.to_string()))?;
         if !status.is_success() {
-            return Err(format!("{method} {path}: {status} {body}"));
+            return Err(failed(Some(status.as_u16()), text));
         }
-        Ok(body)
+        serde_json::from_str(&text).map_err(|e| {
+            SessionError::Protocol(format!(
+                "the trusted server's answer to {method} {path}: {e}"
+            ))
+        })
     }
 
     /// `GET /ice-servers`: STUN and fresh TURN credentials for this user.
-    async fn ice_servers(&self) -> Result<Vec<(Vec<String>, String, String)>, String> {
-        Ok(ice_servers(
-            &self.trusted("GET", "/ice-servers", None).await?,
-        ))
+    async fn ice_servers(&self) -> Result<IceServerList, SessionError> {
+        self.trusted(reqwest::Method::GET, "/ice-servers", None)
+            .await
     }
 }
 
@@ -195,13 +258,12 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Connects and subscribes to `private-call-inbox.{user}`.
-    pub async fn open(device: &Device) -> Result<Inbox, String> {
+    /// Connects and subscribes to the user's inbox, `private-call-inbox.{user}`.
+    pub async fn open(device: &Device) -> Result<Inbox, SessionError> {
         let client = device.client().await?;
         client
-            .subscribe(&format!("private-call-inbox.{}", device.user))
-            .await
-            .map_err(|e| e.to_string())?;
+            .subscribe(&InboxChannel::new(device.user.clone()).to_string())
+            .await?;
         Ok(Inbox {
             device: device.clone(),
             client,
@@ -229,33 +291,26 @@ pub struct Outcome {
     pub throttled: usize,
 }
 
-/// The signaling half of a call on this device: the call machine on a subscribed call channel,
-/// with sealing, replay and downgrade checks, chunk reassembly and ordered sending. It is the API
-/// for apps with their own WebRTC stack: read [`Signaling::next_event`] for ringing, accepted,
-/// offers, answers, candidates, media state and the end, and answer with `send_offer`,
-/// `send_answer`, `add_local_candidates`, `send_media_state`, `hang_up`, ...
+/// The signaling half of a call on this device: a [`CallEndpoint`] on a subscribed call channel.
+/// It is the API for apps with their own WebRTC stack: read [`Signaling::next_event`] for
+/// ringing, accepted, offers, answers, candidates, media state and the end, and answer with
+/// `send_offer`, `send_answer`, `add_local_candidates`, `send_media_state`, `hang_up`, ...
 ///
 /// [`Action::Send`] never surfaces: sending is this type's job. Commands queue their events and
 /// send them at once; notices for the app wait in order until `next_event` returns them.
 pub struct Signaling {
-    machine: CallMachine,
+    endpoint: CallEndpoint,
     client: RealtimeClient,
-    channel: CallChannel,
-    guard: PrivacyGuard,
-    key: Option<ChannelKey>,
-    assembler: ChunkAssembler,
-    outbox: mpsc::UnboundedSender<(String, Value)>,
-    /// Signaling events the server refused (for a reason other than the rate).
-    failures: mpsc::UnboundedReceiver<String>,
-    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    outbox: mpsc::UnboundedSender<Transmit>,
+    /// Signaling events the server refused (for a reason other than the rate): name and reason.
+    failures: mpsc::UnboundedReceiver<(String, String)>,
+    sent: Arc<AtomicUsize>,
     pub timeline: Timeline,
     epoch: Instant,
     throttled: usize,
-    notices: std::collections::VecDeque<Action>,
-    /// Events on the call channel this device refused, in order, with the rule each broke.
-    refusals: Vec<Refusal>,
-    /// The device, when the call goes through a trusted server: accept, decline and hang-up are
-    /// also reported to it directly ([SRV-016], [SRV-025]).
+    notices: VecDeque<Action>,
+    /// The device, when the call goes through a trusted server: the endpoint's reports of the
+    /// user's actions go to it ([SRV-016], [SRV-025]).
     reporter: Option<Device>,
 }
 
@@ -263,35 +318,7 @@ pub struct Signaling {
 pub struct CallSession {
     sig: Signaling,
     peer: MediaPeer,
-    pending_candidates: Vec<crate::event::IceCandidate>,
-    candidates_due: Option<tokio::time::Instant>,
     media_flags: (bool, bool),
-}
-
-/// The answer of `POST /calls`.
-#[derive(Debug, Clone)]
-pub struct PlacedCall {
-    pub call_id: String,
-    pub channel: String,
-    pub response: Value,
-}
-
-fn ice_servers(response: &Value) -> Vec<(Vec<String>, String, String)> {
-    response["ice_servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let urls = s["urls"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| u.as_str().map(str::to_owned))
-                .collect();
-            let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-            (urls, text("username"), text("credential"))
-        })
-        .collect()
 }
 
 impl Signaling {
@@ -302,7 +329,7 @@ impl Signaling {
         machine: CallMachine,
         client: RealtimeClient,
         privacy: Privacy,
-    ) -> Result<Signaling, String> {
+    ) -> Result<Signaling, SessionError> {
         let epoch = Instant::now();
         Signaling::open(machine, client, privacy, Timeline::begin(), epoch).await
     }
@@ -313,15 +340,14 @@ impl Signaling {
     pub fn start(
         &mut self,
         callees: Vec<UserId>,
-        media: crate::event::MediaSelection,
+        media: MediaSelection,
         ring: RingTimeoutMs,
         privacy: Privacy,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         let now = self.now_ms();
-        self.machine
-            .start(callees, media, ring, privacy, now)
-            .map_err(|e| e.to_string())?;
-        self.flush()
+        self.endpoint.start(callees, media, ring, privacy, now)?;
+        self.flush();
+        Ok(())
     }
 
     async fn open(
@@ -330,99 +356,73 @@ impl Signaling {
         privacy: Privacy,
         mut timeline: Timeline,
         epoch: Instant,
-    ) -> Result<Signaling, String> {
-        let channel = machine.channel().clone();
-        let sub = client
-            .subscribe(&channel.to_string())
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Signaling, SessionError> {
+        let channel = machine.channel().to_string();
+        let sub = client.subscribe(&channel).await?;
         timeline.note(format!("subscribed to {channel}"));
-        let key = match (privacy, &sub.shared_secret) {
-            (Privacy::Strong, Some(secret)) => {
-                Some(ChannelKey::from_shared_secret(secret).map_err(|e| e.to_string())?)
-            }
-            (Privacy::Strong, None) => {
-                return Err(
-                    "a strong-privacy call needs shared_secret from the auth endpoint".into(),
-                );
-            }
-            _ => None,
-        };
-        let mut guard = PrivacyGuard::new(channel.clone(), privacy);
-        if let Some(k) = &key {
-            guard.install_key(k.clone());
-        }
+        let endpoint = CallEndpoint::new(machine, privacy, sub.shared_secret.as_deref())?;
         // Events leave one at a time, in order; each waits for the server's confirmation.
-        let (outbox, mut queue) = mpsc::unbounded_channel::<(String, Value)>();
-        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (outbox, mut queue) = mpsc::unbounded_channel::<Transmit>();
+        let sent = Arc::new(AtomicUsize::new(0));
         let counter = sent.clone();
-        let channel_name = channel.to_string();
-        let client_for_send = client.sender();
-        let (failures_tx, failures) = mpsc::unbounded_channel::<String>();
+        let sender = client.sender();
+        let (failures_tx, failures) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            while let Some((name, data)) = queue.recv().await {
-                if let Err(e) = client_for_send.trigger(&channel_name, &name, data).await {
-                    // A refused signaling event cannot be skipped: the call cannot go on.
-                    let _ = failures_tx.send(format!("{name} refused: {e}"));
+            while let Some(t) = queue.recv().await {
+                if let Err(e) = sender.trigger(&channel, &t.event, t.data).await {
+                    let _ = failures_tx.send((t.event, e.to_string()));
                     return;
                 }
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counter.fetch_add(1, Ordering::Relaxed);
             }
         });
         Ok(Signaling {
-            machine,
+            endpoint,
             client,
-            channel,
-            guard,
-            key,
-            assembler: ChunkAssembler::new(),
             outbox,
             failures,
             sent,
             timeline,
             epoch,
             throttled: 0,
-            notices: std::collections::VecDeque::new(),
-            refusals: Vec::new(),
+            notices: VecDeque::new(),
             reporter: None,
         })
     }
 
-    /// Starts a call through the trusted server (`POST /calls`) and joins its channel.
-    pub async fn place(device: &Device, request: Value) -> Result<(Signaling, PlacedCall), String> {
+    /// Starts a call through the trusted server (`POST /calls` with `request`, whose members and
+    /// defaults are those of [`CallRequest`]) and joins its channel.
+    pub async fn place(
+        device: &Device,
+        request: Value,
+    ) -> Result<(Signaling, PlacedCall), SessionError> {
         let epoch = Instant::now();
         let mut timeline = Timeline::begin();
         let client = device.client().await?;
-        let body = device.trusted("POST", "/calls", Some(&request)).await?;
-        let placed = PlacedCall {
-            call_id: body["call_id"].as_str().unwrap_or_default().to_owned(),
-            channel: body["channel"].as_str().unwrap_or_default().to_owned(),
-            response: body.clone(),
-        };
+        let placed: PlacedCall = device
+            .trusted(reqwest::Method::POST, "/calls", Some(&request))
+            .await?;
         timeline.note(format!("call {} created; invitations sent", placed.call_id));
-        let channel = CallChannel::parse(&placed.channel).map_err(|e| e.to_string())?;
-        let privacy: Privacy =
-            serde_json::from_value(body["privacy"].clone()).unwrap_or(Privacy::Standard);
-        let machine = CallMachine::caller(channel, device.party.clone(), device.user.clone())
-            .with_server_ring_timeout()
-            .with_event_limit(client.max_event_bytes(), privacy == Privacy::Strong);
-        let mut sig = Signaling::open(machine, client, privacy, timeline, epoch).await?;
+        // The server accepted the request, so it reads as one; its defaults are the protocol's.
+        let asked: CallRequest = serde_json::from_value(request).map_err(|e| {
+            SessionError::Protocol(format!("the call request the server accepted: {e}"))
+        })?;
+        let machine = CallMachine::caller(
+            placed.channel.clone(),
+            device.party.clone(),
+            device.user.clone(),
+        )
+        .with_server_ring_timeout()
+        .with_event_limit(client.max_event_bytes(), placed.privacy == Privacy::Strong);
+        let mut sig = Signaling::open(machine, client, placed.privacy, timeline, epoch).await?;
         sig.reporter = Some(device.clone());
-        let callees: Vec<UserId> =
-            serde_json::from_value(request["callees"].clone()).unwrap_or_default();
-        let ring = RingTimeoutMs::new(body["ring_timeout_ms"].as_u64().unwrap_or(60_000))
-            .unwrap_or_default();
-        let media: crate::event::MediaSelection = serde_json::from_value(request["media"].clone())
-            .unwrap_or(crate::event::MediaSelection {
-                audio: true,
-                video: false,
-                screen: false,
-            });
-        let now = sig.now_ms();
-        sig.machine
-            .start(callees, media, ring, privacy, now)
-            .map_err(|e| e.to_string())?;
-        sig.flush()?;
+        let ring = RingTimeoutMs::new(placed.ring_timeout_ms).ok_or_else(|| {
+            SessionError::Protocol(format!(
+                "the server's ring_timeout_ms {} is out of range",
+                placed.ring_timeout_ms
+            ))
+        })?;
+        sig.start(asked.callees, asked.media, ring, placed.privacy)?;
         Ok((sig, placed))
     }
 
@@ -431,111 +431,55 @@ impl Signaling {
     }
 
     pub fn phase(&self) -> Phase {
-        self.machine.phase()
+        self.endpoint.phase()
     }
 
-    pub fn role(&self) -> crate::call::Role {
-        self.machine.role()
+    pub fn role(&self) -> Role {
+        self.endpoint.role()
     }
 
     pub fn channel(&self) -> &CallChannel {
-        &self.channel
+        self.endpoint.channel()
     }
 
     /// The call's id.
-    pub fn call_id(&self) -> &crate::ids::CallId {
-        self.channel.call_id()
+    pub fn call_id(&self) -> &CallId {
+        self.endpoint.channel().call_id()
     }
 
     /// Counts so far.
     pub fn outcome(&self) -> Outcome {
         Outcome {
-            phase: self.machine.phase(),
-            events_sent: self.sent.load(std::sync::atomic::Ordering::Relaxed),
+            phase: self.endpoint.phase(),
+            events_sent: self.sent.load(Ordering::Relaxed),
             throttled: self.throttled,
         }
     }
 
-    fn send(&mut self, event: CallEvent) -> Result<(), String> {
-        // The machine already chunked large SDP; sensitive events are sealed here.
-        let (name, data) = match (&self.key, event.kind().is_sensitive()) {
-            (Some(k), true) => {
-                let sealed =
-                    seal(k, &self.channel, &event, rand::random()).map_err(|e| e.to_string())?;
-                (sealed.wire_name(), Value::Object(sealed.to_data()))
+    /// Carries out what the endpoint produced: events to the sender task (sealed with fresh
+    /// nonces), reports to the trusted server, notes to the timeline, actions for the app.
+    fn flush(&mut self) {
+        loop {
+            let now = self.now_ms();
+            while let Some(t) = self.endpoint.poll_transmit(rand::random(), now) {
+                // The sender task ends only after a refusal, which `failures` reports.
+                let _ = self.outbox.send(t);
             }
-            _ => (event.wire_name(), Value::Object(event.to_data())),
-        };
-        self.timeline.note(format!("sent {name}"));
-        self.outbox
-            .send((name, data))
-            .map_err(|_| "sender stopped".to_owned())
-    }
-
-    /// Sends what the machine wants sent; keeps everything else for `next_event`.
-    fn flush(&mut self) -> Result<(), String> {
-        while let Some(action) = self.machine.poll_action() {
-            match action {
-                Action::Send(e) => self.send(e)?,
-                Action::PeerRinging { .. } => {
-                    self.timeline.note("ringing");
-                    self.notices.push_back(action);
-                }
-                Action::Ended { reason, by_remote } => {
-                    self.timeline.note(format!(
-                        "ended: {reason:?}{}",
-                        if by_remote { " (remote)" } else { "" }
-                    ));
-                    self.notices.push_back(action);
-                }
-                other => self.notices.push_back(other),
+            let Some(output) = self.endpoint.poll_output() else {
+                return;
+            };
+            match output {
+                EndpointOutput::Action(action) => self.notices.push_back(action),
+                EndpointOutput::Report(report) => self.report(report),
+                EndpointOutput::Note(note) => self.timeline.note(note),
             }
         }
-        Ok(())
-    }
-
-    fn handle_frame(&mut self, frame: Frame) {
-        let on_this_channel = frame
-            .channel
-            .as_deref()
-            .is_some_and(|c| c == self.channel.to_string());
-        let incoming = match parse_frame(&frame) {
-            Ok((ChannelName::Call(ch), incoming)) if ch == self.channel => incoming,
-            Ok(_) => return,
-            // Only call events on this call's channel concern it; other events of a shared
-            // connection (member events, other channels) are not refusals.
-            Err(e) if on_this_channel && crate::event::is_call_event_name(&frame.event) => {
-                self.refuse(Refusal::of_event(&frame.event, &e));
-                return;
-            }
-            Err(_) => return,
-        };
-        let event = match self.guard.receive(incoming) {
-            Ok(e) => e,
-            Err(e) => {
-                self.refuse(Refusal::new(&frame.event, e.code(), e.requirement(), &e));
-                return;
-            }
-        };
-        let now = self.now_ms();
-        match self.assembler.push(event, now) {
-            Ok(Some(whole)) => {
-                self.machine.handle_event(&whole, now);
-            }
-            Ok(None) => {}
-            Err(e) => self.refuse(Refusal::new(&frame.event, e.code(), e.requirement(), &e)),
-        }
-    }
-
-    fn refuse(&mut self, refusal: Refusal) {
-        self.timeline.note(format!("{refusal} ({})", refusal.code));
-        self.refusals.push(refusal);
     }
 
     /// Events on the call channel this device refused so far, in order, each with the rule it
     /// broke: the first one usually explains why a call did not go on.
     pub fn refusals(&self) -> &[Refusal] {
-        &self.refusals
+        self.endpoint.refusals()
     }
 
     /// The next thing the app must act on (never [`Action::Send`]), or `None` at `deadline`.
@@ -543,139 +487,136 @@ impl Signaling {
     pub async fn next_event(
         &mut self,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<Action>, String> {
+    ) -> Result<Option<Action>, SessionError> {
         loop {
-            self.flush()?;
+            self.flush();
             if let Some(a) = self.notices.pop_front() {
                 return Ok(Some(a));
             }
-            // The machine's own deadlines (ring and connect timeouts) come before the caller's.
+            // The endpoint's own deadlines (ring, connect, candidate batch) come before the
+            // caller's.
             let timeout = self
-                .machine
-                .next_timeout()
+                .endpoint
+                .poll_timeout()
                 .map(|ms| tokio::time::Instant::from_std(self.epoch + Duration::from_millis(ms)));
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
                 _ = async { tokio::time::sleep_until(timeout.unwrap_or(deadline)).await }, if timeout.is_some_and(|t| t < deadline) => {
                     let now = self.now_ms();
-                    self.machine.handle_timeout(now);
+                    self.endpoint.handle_timeout(now);
                 }
                 event = self.client.next_event() => match event {
                     Some(ClientEvent::Event { channel, event, data, user_id }) => {
-                        self.handle_frame(Frame { event, channel, data, user_id });
+                        let now = self.now_ms();
+                        self.endpoint.handle_frame(&Frame { event, channel, data, user_id }, now);
                     }
                     Some(ClientEvent::Throttled { .. }) => self.throttled += 1,
-                    Some(ClientEvent::SubscriptionLost { channel, reason }) if channel == self.channel.to_string() => {
-                        // Nothing more can be heard on the call channel: the call cannot go on.
-                        self.timeline.note(format!("lost the call channel: {reason}"));
+                    Some(ClientEvent::SubscriptionLost { channel, reason }) if channel == self.endpoint.channel_name() => {
                         let now = self.now_ms();
-                        self.machine.fail(EndReason::SignalingFailed, now);
+                        self.endpoint.handle_channel_lost(&reason, now);
                     }
                     Some(_) => {}
-                    None => return Err("signaling connection ended".into()),
+                    None => return Err(SessionError::ConnectionEnded),
                 },
-                Some(failure) = self.failures.recv() => {
-                    self.timeline.note(format!("signaling failed: {failure}"));
+                Some((event, reason)) = self.failures.recv() => {
                     let now = self.now_ms();
-                    self.machine.fail(EndReason::SignalingFailed, now);
+                    self.endpoint.handle_send_refused(&event, &reason, now);
                 }
             }
         }
     }
 
-    /// Tells the trusted server what this user did ([SRV-025]), in the background, on every
-    /// channel kind: on a private channel this is the only identity the record may use
-    /// ([SRV-016]); on a presence channel it is the second path beside the realtime server's
-    /// webhook, which a realtime server that dies with a queue in memory loses. The call goes on
-    /// whatever the report's fate; see [`report_until_acknowledged`].
-    fn report(&mut self, action: &'static str, body: Option<Value>) {
+    /// Sends one of the endpoint's reports to the trusted server in the background; the call
+    /// goes on whatever its fate (see [`report_until_acknowledged`]).
+    fn report(&mut self, report: ActionReport) {
         let Some(device) = self.reporter.clone() else {
             return;
         };
-        let path = format!("/calls/{}/{action}", self.channel.call_id());
+        let path = report.path(self.call_id());
         self.timeline
-            .note(format!("reported {action} to the trusted server"));
-        tokio::spawn(async move { report_until_acknowledged(&device, &path, body).await });
+            .note(format!("reported {path} to the trusted server"));
+        tokio::spawn(async move { report_until_acknowledged(&device, &path, report.body()).await });
     }
 
     /// The local user answers.
-    pub fn accept(&mut self) -> Result<(), String> {
+    pub fn accept(&mut self) -> Result<(), SessionError> {
         let now = self.now_ms();
-        self.machine.accept(now).map_err(|e| e.to_string())?;
-        self.timeline.note("accepted");
-        self.report("accept", None);
-        self.flush()
+        self.endpoint.accept(now)?;
+        self.flush();
+        Ok(())
     }
 
     /// The local user declines (or is busy).
-    pub fn decline(&mut self, busy: bool) -> Result<(), String> {
+    pub fn decline(&mut self, busy: bool) -> Result<(), SessionError> {
         let now = self.now_ms();
-        self.machine.decline(busy, now).map_err(|e| e.to_string())?;
-        self.report("decline", Some(serde_json::json!({ "busy": busy })));
-        self.flush()
+        self.endpoint.decline(busy, now)?;
+        self.flush();
+        Ok(())
     }
 
     /// Hangs up (or cancels, before an answer).
-    pub fn hang_up(&mut self) -> Result<(), String> {
+    pub fn hang_up(&mut self) -> Result<(), SessionError> {
         let now = self.now_ms();
-        self.machine.hang_up(now).map_err(|e| e.to_string())?;
-        // The machine decided the reason (hang-up, or cancelled before an answer).
-        if let Phase::Ended(reason) = self.machine.phase() {
-            self.report("end", Some(serde_json::json!({ "reason": reason })));
-        }
-        self.flush()
+        self.endpoint.hang_up(now)?;
+        self.flush();
+        Ok(())
     }
 
     /// Ends the call for a local reason (`replaced` after glare, `ice_failed`, ...).
-    pub fn fail(&mut self, reason: EndReason) -> Result<(), String> {
+    pub fn fail(&mut self, reason: EndReason) {
         let now = self.now_ms();
-        self.machine.fail(reason, now);
-        self.flush()
+        self.endpoint.fail(reason, now);
+        self.flush();
     }
 
-    pub fn send_offer(&mut self, sdp: &str, ice_restart: bool) -> Result<u32, String> {
+    pub fn send_offer(&mut self, sdp: &str, ice_restart: bool) -> Result<u32, SessionError> {
         let now = self.now_ms();
-        let sdp = Sdp::parse(sdp).map_err(|e| e.to_string())?;
-        let id = self
-            .machine
-            .send_offer(sdp, ice_restart, now)
-            .map_err(|e| e.to_string())?;
-        self.flush()?;
+        let id = self.endpoint.send_offer(sdp, ice_restart, now)?;
+        self.flush();
         Ok(id)
     }
 
-    pub fn send_answer(&mut self, sdp: &str, negotiation_id: u32) -> Result<(), String> {
+    pub fn send_answer(&mut self, sdp: &str, negotiation_id: u32) -> Result<(), SessionError> {
         let now = self.now_ms();
-        let sdp = Sdp::parse(sdp).map_err(|e| e.to_string())?;
-        self.machine
-            .send_answer(sdp, negotiation_id, now)
-            .map_err(|e| e.to_string())?;
-        self.flush()
+        self.endpoint.send_answer(sdp, negotiation_id, now)?;
+        self.flush();
+        Ok(())
     }
 
-    /// Local candidates (batched into as few events as the rules allow).
-    pub fn add_local_candidates(
-        &mut self,
-        candidates: Vec<crate::event::IceCandidate>,
-        end_of_candidates: bool,
-    ) -> Result<(), String> {
+    /// Local candidates of the app's own batching, sent now (in as few events as the rules
+    /// allow).
+    pub fn add_local_candidates(&mut self, candidates: Vec<IceCandidate>, end_of_candidates: bool) {
         let now = self.now_ms();
-        self.machine
+        self.endpoint
             .add_local_candidates(candidates, end_of_candidates, now);
-        self.flush()
+        self.flush();
     }
 
-    pub fn send_media_state(&mut self, state: crate::event::MediaStateBody) -> Result<(), String> {
+    /// One local candidate as WebRTC gathers it: the endpoint batches them over a short window.
+    pub fn add_local_candidate(&mut self, candidate: IceCandidate) {
         let now = self.now_ms();
-        self.machine
-            .send_media_state(state, now)
-            .map_err(|e| e.to_string())?;
-        self.flush()
+        self.endpoint.add_local_candidate(candidate, now);
+        self.flush();
+    }
+
+    /// Gathering finished: pending candidates leave now, marked as the last.
+    pub fn local_candidates_complete(&mut self) {
+        let now = self.now_ms();
+        self.endpoint.local_candidates_complete(now);
+        self.flush();
+    }
+
+    pub fn send_media_state(&mut self, state: MediaStateBody) -> Result<(), SessionError> {
+        let now = self.now_ms();
+        self.endpoint.send_media_state(state, now)?;
+        self.flush();
+        Ok(())
     }
 
     /// Media connected (ICE and DTLS up).
     pub fn media_connected(&mut self) {
-        self.machine.media_connected();
+        self.endpoint.media_connected();
+        self.flush();
     }
 
     pub async fn close(self) {
@@ -686,7 +627,7 @@ impl Signaling {
 impl Inbox {
     /// Waits for an invitation, then joins its call channel as a callee device that is ringing;
     /// signaling only (see [`Inbox::next_call`] for the reference media peer too).
-    pub async fn next_invitation(mut self, within: Duration) -> Result<Signaling, String> {
+    pub async fn next_invitation(mut self, within: Duration) -> Result<Signaling, SessionError> {
         let mut timeline = Timeline::begin();
         let client = &mut self.client;
         let invitation = tokio::time::timeout(within, async {
@@ -710,15 +651,17 @@ impl Inbox {
                         }
                     }
                     Some(ClientEvent::SubscriptionLost { reason, .. }) => {
-                        return Err(format!("the inbox subscription was lost: {reason}"));
+                        return Err(SessionError::Protocol(format!(
+                            "the inbox subscription was lost: {reason}"
+                        )));
                     }
                     Some(_) => continue,
-                    None => return Err("connection ended".to_owned()),
+                    None => return Err(SessionError::ConnectionEnded),
                 }
             }
         })
         .await
-        .map_err(|_| "no invitation arrived".to_owned())??;
+        .map_err(|_| SessionError::TimedOut("no invitation arrived".into()))??;
         timeline.note("invitation received");
         let EventBody::Started(started) = invitation.body() else {
             unreachable!("the inbox carries call.started only")
@@ -731,13 +674,13 @@ impl Inbox {
             self.device.user.clone(),
             now,
         )
-        .map_err(|e| e.to_string())?
+        .map_err(EndpointError::from)?
         .with_event_limit(self.client.max_event_bytes(), privacy == Privacy::Strong);
         let mut sig = Signaling::open(machine, self.client, privacy, timeline, self.epoch).await?;
         sig.reporter = Some(self.device.clone());
         let now = sig.now_ms();
-        sig.machine.ring(now).map_err(|e| e.to_string())?;
-        sig.flush()?;
+        sig.endpoint.ring(now)?;
+        sig.flush();
         Ok(sig)
     }
 
@@ -747,12 +690,12 @@ impl Inbox {
         self,
         peer_options: PeerOptions,
         within: Duration,
-    ) -> Result<CallSession, String> {
+    ) -> Result<CallSession, SessionError> {
         let device = self.device.clone();
         let mut sig = self.next_invitation(within).await?;
         let mut options = peer_options;
         match device.ice_servers().await {
-            Ok(servers) => options.ice_servers.extend(servers),
+            Ok(list) => options.ice_servers.extend(list.ice_servers),
             Err(e) => sig.timeline.note(format!("no ICE servers: {e}")),
         }
         CallSession::new(sig, options).await
@@ -765,18 +708,19 @@ impl CallSession {
     pub async fn with_signaling(
         sig: Signaling,
         peer_options: PeerOptions,
-    ) -> Result<CallSession, String> {
+    ) -> Result<CallSession, SessionError> {
         CallSession::new(sig, peer_options).await
     }
 
-    async fn new(mut sig: Signaling, peer_options: PeerOptions) -> Result<CallSession, String> {
-        sig.machine
+    async fn new(
+        mut sig: Signaling,
+        peer_options: PeerOptions,
+    ) -> Result<CallSession, SessionError> {
+        sig.endpoint
             .set_connect_timeout(peer_options.connect_timeout.as_millis() as u64);
         Ok(CallSession {
             sig,
             peer: MediaPeer::new(&peer_options).await?,
-            pending_candidates: Vec::new(),
-            candidates_due: None,
             media_flags: (false, false),
         })
     }
@@ -787,10 +731,12 @@ impl CallSession {
         device: &Device,
         request: Value,
         peer_options: PeerOptions,
-    ) -> Result<(CallSession, PlacedCall), String> {
+    ) -> Result<(CallSession, PlacedCall), SessionError> {
         let (sig, placed) = Signaling::place(device, request).await?;
         let mut options = peer_options;
-        options.ice_servers.extend(ice_servers(&placed.response));
+        options
+            .ice_servers
+            .extend(placed.ice_servers.iter().cloned());
         Ok((CallSession::new(sig, options).await?, placed))
     }
 
@@ -800,7 +746,7 @@ impl CallSession {
     pub fn channel(&self) -> &CallChannel {
         self.sig.channel()
     }
-    pub fn call_id(&self) -> &crate::ids::CallId {
+    pub fn call_id(&self) -> &CallId {
         self.sig.call_id()
     }
     pub fn timeline(&self) -> &Timeline {
@@ -819,22 +765,23 @@ impl CallSession {
         self.peer.local_candidates().await
     }
 
-    pub async fn accept(&mut self) -> Result<(), String> {
+    pub async fn accept(&mut self) -> Result<(), SessionError> {
         self.sig.accept()
     }
-    pub async fn decline(&mut self, busy: bool) -> Result<(), String> {
+    pub async fn decline(&mut self, busy: bool) -> Result<(), SessionError> {
         self.sig.decline(busy)
     }
-    pub async fn hang_up(&mut self) -> Result<(), String> {
+    pub async fn hang_up(&mut self) -> Result<(), SessionError> {
         self.sig.hang_up()
     }
     /// Ends this device's outgoing call because a crossing call won the glare ([FLOW-008]).
-    pub async fn replaced(&mut self) -> Result<(), String> {
-        self.sig.fail(EndReason::Replaced)
+    pub async fn replaced(&mut self) -> Result<(), SessionError> {
+        self.sig.fail(EndReason::Replaced);
+        Ok(())
     }
 
     /// Acts on one signaling notice with the media peer.
-    async fn act(&mut self, action: Action) -> Result<(), String> {
+    async fn act(&mut self, action: Action) -> Result<(), SessionError> {
         match action {
             Action::CreateOffer { to } => {
                 self.sig.timeline.note(format!("accepted by {to}"));
@@ -844,10 +791,16 @@ impl CallSession {
             Action::RemoteOffer {
                 sdp,
                 negotiation_id,
+                ice_restart,
+                rollback,
                 ..
             } => {
-                self.sig.timeline.note("offer received");
-                let answer = self.peer.accept_offer(&sdp).await?;
+                self.sig.timeline.note(format!(
+                    "offer received{}{}",
+                    if ice_restart { " (ICE restart)" } else { "" },
+                    if rollback { "; rolling back ours" } else { "" }
+                ));
+                let answer = self.peer.accept_offer(&sdp, rollback).await?;
                 self.sig.send_answer(&answer, negotiation_id)?;
             }
             Action::RemoteAnswer { sdp } => {
@@ -874,20 +827,11 @@ impl CallSession {
         Ok(())
     }
 
-    fn on_signal(&mut self, signal: PeerSignal) -> Result<(), String> {
+    fn on_signal(&mut self, signal: PeerSignal) {
         match signal {
-            PeerSignal::LocalCandidate(c) => {
-                self.pending_candidates.push(c);
-                self.candidates_due
-                    .get_or_insert_with(|| tokio::time::Instant::now() + CANDIDATE_BATCH_WINDOW);
-            }
-            PeerSignal::GatheringComplete => {
-                let batch = std::mem::take(&mut self.pending_candidates);
-                self.candidates_due = None;
-                self.sig.add_local_candidates(batch, true)?;
-            }
+            PeerSignal::LocalCandidate(c) => self.sig.add_local_candidate(c),
+            PeerSignal::GatheringComplete => self.sig.local_candidates_complete(),
             PeerSignal::Connected => {
-                self.sig.timeline.note("ICE connected, DTLS up");
                 self.sig.media_connected();
                 self.peer.start_audio(Duration::from_secs(30));
             }
@@ -897,7 +841,7 @@ impl CallSession {
                     .timeline
                     .note(format!("data channel message {m:?}"));
                 // The caller is done when its ping came back; the callee once it echoed it.
-                let caller = self.sig.role() == crate::call::Role::Caller;
+                let caller = self.sig.role() == Role::Caller;
                 if caller == m.starts_with("echo:") {
                     self.media_flags.0 = true;
                 }
@@ -908,14 +852,17 @@ impl CallSession {
             }
             PeerSignal::Failed(e) => {
                 self.sig.timeline.note(format!("media failed: {e}"));
-                self.sig.fail(EndReason::IceFailed)?;
+                self.sig.fail(EndReason::IceFailed);
             }
         }
-        Ok(())
     }
 
     /// Runs the session until `until` (or the call ends), or fails after `within`.
-    pub async fn run(&mut self, until: RunUntil, within: Duration) -> Result<Outcome, String> {
+    pub async fn run(
+        &mut self,
+        until: RunUntil,
+        within: Duration,
+    ) -> Result<Outcome, SessionError> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if matches!(self.sig.phase(), Phase::Ended(_)) && self.sig.notices.is_empty() {
@@ -924,7 +871,6 @@ impl CallSession {
             if until == RunUntil::MediaUp && self.media_flags == (true, true) {
                 break;
             }
-            let candidates_due = self.candidates_due;
             tokio::select! {
                 action = self.sig.next_event(deadline) => match action? {
                     Some(a) => self.act(a).await?,
@@ -933,22 +879,17 @@ impl CallSession {
                         let last = self.sig.timeline.entries.last().map_or_else(String::new, |(at, what)| {
                             format!("; the last thing that happened: {what} ({} ms in)", at.as_millis())
                         });
-                        return Err(format!(
+                        return Err(SessionError::TimedOut(format!(
                             "gave up after {} s: the call was {}{last}",
                             within.as_secs(),
                             self.sig.phase()
-                        ));
+                        )));
                     }
                 },
                 signal = self.peer.next_signal() => match signal {
-                    Some(s) => self.on_signal(s)?,
-                    None => return Err("media peer stopped".into()),
+                    Some(s) => self.on_signal(s),
+                    None => return Err(SessionError::Protocol("media peer stopped".into())),
                 },
-                _ = async { tokio::time::sleep_until(candidates_due.unwrap_or(deadline)).await }, if candidates_due.is_some() => {
-                    let batch = std::mem::take(&mut self.pending_candidates);
-                    self.candidates_due = None;
-                    self.sig.add_local_candidates(batch, false)?;
-                }
             }
         }
         Ok(self.sig.outcome())

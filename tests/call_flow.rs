@@ -75,7 +75,7 @@ async fn full_call(privacy: &str) {
         PeerOptions::default(),
     )
     .await;
-    assert_eq!(callee.channel().to_string(), placed.channel);
+    assert_eq!(callee.channel(), &placed.channel);
     callee.accept().await.unwrap();
     let (a, b) = media_up(&mut caller, &mut callee).await;
     for t in [&caller.timeline(), &callee.timeline()] {
@@ -344,21 +344,32 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
     })
     .await
     .unwrap();
-    mallory.subscribe(&placed.channel).await.unwrap();
+    mallory
+        .subscribe(&placed.channel.to_string())
+        .await
+        .unwrap();
     let call_id = placed.call_id.as_str();
     let clear = json!({"v": 1, "call_id": call_id, "party_id": "bob-mallory-01", "user_id": "bob", "seq": 99, "sent_at_ms": 0,
         "audio": {"muted": true}, "video": {"enabled": false}, "screen": {"sharing": false}, "on_hold": true});
     mallory
-        .trigger(&placed.channel, "client-call.media_state", clear)
+        .trigger(
+            &placed.channel.to_string(),
+            "client-call.media_state",
+            clear,
+        )
         .await
         .unwrap();
     let ringing = json!({"v": 1, "call_id": call_id, "party_id": "bob-mallory-01", "user_id": "bob", "seq": 100, "sent_at_ms": 0});
     mallory
-        .trigger(&placed.channel, "client-call.ringing", ringing.clone())
+        .trigger(
+            &placed.channel.to_string(),
+            "client-call.ringing",
+            ringing.clone(),
+        )
         .await
         .unwrap();
     mallory
-        .trigger(&placed.channel, "client-call.ringing", ringing)
+        .trigger(&placed.channel.to_string(), "client-call.ringing", ringing)
         .await
         .unwrap();
     caller

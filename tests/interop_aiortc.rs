@@ -112,7 +112,7 @@ async fn rust_peer_calls_aiortc() {
     assert!(ok, "{result:#}");
     assert_aiortc_media(&result, "ping");
     assert_eq!(result["peer_user"], "alice");
-    assert_eq!(result["call_id"], placed.call_id);
+    assert_eq!(result["call_id"], placed.call_id.as_str());
     alice.close().await;
     common::interop::say(&format!(
         "interop Rust -> aiortc: Rust media up {} ms after the call was placed",

@@ -183,7 +183,7 @@ async fn rust_peer_calls_browser() {
     let b = browser_media_up(&bob, "bob").await;
     let outcome = outcome.unwrap_or_else(|e| panic!("the Rust caller: {e}\nbrowser: {b:#}"));
     assert_eq!(outcome.phase, Phase::Active);
-    assert_eq!(b["call"]["id"], placed.call_id);
+    assert_eq!(b["call"]["id"], placed.call_id.as_str());
     assert_eq!(b["call"]["data_channel"]["received"][0], "ping");
     assert_loopback_pair(&b, "bob");
     alice.hang_up().await.unwrap();

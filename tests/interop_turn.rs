@@ -15,7 +15,7 @@ use domvia_calls::call::Phase;
 use domvia_calls::event::EndReason;
 use domvia_calls::interop::coturn::{Coturn, TURN_RELAY_PORTS};
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Inbox, Outcome, PlacedCall, RunUntil};
+use domvia_calls::session::{CallSession, Inbox, Outcome, PlacedCall, RunUntil, SessionError};
 use domvia_calls::signing::{self, Secret};
 use domvia_calls::stack::RunningStack;
 
@@ -107,7 +107,7 @@ async fn relay_call(
     CallSession,
     CallSession,
     PlacedCall,
-    (Result<Outcome, String>, Result<Outcome, String>),
+    (Result<Outcome, SessionError>, Result<Outcome, SessionError>),
 ) {
     let inbox = Inbox::open(&common::calls::device(s, "bob")).await.unwrap();
     let (mut alice, placed) = common::calls::place_room_call(s, "alice", "bob", caller_peer).await;
@@ -184,7 +184,11 @@ async fn an_expired_turn_credential_gives_no_relay_and_the_call_ends_ice_failed(
         .as_secs();
     let expired = signing::turn_credential(&Secret::new(TURN_SECRET), "alice", now - 60);
     let peer = PeerOptions {
-        ice_servers: vec![(vec![coturn.url()], expired.username, expired.password)],
+        ice_servers: vec![domvia_calls::trusted::api::IceServer {
+            urls: vec![coturn.url()],
+            username: Some(expired.username),
+            credential: Some(expired.password),
+        }],
         ..relay_only()
     };
     refused_credential_fails_the_call(&s, peer).await;

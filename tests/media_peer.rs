@@ -13,7 +13,7 @@ async fn two_peers_connect_echo_and_exchange_rtp() {
     let mut callee = MediaPeer::new(&PeerOptions::default()).await.unwrap();
     let offer = caller.create_offer().await.unwrap();
     assert!(offer.starts_with("v=0"));
-    let answer = callee.accept_offer(&offer).await.unwrap();
+    let answer = callee.accept_offer(&offer, false).await.unwrap();
     caller.accept_answer(&answer).await.unwrap();
 
     let (mut echo, mut rtp_at_caller, mut rtp_at_callee, mut connected) = (false, false, false, 0);

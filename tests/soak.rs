@@ -259,8 +259,8 @@ async fn caller_loop(dev: Device, callee: String, truth: Arc<Mutex<Truth>>, unti
             .lock()
             .unwrap()
             .placed
-            .insert(placed.call_id.clone(), started);
-        let cancels = fate(&placed.call_id) == Fate::CallerCancels;
+            .insert(placed.call_id.to_string(), started);
+        let cancels = fate(placed.call_id.as_str()) == Fate::CallerCancels;
         let give_up = tokio::time::Instant::now()
             + Duration::from_millis(RING_TIMEOUT_MS)
             + Duration::from_secs(6);

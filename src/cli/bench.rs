@@ -452,7 +452,9 @@ mod call_bench {
         let start = Instant::now();
         let mut caller = MediaPeer::new(&PeerOptions::default()).await?;
         let mut callee = MediaPeer::new(&PeerOptions::default()).await?;
-        let answer = callee.accept_offer(&caller.create_offer().await?).await?;
+        let answer = callee
+            .accept_offer(&caller.create_offer().await?, false)
+            .await?;
         caller.accept_answer(&answer).await?;
         let (mut echo, mut rtp) = (None, None);
         while echo.is_none() || rtp.is_none() {

@@ -134,6 +134,7 @@ fn device(s: &RunningStack, user: &str) -> Result<Device, String> {
         &format!("{user}-token"),
         user,
     )
+    .map_err(String::from)
 }
 
 async fn start_stack(

@@ -2,6 +2,7 @@
 //! call records and their transitions, the ring timeout and webhook verification. The I/O shell in
 //! `crate::trusted_server` stores records and talks HTTP; it decides nothing itself.
 
+pub mod api;
 mod directory;
 pub mod outbox;
 mod policy;

@@ -33,6 +33,7 @@ pub use store::{Cursor, OutboxCounts, Store};
 
 use crate::ids::CallId;
 use crate::signing::{self, Secret};
+use crate::trusted::api::{IceServer, IceServerList, PlacedCall};
 use crate::trusted::{
     CallRequest, Directory, SigningApp, User, UserAction, apply_user_action, apply_webhook,
     authorize, end_vacated, expire_if_due, outbox, plan_call, webhook,
@@ -418,16 +419,24 @@ async fn realtime_auth(
     }
 }
 
-fn ice_servers(config: &TrustedConfig, user: &str, now_ms: u64) -> Value {
+fn ice_servers(config: &TrustedConfig, user: &str, now_ms: u64) -> Vec<IceServer> {
     let mut servers = Vec::new();
     if !config.stun_urls.is_empty() {
-        servers.push(json!({ "urls": config.stun_urls }));
+        servers.push(IceServer {
+            urls: config.stun_urls.clone(),
+            username: None,
+            credential: None,
+        });
     }
     if let (false, Some(secret)) = (config.turn_urls.is_empty(), &config.turn_secret) {
         let cred = signing::turn_credential(secret, user, now_ms / 1000 + config.turn_ttl_secs);
-        servers.push(json!({ "urls": config.turn_urls, "username": cred.username, "credential": cred.password }));
+        servers.push(IceServer {
+            urls: config.turn_urls.clone(),
+            username: Some(cred.username),
+            credential: Some(cred.password),
+        });
     }
-    Value::Array(servers)
+    servers
 }
 
 /// `GET /ice-servers`: STUN and fresh TURN credentials for the signed-in user, for a callee (the
@@ -440,8 +449,10 @@ async fn ice_servers_for_user(State(state): State<Arc<AppState>>, headers: Heade
             "sign in first: missing or unknown bearer token",
         );
     };
-    axum::Json(json!({ "ice_servers": ice_servers(&state.config, user.id.as_str(), unix_ms()) }))
-        .into_response()
+    axum::Json(IceServerList {
+        ice_servers: ice_servers(&state.config, user.id.as_str(), unix_ms()),
+    })
+    .into_response()
 }
 
 /// Longest `Idempotency-Key` accepted, and how long a key is remembered.
@@ -529,16 +540,16 @@ async fn create_call(
         .map(|i| i.user_id().clone())
         .collect();
     let r = &planned.record;
-    let answer = json!({
-        "call_id": r.call_id,
-        "channel": r.channel.to_string(),
-        "privacy": r.privacy,
-        "ring_timeout_ms": r.ring_timeout_ms,
-        "ring_deadline_ms": r.ring_deadline_ms(),
-        "callees": invitees,
-        "ice_servers": ice_servers(&state.config, user.id.as_str(), now),
-    });
-    let answer_text = answer.to_string();
+    let answer = PlacedCall {
+        call_id: r.call_id.clone(),
+        channel: r.channel.clone(),
+        privacy: r.privacy,
+        ring_timeout_ms: r.ring_timeout_ms,
+        ring_deadline_ms: r.ring_deadline_ms(),
+        callees: invitees.clone(),
+        ice_servers: ice_servers(&state.config, user.id.as_str(), now),
+    };
+    let answer_text = serde_json::to_string(&answer).expect("a placed call serializes");
     let idempotency = key.as_deref().map(|k| {
         (
             user.id.as_str(),

@@ -50,7 +50,11 @@ pub async fn place_room_call(
 }
 
 /// `GET /calls/{id}` as the holder of `token`, polled until the call ended (or 10 s passed).
-pub async fn ended_record(s: &RunningStack, token: &str, call_id: &str) -> Value {
+pub async fn ended_record(
+    s: &RunningStack,
+    token: &str,
+    call_id: &(impl std::fmt::Display + ?Sized),
+) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let resp = domvia_calls::net::http_client()

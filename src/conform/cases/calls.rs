@@ -314,7 +314,7 @@ async fn until(
             Ok(Some(a)) if pred(&a) => return Ok(a),
             Ok(Some(_)) => {}
             Ok(None) => break "nothing within 5 s".to_owned(),
-            Err(e) => break e,
+            Err(e) => break e.to_string(),
         }
     };
     Err(explained(sig.refusals(), who, what, problem))

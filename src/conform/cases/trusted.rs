@@ -690,7 +690,7 @@ async fn record(ctx: Ctx) -> Step<Option<String>> {
     )?;
     let (_, history) = get(&ctx, &caller_token, "/calls/history").await?;
     ensure(
-        history.to_string().contains(&placed.call_id),
+        history.to_string().contains(placed.call_id.as_str()),
         "the call is in the caller's history",
         placed.call_id.clone(),
         history.to_string(),

@@ -303,7 +303,7 @@ async fn media_call(ctx: &Ctx, kind: ChannelKind, caller_options: PeerOptions) -
                 caller.refusals(),
                 "the caller",
                 "data channel echo and RTP (media up through the target's signaling)",
-                e,
+                e.to_string(),
             )
         })?
         .phase;
@@ -412,7 +412,11 @@ async fn turn_relay(ctx: Ctx) -> Step<Option<String>> {
     let credential = signing::turn_credential(&secret, "conform-alice", now + 600);
     let options = PeerOptions {
         relay_only: true,
-        ice_servers: vec![(vec![url.clone()], credential.username, credential.password)],
+        ice_servers: vec![crate::trusted::api::IceServer {
+            urls: vec![url.clone()],
+            username: Some(credential.username),
+            credential: Some(credential.password),
+        }],
         // An allocation on a working TURN server takes well under a second.
         connect_timeout: Duration::from_secs(10),
         ..PeerOptions::default()
