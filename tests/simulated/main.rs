@@ -5,6 +5,10 @@
 //! every run is the same. One file per scenario; the real-socket tests of the shells are in
 //! `tests/realtime_client.rs` and `tests/signaling_session.rs`.
 
+mod call;
+mod call_failures;
+mod call_setup;
+mod call_strong_privacy;
 mod client_fence;
 mod client_pacing;
 mod client_reconnect;

@@ -6,8 +6,13 @@ use std::collections::VecDeque;
 
 use serde_json::Value;
 
+use domvia_calls::call::Action;
+use domvia_calls::call_endpoint::{ActionReport, CallEndpoint, EndpointOutput};
+use domvia_calls::channel::CallChannel;
+use domvia_calls::envelope::ChannelKey;
 use domvia_calls::ids::SocketId;
 use domvia_calls::pusher::ChannelType;
+use domvia_calls::pusher::Frame;
 use domvia_calls::pusher_client::{
     ChannelGrant, ClientError, ClientEvent, ClientOutput, PusherClient, Subscription, TriggerId,
 };
@@ -73,6 +78,38 @@ pub struct SimClient {
     pub held: Vec<(String, String, Result<ChannelGrant, String>)>,
     /// Connects to refuse before accepting again (the server is unreachable).
     pub refused_connects: usize,
+    /// The call endpoint this client carries, if it is in a call: frames go to it, its events
+    /// are triggered through the client, its timers run with the world's.
+    pub endpoint: Option<CallEndpoint>,
+    /// What the endpoint gave the app, the trusted server and the log, with times.
+    pub actions: Vec<(u64, Action)>,
+    pub reports: Vec<(u64, ActionReport)>,
+    pub notes: Vec<(u64, String)>,
+    nonces: u64,
+}
+
+impl SimClient {
+    /// The earliest timer of the client and its endpoint.
+    fn next_timeout(&self, now: u64) -> Option<u64> {
+        let endpoint = self.endpoint.as_ref().and_then(CallEndpoint::poll_timeout);
+        self.machine
+            .poll_timeout(now)
+            .into_iter()
+            .chain(endpoint)
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now: u64) {
+        self.machine.handle_timeout(now);
+        if let Some(endpoint) = self.endpoint.as_mut() {
+            endpoint.handle_timeout(now);
+        }
+    }
+
+    /// The app actions of the endpoint so far, without their times.
+    pub fn actions(&self) -> Vec<&Action> {
+        self.actions.iter().map(|(_, a)| a).collect()
+    }
 }
 
 pub struct World {
@@ -82,6 +119,8 @@ pub struct World {
     next_conn: u64,
     /// Frames sent to each connection, for the hub side of a scenario.
     pub wire: VecDeque<(ConnId, String)>,
+    /// The trusted server's master key for strong-privacy channel keys, if calls are strong.
+    pub channel_master: Option<[u8; 32]>,
 }
 
 impl World {
@@ -96,6 +135,7 @@ impl World {
             clients: Vec::new(),
             next_conn: 1,
             wire: VecDeque::new(),
+            channel_master: None,
         }
     }
 
@@ -115,6 +155,11 @@ impl World {
             hold_grants: false,
             held: Vec::new(),
             refused_connects: 0,
+            endpoint: None,
+            actions: Vec::new(),
+            reports: Vec::new(),
+            notes: Vec::new(),
+            nonces: 0,
         });
         self.clients.len() - 1
     }
@@ -139,6 +184,7 @@ impl World {
     /// Carries out what client `i` asks for at `now` (frames to the hub, outputs); true if any.
     pub fn drive_client(&mut self, i: usize) -> bool {
         let now = self.now;
+        let master = self.channel_master;
         let mut moved = false;
         while let Some(text) = self.clients[i].machine.poll_transmit(now) {
             moved = true;
@@ -182,7 +228,7 @@ impl World {
                         c.failing_grants -= 1;
                         Err("503 Service Unavailable: restarting".to_owned())
                     } else {
-                        Ok(sign(&socket_id, &channel))
+                        Ok(sign(&socket_id, &channel, master))
                     };
                     if c.hold_grants {
                         c.held.push((socket_id, channel, grant));
@@ -193,8 +239,68 @@ impl World {
                 ClientOutput::Subscribed { channel, result } => {
                     c.seen.subscribed.push((now, channel, result))
                 }
-                ClientOutput::Triggered { id, result } => c.seen.triggered.push((now, id, result)),
-                ClientOutput::Event(e) => c.seen.events.push((now, e)),
+                ClientOutput::Triggered { id, result } => {
+                    if let (Some(endpoint), Err(e)) = (c.endpoint.as_mut(), &result) {
+                        endpoint.handle_send_refused(&format!("{id:?}"), &e.to_string(), now);
+                    }
+                    c.seen.triggered.push((now, id, result))
+                }
+                ClientOutput::Event(e) => {
+                    if let Some(endpoint) = c.endpoint.as_mut() {
+                        match &e {
+                            ClientEvent::Event {
+                                channel,
+                                event,
+                                data,
+                                user_id,
+                            } => endpoint.handle_frame(
+                                &Frame {
+                                    event: event.clone(),
+                                    channel: channel.clone(),
+                                    data: data.clone(),
+                                    user_id: user_id.clone(),
+                                },
+                                now,
+                            ),
+                            ClientEvent::SubscriptionLost { channel, reason }
+                                if channel == endpoint.channel_name() =>
+                            {
+                                endpoint.handle_channel_lost(reason, now)
+                            }
+                            _ => {}
+                        }
+                    }
+                    c.seen.events.push((now, e))
+                }
+            }
+        }
+        moved | self.drive_endpoint(i)
+    }
+
+    /// Carries out what client `i`'s call endpoint produced, per its driving rule.
+    fn drive_endpoint(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        let Some(endpoint) = c.endpoint.as_mut() else {
+            return false;
+        };
+        let mut moved = false;
+        loop {
+            c.nonces += 1;
+            let mut nonce = [0u8; 24];
+            nonce[..8].copy_from_slice(&c.nonces.to_be_bytes());
+            let Some(t) = endpoint.poll_transmit(nonce, now) else {
+                break;
+            };
+            moved = true;
+            c.machine.trigger(endpoint.channel_name(), &t.event, t.data);
+        }
+        while let Some(output) = endpoint.poll_output() {
+            moved = true;
+            match output {
+                EndpointOutput::Action(a) => c.actions.push((now, a)),
+                EndpointOutput::Report(r) => c.reports.push((now, r)),
+                EndpointOutput::Note(n) => c.notes.push((now, n)),
             }
         }
         moved
@@ -230,12 +336,12 @@ impl World {
                 if !self
                     .clients
                     .iter()
-                    .any(|c| c.machine.poll_timeout(now).is_some_and(|t| t <= now))
+                    .any(|c| c.next_timeout(now).is_some_and(|t| t <= now))
                 {
                     break;
                 }
                 for c in &mut self.clients {
-                    c.machine.handle_timeout(now);
+                    c.handle_timeout(now);
                 }
             }
             if self.now >= until_ms {
@@ -245,14 +351,14 @@ impl World {
             self.now = self
                 .clients
                 .iter()
-                .filter_map(|c| c.machine.poll_timeout(now))
+                .filter_map(|c| c.next_timeout(now))
                 .filter(|&t| t > now)
                 .min()
                 .unwrap_or(until_ms)
                 .min(until_ms);
             self.hub.tick(self.now);
             for c in &mut self.clients {
-                c.machine.handle_timeout(self.now);
+                c.handle_timeout(self.now);
             }
         }
     }
@@ -283,13 +389,18 @@ impl World {
     }
 }
 
-/// What the trusted server's auth endpoint would answer (private channels only here).
-pub fn sign(socket_id: &str, channel: &str) -> ChannelGrant {
+/// What the trusted server's auth endpoint would answer (private channels only here), with the
+/// channel key of a call channel when calls are strong.
+pub fn sign(socket_id: &str, channel: &str, master: Option<[u8; 32]>) -> ChannelGrant {
     assert_eq!(ChannelType::of(channel), ChannelType::Private);
     let socket = SocketId::parse(socket_id).expect("the hub's socket id");
+    let shared_secret = match (master, CallChannel::parse(channel)) {
+        (Some(master), Ok(call)) => Some(ChannelKey::derive(&master, &call).shared_secret()),
+        _ => None,
+    };
     ChannelGrant {
         auth: signing::sign_channel(KEY, &Secret::new(SECRET), &socket, channel, None),
         channel_data: None,
-        shared_secret: None,
+        shared_secret,
     }
 }
