@@ -5,6 +5,8 @@
 //! Invariant: [`Frame::parse`] checks the byte length before it reads a single byte of JSON, and
 //! the nesting depth before it builds a value tree, so hostile input costs at most one bounded scan.
 
+pub mod webhook;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;

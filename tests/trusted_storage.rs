@@ -20,13 +20,13 @@ fn client_event(event: &str, user: &str, extra: serde_json::Value) -> WebhookEve
     data.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    WebhookEvent {
-        name: "client_event".into(),
-        channel: "presence-call.room.chat-room-42.call-a".into(),
-        event: Some(event.into()),
-        data: Some(serde_json::Value::String(data.to_string())),
-        user_id: Some(user.into()),
-    }
+    WebhookEvent::client_event(
+        "presence-call.room.chat-room-42.call-a",
+        event,
+        data.to_string(),
+        "1.2",
+        Some(user.into()),
+    )
 }
 
 fn uid(s: &str) -> UserId {

@@ -35,6 +35,7 @@ use crate::limits::{
     MAX_CHANNEL_NAME_LEN, MAX_FRAME_BYTES, MAX_JSON_DEPTH, MAX_PRESENCE_USER_ID_LEN,
     MAX_PRESENCE_USER_INFO_BYTES,
 };
+use crate::pusher::webhook::WebhookEvent;
 use crate::pusher::{ChannelType, Frame, FrameData, FrameError, FrameLimits, PusherCode};
 use crate::realtime::{AppConfig, Defect};
 use crate::signing;
@@ -55,7 +56,7 @@ pub enum Output {
         reason: String,
     },
     /// Deliver one webhook event of the app with this index in the hub's app list.
-    Webhook { app: usize, event: Value },
+    Webhook { app: usize, event: WebhookEvent },
 }
 
 /// A clock the hub sets from the time it is given, so rate limiters never read the system clock.
@@ -245,7 +246,7 @@ impl Hub {
         self.out.push_back(Output::Send { conn, text });
     }
 
-    fn webhook(&mut self, app: usize, event: Value) {
+    fn webhook(&mut self, app: usize, event: WebhookEvent) {
         if self.apps[app].webhook_url.is_some() {
             self.out.push_back(Output::Webhook { app, event });
         }
@@ -685,20 +686,14 @@ impl Hub {
             .subscriptions
             .insert(channel.clone(), member.as_ref().map(|m| m.user_id.clone()));
         if newly_occupied {
-            self.webhook(
-                app,
-                json!({ "name": "channel_occupied", "channel": channel }),
-            );
+            self.webhook(app, WebhookEvent::channel_occupied(&channel));
         }
         self.subscribed(conn, app, &channel);
         if let (Some(user_id), Some(m)) = (added, member) {
             let data = json!({ "user_id": user_id, "user_info": m.user_info });
             let text = event_frame("pusher_internal:member_added", Some(&channel), &data);
             self.broadcast(app, &channel, Some(conn), &text);
-            self.webhook(
-                app,
-                json!({ "name": "member_added", "channel": channel, "user_id": user_id }),
-            );
+            self.webhook(app, WebhookEvent::member_added(&channel, &user_id));
         }
     }
 
@@ -779,16 +774,10 @@ impl Hub {
                 &json!({ "user_id": user_id }),
             );
             self.broadcast(app, channel, None, &text);
-            self.webhook(
-                app,
-                json!({ "name": "member_removed", "channel": channel, "user_id": user_id }),
-            );
+            self.webhook(app, WebhookEvent::member_removed(&channel, &user_id));
         }
         if vacated {
-            self.webhook(
-                app,
-                json!({ "name": "channel_vacated", "channel": channel }),
-            );
+            self.webhook(app, WebhookEvent::channel_vacated(&channel));
         }
     }
 
@@ -1040,16 +1029,7 @@ impl Hub {
             FrameData::Text(s) => s.clone(),
             FrameData::Json(raw) => raw.get().to_owned(),
         };
-        let mut event = json!({
-            "name": "client_event",
-            "channel": channel,
-            "event": frame.event,
-            "data": data_text,
-            "socket_id": socket_id,
-        });
-        if let Some(user_id) = user {
-            event["user_id"] = Value::String(user_id);
-        }
+        let event = WebhookEvent::client_event(&channel, &frame.event, data_text, &socket_id, user);
         self.webhook(app, event);
     }
 }

@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 
-use serde_json::Value;
+use crate::pusher::webhook::{WebhookBody, WebhookEvent};
 
 /// Events per delivery at most.
 pub const MAX_BATCH: usize = 100;
@@ -67,7 +67,7 @@ pub struct WebhookStats {
 pub struct Batch {
     pub app: usize,
     pub id: u64,
-    pub events: Vec<Value>,
+    pub events: Vec<WebhookEvent>,
     /// 1 for the first attempt.
     pub attempt: u32,
     /// The delivery's `time_ms`.
@@ -77,7 +77,7 @@ pub struct Batch {
 #[derive(Debug, Clone)]
 struct InFlight {
     id: u64,
-    events: Vec<Value>,
+    events: Vec<WebhookEvent>,
     attempt: u32,
     time_ms: u64,
     /// `None` while a delivery runs; the time of the next attempt after a failure.
@@ -86,8 +86,8 @@ struct InFlight {
 
 #[derive(Debug, Clone, Default)]
 struct AppQueue {
-    protected: VecDeque<Value>,
-    public: VecDeque<Value>,
+    protected: VecDeque<WebhookEvent>,
+    public: VecDeque<WebhookEvent>,
     /// When the oldest waiting event arrived: the batch window counts from it.
     oldest_at_ms: Option<u64>,
     in_flight: Option<InFlight>,
@@ -103,10 +103,25 @@ pub struct WebhookQueue {
     next_id: u64,
 }
 
-fn is_protected(event: &Value) -> bool {
-    event["channel"]
-        .as_str()
-        .is_some_and(|c| crate::pusher::ChannelType::of(c).is_protected())
+fn is_protected(event: &WebhookEvent) -> bool {
+    crate::pusher::ChannelType::of(&event.channel).is_protected()
+}
+
+/// Whether the receiver's answer to an attempt (`None`: no answer) means the batch arrived: a
+/// 2xx, or 409, which a receiver that applies each body once ([SRV-013]) gives for a body it
+/// applied already (the first attempt's answer was lost). Anything else is retried.
+pub fn answer_means_delivered(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (200..300).contains(&s) || s == 409)
+}
+
+impl Batch {
+    /// The body to sign and send.
+    pub fn body(&self) -> WebhookBody {
+        WebhookBody {
+            time_ms: self.time_ms,
+            events: self.events.clone(),
+        }
+    }
 }
 
 impl WebhookQueue {
@@ -121,7 +136,7 @@ impl WebhookQueue {
     }
 
     /// Queues one event of app `app`.
-    pub fn push(&mut self, app: usize, event: Value, now_ms: u64) {
+    pub fn push(&mut self, app: usize, event: WebhookEvent, now_ms: u64) {
         let Some(q) = self.apps.get_mut(app) else {
             return;
         };
@@ -250,14 +265,32 @@ impl WebhookQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn ev(channel: &str, n: u64) -> Value {
-        json!({"name": "client_event", "channel": channel, "n": n})
+    fn ev(channel: &str, n: u64) -> WebhookEvent {
+        WebhookEvent::client_event(channel, "client-n", n.to_string(), "1.2", None)
     }
 
     fn ns(b: &Batch) -> Vec<u64> {
-        b.events.iter().map(|e| e["n"].as_u64().unwrap()).collect()
+        b.events
+            .iter()
+            .map(|e| e.data.as_ref().unwrap().as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_conflict_means_applied_before_and_other_answers_are_retried() {
+        for (status, delivered) in [
+            (Some(200), true),
+            (Some(204), true),
+            (Some(409), true),
+            (Some(400), false),
+            (Some(401), false),
+            (Some(500), false),
+            (Some(503), false),
+            (None, false),
+        ] {
+            assert_eq!(answer_means_delivered(status), delivered, "{status:?}");
+        }
     }
 
     #[test]

@@ -243,7 +243,7 @@ pub async fn start(config: ServerConfig) -> io::Result<RunningServer> {
 async fn run_hub(
     mut hub: Hub,
     mut commands: mpsc::Receiver<Command>,
-    webhooks: mpsc::UnboundedSender<(usize, serde_json::Value)>,
+    webhooks: mpsc::UnboundedSender<(usize, crate::pusher::webhook::WebhookEvent)>,
     limit: OutputLimit,
 ) {
     let start = Instant::now();

@@ -9,11 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::pusher::webhook::WebhookEvent;
 use crate::realtime::AppConfig;
-use crate::realtime::webhook_queue::{Batch, QueueLimits, WebhookQueue, WebhookStats};
+use crate::realtime::webhook_queue::{
+    Batch, QueueLimits, WebhookQueue, WebhookStats, answer_means_delivered,
+};
 use crate::signing;
 
 /// How long one delivery may take before it counts as failed.
@@ -35,7 +37,7 @@ pub fn spawn(
     apps: Vec<AppConfig>,
     batch_ms: u64,
     limits: QueueLimits,
-) -> (mpsc::UnboundedSender<(usize, Value)>, SharedStats) {
+) -> (mpsc::UnboundedSender<(usize, WebhookEvent)>, SharedStats) {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats: SharedStats = Arc::new(Mutex::new(vec![WebhookStats::default(); apps.len()]));
     tokio::spawn(run(apps, batch_ms, limits, rx, stats.clone()));
@@ -46,7 +48,7 @@ async fn run(
     apps: Vec<AppConfig>,
     batch_ms: u64,
     limits: QueueLimits,
-    mut events: mpsc::UnboundedReceiver<(usize, Value)>,
+    mut events: mpsc::UnboundedReceiver<(usize, WebhookEvent)>,
     stats: SharedStats,
 ) {
     let client = crate::net::http_client_builder()
@@ -113,12 +115,13 @@ async fn run(
     }
 }
 
-/// One attempt; true when the receiver answered 2xx, or 409 (it applied this body already).
+/// One attempt; whether the answer means delivered is the queue's rule
+/// ([`answer_means_delivered`]).
 async fn deliver(client: &reqwest::Client, app: &AppConfig, batch: Batch) -> bool {
     let Some(url) = app.webhook_url.clone() else {
         return true;
     };
-    let body = json!({ "time_ms": batch.time_ms, "events": batch.events }).to_string();
+    let body = serde_json::to_string(&batch.body()).expect("a webhook body serializes");
     let signature = if app.has_defect(crate::realtime::Defect::BadWebhookSignature) {
         signing::sign_webhook(&signing::Secret::new("not-the-app-secret"), body.as_bytes())
     } else {
@@ -133,7 +136,7 @@ async fn deliver(client: &reqwest::Client, app: &AppConfig, batch: Batch) -> boo
         .send()
         .await;
     match result {
-        Ok(resp) if resp.status().is_success() || resp.status().as_u16() == 409 => true,
+        Ok(resp) if answer_means_delivered(Some(resp.status().as_u16())) => true,
         Ok(resp) => {
             tracing::warn!(app = %app.id, attempt = batch.attempt, status = %resp.status(), "webhook refused; will retry");
             false

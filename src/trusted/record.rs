@@ -15,7 +15,7 @@ use crate::event::{
 };
 use crate::ids::{CallId, PartyId, Scope, ScopeId, UserId};
 use crate::trusted::Directory;
-use crate::trusted::webhook::WebhookEvent;
+use crate::trusted::webhook::{WebhookEvent, WebhookKind};
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,8 +319,8 @@ pub fn apply_webhook(
         user_id: verified.clone(),
         detail,
     };
-    match event.name.as_str() {
-        "client_event" => {
+    match event.name {
+        WebhookKind::ClientEvent => {
             let Some(name) = event.event.as_deref() else {
                 return out;
             };
@@ -372,10 +372,10 @@ pub fn apply_webhook(
                 _ => {}
             }
         }
-        "member_added" => out.log.push(log("joined", String::new())),
-        "member_removed" => out.log.push(log("left", String::new())),
-        "channel_vacated" => return end_vacated(record, dir, "channel vacated", at_ms),
-        _ => {}
+        WebhookKind::MemberAdded => out.log.push(log("joined", String::new())),
+        WebhookKind::MemberRemoved => out.log.push(log("left", String::new())),
+        WebhookKind::ChannelVacated => return end_vacated(record, dir, "channel vacated", at_ms),
+        WebhookKind::ChannelOccupied | WebhookKind::Other => {}
     }
     out
 }
@@ -563,13 +563,13 @@ mod tests {
         if let (Some(d), Some(b)) = (data.as_object_mut(), body.as_object()) {
             d.extend(b.clone());
         }
-        WebhookEvent {
-            name: "client_event".into(),
-            channel: "presence-call.room.chat-room-42.call-1".into(),
-            event: Some(event.into()),
-            data: Some(serde_json::Value::String(data.to_string())),
-            user_id: verified.map(str::to_owned),
-        }
+        WebhookEvent::client_event(
+            "presence-call.room.chat-room-42.call-1",
+            event,
+            data.to_string(),
+            "1.2",
+            verified.map(str::to_owned),
+        )
     }
 
     fn planned(callees: &[&str]) -> PlannedCall {

@@ -1,46 +1,12 @@
 //! Incoming webhooks from the realtime server: verified over the raw bytes before anything else,
 //! then checked for freshness, then parsed (`spec/03-signing.md` [SIGN-021]).
 
-use serde::Deserialize;
-use serde_json::Value;
-
 use crate::signing::{self, Secret, SignatureError};
 
 /// Deliveries older or newer than this (by their `time_ms`) are refused as stale.
 pub const MAX_WEBHOOK_AGE_MS: u64 = 5 * 60 * 1000;
 
-/// A verified webhook body.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WebhookBody {
-    pub time_ms: u64,
-    pub events: Vec<WebhookEvent>,
-}
-
-/// One event of a webhook delivery.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WebhookEvent {
-    pub name: String,
-    pub channel: String,
-    #[serde(default)]
-    pub event: Option<String>,
-    /// For client events: the event data, as the JSON text the client sent (Pusher's form) or as
-    /// a JSON object (some servers send that).
-    #[serde(default)]
-    pub data: Option<Value>,
-    #[serde(default)]
-    pub user_id: Option<String>,
-}
-
-impl WebhookEvent {
-    /// The client event's data as a JSON object, from either form.
-    pub fn data_object(&self) -> Option<serde_json::Map<String, Value>> {
-        match self.data.as_ref()? {
-            Value::String(text) => serde_json::from_str(text).ok(),
-            Value::Object(o) => Some(o.clone()),
-            _ => None,
-        }
-    }
-}
+pub use crate::pusher::webhook::{WebhookBody, WebhookEvent, WebhookKind};
 
 /// Why a delivery is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

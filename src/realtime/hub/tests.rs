@@ -108,7 +108,7 @@ fn events_to(out: &[Output], id: u64) -> Vec<String> {
 fn webhooks(out: &[Output]) -> Vec<Value> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Webhook { event, .. } => Some(event.clone()),
+            Output::Webhook { event, .. } => Some(serde_json::to_value(event).unwrap()),
             _ => None,
         })
         .collect()
