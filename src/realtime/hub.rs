@@ -36,7 +36,9 @@ use crate::limits::{
     MAX_PRESENCE_USER_INFO_BYTES,
 };
 use crate::pusher::webhook::WebhookEvent;
-use crate::pusher::{ChannelType, Frame, FrameData, FrameError, FrameLimits, PusherCode};
+use crate::pusher::{
+    ChannelType, Frame, FrameData, FrameError, FrameLimits, ProtocolEvent, PusherCode,
+};
 use crate::realtime::{AppConfig, Defect};
 use crate::signing;
 
@@ -155,7 +157,7 @@ fn error_frame(code: Option<PusherCode>, kind: &str, message: &str) -> String {
         "type": kind,
     });
     Frame {
-        event: "pusher:error".into(),
+        event: ProtocolEvent::Error.name().into(),
         channel: None,
         data: Some(FrameData::json(&data)),
         user_id: None,
@@ -380,7 +382,11 @@ impl Hub {
         );
         self.send(
             conn,
-            event_frame("pusher:connection_established", None, &established),
+            event_frame(
+                ProtocolEvent::ConnectionEstablished.name(),
+                None,
+                &established,
+            ),
         );
     }
 
@@ -442,7 +448,10 @@ impl Hub {
         pings.sort();
         dead.sort();
         for id in pings {
-            self.send(id, event_frame("pusher:ping", None, &json!({})));
+            self.send(
+                id,
+                event_frame(ProtocolEvent::Ping.name(), None, &json!({})),
+            );
         }
         for id in dead {
             self.out.push_back(Output::Close {
@@ -495,16 +504,23 @@ impl Hub {
             }
             Err(e) => return self.send(conn, error_frame(None, e.code(), &e.to_string())),
         };
-        match frame.event.as_str() {
-            "pusher:ping" if self.apps[app].has_defect(Defect::NoPong) => {}
-            "pusher:ping" => self.send(conn, event_frame("pusher:pong", None, &json!({}))),
-            "pusher:pong" => {}
-            "pusher:subscribe" => self.subscribe(conn, &frame),
-            "pusher:unsubscribe" => self.unsubscribe_frame(conn, &frame),
-            "pusher:signin" => self.signin(conn, &frame),
-            e if e.starts_with("client-") => self.client_event(conn, frame),
-            other => {
-                let message = format!("event {other:?} is not a protocol event or a client- event");
+        match ProtocolEvent::of(&frame.event) {
+            Some(ProtocolEvent::Ping) if self.apps[app].has_defect(Defect::NoPong) => {}
+            Some(ProtocolEvent::Ping) => self.send(
+                conn,
+                event_frame(ProtocolEvent::Pong.name(), None, &json!({})),
+            ),
+            Some(ProtocolEvent::Pong) => {}
+            Some(ProtocolEvent::Subscribe) => self.subscribe(conn, &frame),
+            Some(ProtocolEvent::Unsubscribe) => self.unsubscribe_frame(conn, &frame),
+            Some(ProtocolEvent::Signin) => self.signin(conn, &frame),
+            None if frame.event.starts_with("client-") => self.client_event(conn, frame),
+            // Server-to-client events and unknown names are not for a client to send.
+            _ => {
+                let message = format!(
+                    "event {:?} is not a protocol event or a client- event",
+                    frame.event
+                );
                 self.send(conn, error_frame(None, "event.unsupported", &message));
             }
         }
@@ -540,12 +556,16 @@ impl Hub {
             .is_some_and(|c| self.apps[c.app].has_defect(Defect::SubscriptionErrorAsPusherError));
         if answers_with_pusher_error {
             let data = json!({ "code": PusherCode::UNAUTHORIZED.0, "message": message });
-            return self.send(conn, event_frame("pusher:error", None, &data));
+            return self.send(conn, event_frame(ProtocolEvent::Error.name(), None, &data));
         }
         let data = json!({ "type": kind, "error": message, "status": status });
         self.send(
             conn,
-            event_frame("pusher:subscription_error", Some(channel), &data),
+            event_frame(
+                ProtocolEvent::SubscriptionError.name(),
+                Some(channel),
+                &data,
+            ),
         );
     }
 
@@ -691,7 +711,7 @@ impl Hub {
         self.subscribed(conn, app, &channel);
         if let (Some(user_id), Some(m)) = (added, member) {
             let data = json!({ "user_id": user_id, "user_info": m.user_info });
-            let text = event_frame("pusher_internal:member_added", Some(&channel), &data);
+            let text = event_frame(ProtocolEvent::MemberAdded.name(), Some(&channel), &data);
             self.broadcast(app, &channel, Some(conn), &text);
             self.webhook(app, WebhookEvent::member_added(&channel, &user_id));
         }
@@ -713,7 +733,7 @@ impl Hub {
         self.send(
             conn,
             event_frame(
-                "pusher_internal:subscription_succeeded",
+                ProtocolEvent::SubscriptionSucceeded.name(),
                 Some(channel),
                 &data,
             ),
@@ -769,15 +789,15 @@ impl Hub {
         }
         if let Some(user_id) = removed {
             let text = event_frame(
-                "pusher_internal:member_removed",
+                ProtocolEvent::MemberRemoved.name(),
                 Some(channel),
                 &json!({ "user_id": user_id }),
             );
             self.broadcast(app, channel, None, &text);
-            self.webhook(app, WebhookEvent::member_removed(&channel, &user_id));
+            self.webhook(app, WebhookEvent::member_removed(channel, &user_id));
         }
         if vacated {
-            self.webhook(app, WebhookEvent::channel_vacated(&channel));
+            self.webhook(app, WebhookEvent::channel_vacated(channel));
         }
     }
 
@@ -927,7 +947,7 @@ impl Hub {
                     );
                 }
                 let text = event_frame(
-                    "pusher:signin_success",
+                    ProtocolEvent::SigninSuccess.name(),
                     None,
                     &json!({ "user_data": user_data }),
                 );
