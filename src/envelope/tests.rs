@@ -1,4 +1,5 @@
 use super::*;
+use crate::ids::DevicePartyId;
 use crate::event::{
     AudioState, EventBody, MediaStateBody, OfferBody, ProtocolVersion, ScreenState, Sdp, Seq,
     UnixMillis, VideoState,

@@ -11,8 +11,11 @@
 //! Unknown data members are ignored, so adding an optional field is a compatible change.
 
 pub mod chunk;
+pub mod sealed;
 pub mod seq;
 pub mod types;
+
+use sealed::SealedEvent;
 
 use std::fmt;
 
@@ -20,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::channel::{ChannelKind, ChannelName};
-use crate::envelope::SealedEvent;
 use crate::ids::{CallId, DevicePartyId, PartyId, UserId};
 use crate::limits::{
     MAX_CALLEES, MAX_CANDIDATES_PER_EVENT, MAX_EVENT_DATA_BYTES, PROTOCOL_VERSION,
