@@ -1,9 +1,9 @@
 use super::*;
-use crate::ids::DevicePartyId;
 use crate::event::{
     AudioState, EventBody, MediaStateBody, OfferBody, ProtocolVersion, ScreenState, Sdp, Seq,
     UnixMillis, VideoState,
 };
+use crate::ids::DevicePartyId;
 use crate::ids::{CallId, PartyId, UserId};
 use proptest::prelude::*;
 

@@ -1,0 +1,152 @@
+//! A device of a user and what it asks of the trusted server: its realtime client, typed
+//! requests, ICE servers and the retried reports of its user's actions.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::SessionError;
+use crate::client::{Auth, ClientConfig, RealtimeClient};
+use crate::ids::{DevicePartyId, UserId};
+use crate::trusted::api::IceServerList;
+
+/// One device of a user, with the endpoints it talks to.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// `ws://host:port/app/{key}`.
+    pub realtime_url: String,
+    /// The trusted server's base URL, `http://host:port`.
+    pub trusted_url: String,
+    pub token: String,
+    pub user: UserId,
+    pub party: DevicePartyId,
+}
+
+impl Device {
+    /// A device with a fresh random party id.
+    pub fn new(
+        realtime_url: &str,
+        trusted_url: &str,
+        token: &str,
+        user: &str,
+    ) -> Result<Device, SessionError> {
+        let invalid = |what, value: &str, e: &dyn std::fmt::Display| SessionError::InvalidId {
+            what,
+            value: value.to_owned(),
+            reason: e.to_string(),
+        };
+        let party = format!("{user}-{:016x}", rand::random::<u64>());
+        Ok(Device {
+            realtime_url: realtime_url.to_owned(),
+            trusted_url: trusted_url.to_owned(),
+            token: token.to_owned(),
+            user: UserId::parse(user).map_err(|e| invalid("user id", user, &e))?,
+            party: DevicePartyId::parse(&party).map_err(|e| invalid("party id", &party, &e))?,
+        })
+    }
+
+    pub(super) async fn client(&self) -> Result<RealtimeClient, SessionError> {
+        RealtimeClient::connect(ClientConfig::new(
+            self.realtime_url.clone(),
+            Auth::Endpoint {
+                url: format!("{}/realtime/auth", self.trusted_url),
+                token: self.token.clone(),
+            },
+        ))
+        .await
+        .map_err(SessionError::Realtime)
+    }
+}
+
+impl Device {
+    /// A request to the trusted server as this device's user; its answer read as `T`, or an
+    /// error that names the request, the status and what the server said.
+    pub(super) async fn trusted<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, SessionError> {
+        let failed = |status: Option<u16>, detail: String| SessionError::Trusted {
+            request: format!("{method} {path}"),
+            status,
+            detail,
+        };
+        let mut req = crate::net::http_client()
+            .request(method.clone(), format!("{}{path}", self.trusted_url))
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.map_err(|e| failed(None, e.to_string()))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| failed(Some(status.as_u16()), e.to_string()))?;
+        if !status.is_success() {
+            return Err(failed(Some(status.as_u16()), text));
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            SessionError::Protocol(format!(
+                "the trusted server's answer to {method} {path}: {e}"
+            ))
+        })
+    }
+
+    /// `GET /ice-servers`: STUN and fresh TURN credentials for this user.
+    pub(super) async fn ice_servers(&self) -> Result<IceServerList, SessionError> {
+        self.trusted(reqwest::Method::GET, "/ice-servers", None)
+            .await
+    }
+}
+
+/// How long a device keeps retrying a report of its user's action: longer than a trusted server
+/// takes to restart, shorter than any ring timeout a report could still change.
+const REPORT_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Posts one action report until the trusted server answers it: a 2xx (applied, or already
+/// known) or a refusal other than 408/429 ends it; a connection failure, a 5xx, 408 or 429 is
+/// retried with doubling pauses (250 ms up to 4 s) for [`REPORT_RETRY_FOR`]. The trusted server
+/// applies a repeated report once ([SRV-025]), so a retry after a lost answer is harmless.
+pub(super) async fn report_until_acknowledged(device: &Device, path: &str, body: Option<Value>) {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let mut req = crate::net::http_client()
+            .post(format!("{}{path}", device.trusted_url))
+            .header("authorization", format!("Bearer {}", device.token))
+            .timeout(Duration::from_secs(10));
+        if let Some(body) = &body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let retry = match req.send().await {
+            Ok(resp) if resp.status().is_success() => return,
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retryable = status >= 500 || status == 408 || status == 429;
+                if !retryable {
+                    tracing::warn!(
+                        status,
+                        path,
+                        "the trusted server refused a call action report"
+                    );
+                    return;
+                }
+                format!("status {status}")
+            }
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() + pause > REPORT_RETRY_FOR {
+            tracing::warn!(path, error = %retry, "gave up reporting a call action to the trusted server");
+            return;
+        }
+        tracing::debug!(path, error = %retry, "call action report not acknowledged; retrying");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(4));
+    }
+}
