@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::ids::SocketId;
 use crate::pusher::ChannelType;
 pub use crate::pusher_client::{ChannelGrant, ClientError, ClientEvent, Subscription};
-use crate::pusher_client::{ClientOutput, PusherClient, TriggerId};
+use crate::pusher_client::{ClientOutput, GrantRefused, PusherClient, TriggerId};
 use crate::signing::{self, Secret};
 
 /// How subscriptions to protected channels get their signature.
@@ -229,7 +229,7 @@ async fn authorize(
     auth: &Auth,
     socket_id: &str,
     channel: &str,
-) -> Result<ChannelGrant, String> {
+) -> Result<ChannelGrant, GrantRefused> {
     match auth {
         Auth::Endpoint { url, token } => {
             let body = format!("socket_id={socket_id}&channel_name={channel}");
@@ -245,7 +245,7 @@ async fn authorize(
             let status = resp.status();
             let text = resp.text().await.map_err(|e| e.to_string())?;
             if !status.is_success() {
-                return Err(format!("{status}: {text}"));
+                return Err(format!("{status}: {text}").into());
             }
             let grant: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             let text_of = |k: &str| grant.get(k).and_then(Value::as_str).map(str::to_owned);

@@ -28,6 +28,7 @@ pub mod compat;
 #[cfg(feature = "conform")]
 pub mod conform;
 pub mod envelope;
+pub mod error;
 pub mod event;
 pub mod fuzz_entry;
 pub mod ids;

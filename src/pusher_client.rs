@@ -63,6 +63,23 @@ pub struct ChannelGrant {
     pub shared_secret: Option<String>,
 }
 
+/// Why a channel could not be signed: what the auth endpoint (or local signer) answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GrantRefused(pub String);
+
+impl From<String> for GrantRefused {
+    fn from(message: String) -> GrantRefused {
+        GrantRefused(message)
+    }
+}
+
+impl From<&str> for GrantRefused {
+    fn from(message: &str) -> GrantRefused {
+        GrantRefused(message.to_owned())
+    }
+}
+
 /// Something the connection reports to the app.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
@@ -515,7 +532,7 @@ impl PusherClient {
         &mut self,
         socket_id: &str,
         channel: &str,
-        grant: Result<ChannelGrant, String>,
+        grant: Result<ChannelGrant, GrantRefused>,
         now_ms: u64,
     ) {
         // A grant for an earlier socket is useless: the current socket asked for its own.
@@ -543,7 +560,7 @@ impl PusherClient {
                 }
                 self.send_frame(ProtocolEvent::Subscribe.name(), None, data);
             }
-            Err(message) => {
+            Err(GrantRefused(message)) => {
                 auth.failures += 1;
                 if auth.restore && auth.failures <= RESTORE_PAUSES_MS.len() {
                     auth.retry_at_ms = Some(now_ms + RESTORE_PAUSES_MS[auth.failures - 1]);

@@ -59,7 +59,7 @@ fn api_url(realtime: &RunningServer, tls: bool) -> String {
 
 /// Starts both servers. The trusted server's app must be one of the realtime server's apps; that
 /// app's webhooks go to the trusted server unless it already has a webhook URL.
-pub async fn start(mut cfg: StackConfig) -> Result<RunningStack, String> {
+pub async fn start(mut cfg: StackConfig) -> Result<RunningStack, crate::error::ToolError> {
     let app = cfg
         .realtime
         .apps
@@ -72,10 +72,7 @@ pub async fn start(mut cfg: StackConfig) -> Result<RunningStack, String> {
             )
         })?;
     if app.key != cfg.trusted.app_key || app.secret != cfg.trusted.app_secret {
-        return Err(format!(
-            "app {} has different credentials in the two roles",
-            app.id
-        ));
+        return Err(format!("app {} has different credentials in the two roles", app.id).into());
     }
     let listener = TcpListener::bind(cfg.trusted.bind)
         .await
@@ -93,7 +90,7 @@ pub async fn start(mut cfg: StackConfig) -> Result<RunningStack, String> {
         Ok(t) => t,
         Err(e) => {
             realtime.shutdown().await;
-            return Err(format!("trusted server: {e}"));
+            return Err(format!("trusted server: {e}").into());
         }
     };
     Ok(RunningStack { realtime, trusted })

@@ -151,7 +151,7 @@ fn run_parse_frame(_: &Value, case: &Value) -> Outcome {
 }
 
 /// Builds the frame an event vector describes: `data` may be an object or a string.
-pub fn event_frame(group: &Value, case: &Value) -> Result<Frame, String> {
+pub fn event_frame(group: &Value, case: &Value) -> Result<Frame, crate::error::ConfigError> {
     let channel = opt_s(case, "channel").or_else(|| opt_s(group, "channel"));
     let data = match &case["data"] {
         Value::String(t) => FrameData::Text(t.clone()),

@@ -24,7 +24,7 @@ async fn prerequisites(test: &str) -> bool {
     match aiortc::available().await {
         Ok(()) => true,
         Err(why) => {
-            common::interop::skip(test, &why);
+            common::interop::skip(test, &why.to_string());
             false
         }
     }

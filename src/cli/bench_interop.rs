@@ -155,7 +155,7 @@ async fn start_stack(
         cfg.trusted.turn_urls = vec![t.url()];
         cfg.trusted.turn_secret = Some(Secret::new(TURN_SECRET));
     }
-    stack::start(cfg).await
+    Ok(stack::start(cfg).await?)
 }
 
 impl Bench {
@@ -291,7 +291,7 @@ pub fn run(args: InteropBenchArgs) -> CliResult {
     if chromium::binary().is_some() && !netns::only_loopback() && netns::unavailable().is_none() {
         eprintln!("bench interop: running again in a network namespace with only loopback");
         let again: Vec<OsString> = std::env::args_os().skip(1).collect();
-        return netns::run_self_isolated(&again).map(|s| s.success());
+        return Ok(netns::run_self_isolated(&again).map(|s| s.success())?);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -312,10 +312,10 @@ async fn measure(args: InteropBenchArgs) -> CliResult {
         (_, _, false) => Err(netns::unavailable()
             .unwrap_or("not in a loopback-only network namespace")
             .to_owned()),
-        (Some(bin), Some(_), true) => Chromium::launch(&bin).await,
+        (Some(bin), Some(_), true) => Chromium::launch(&bin).await.map_err(String::from),
     };
     let coturn = if Coturn::installed() {
-        Coturn::start(TURN_SECRET)
+        Coturn::start(TURN_SECRET).map_err(String::from)
     } else {
         Err("coturn is not installed (apt-get install coturn)".to_owned())
     };
@@ -329,7 +329,7 @@ async fn measure(args: InteropBenchArgs) -> CliResult {
         relay_stack,
         components: Components {
             chromium,
-            aiortc: aiortc::available().await,
+            aiortc: aiortc::available().await.map_err(String::from),
             coturn,
         },
     };

@@ -464,7 +464,8 @@ pub fn run(a: ConformArgs) -> CliResult {
                 &embedded_opts,
                 Some(embedded.webhooks.clone()),
             )
-            .await;
+            .await
+            .map_err(String::from);
             embedded.shutdown().await;
             report
         } else {
@@ -484,7 +485,9 @@ pub fn run(a: ConformArgs) -> CliResult {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            conform::run(target, &opts, None).await
+            conform::run(target, &opts, None)
+                .await
+                .map_err(String::from)
         }
     })?;
     // The expected file's reasons travel into the reports, so the results matrix can show why.

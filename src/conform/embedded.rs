@@ -39,7 +39,7 @@ pub struct EmbeddedOptions {
 }
 
 impl Embedded {
-    pub async fn start(options: EmbeddedOptions) -> Result<Embedded, String> {
+    pub async fn start(options: EmbeddedOptions) -> Result<Embedded, crate::error::ToolError> {
         let loopback = "127.0.0.1:0".parse().expect("a socket address");
         let (webhooks, hook_addr) = listen_webhooks(loopback, None).await?;
         let mut cfg = StackConfig::development(loopback, loopback);

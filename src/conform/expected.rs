@@ -50,7 +50,7 @@ enum CaseForm {
 
 impl Expected {
     /// Reads either form.
-    pub fn parse(text: &str) -> Result<Expected, String> {
+    pub fn parse(text: &str) -> Result<Expected, crate::error::ConfigError> {
         let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let (implementation, cases) = match v.get("cases") {
             Some(cases) => (

@@ -219,7 +219,7 @@ pub async fn run(
     target: Target,
     opts: &RunOptions,
     webhooks: Option<Arc<WebhookLog>>,
-) -> Result<Report, String> {
+) -> Result<Report, crate::error::ToolError> {
     let began = Instant::now();
     let schemas = Arc::new(Schemas::compile()?);
     let webhooks = match (webhooks, target.webhook_listen) {

@@ -37,7 +37,7 @@ pub async fn check(
     target: &Arc<Target>,
     ctx: &Ctx,
     webhooks: Option<&Arc<WebhookLog>>,
-) -> Result<(), String> {
+) -> Result<(), crate::error::ConfigError> {
     for node in 0..target.nodes.len() {
         check_node(target, ctx, node).await?;
     }

@@ -1,6 +1,7 @@
 //! Report formats: JSON (the [`Report`] itself), JUnit XML for CI systems, a self-contained HTML
 //! page, and the text summary printed at the end of a run. All are pure functions of the report.
 
+use crate::error::ToolError;
 use std::fmt::Write as _;
 
 use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestSuite};
@@ -10,7 +11,7 @@ use super::{CaseResult, Report, Verdict};
 /// The JUnit XML of a run: one suite per area, one test case per case. `fail` and `fixed` are
 /// failures, `errored` is an error, `unsupported` and `known_failing` are skipped, and
 /// `non_strict`/`informational` pass with their message in system-out.
-pub fn junit(report: &Report) -> Result<String, String> {
+pub fn junit(report: &Report) -> Result<String, crate::error::ToolError> {
     let mut junit = quick_junit::Report::new("domvia-calls conform");
     let mut areas: Vec<&str> = report.cases.iter().map(|c| c.area.as_str()).collect();
     areas.dedup();
@@ -33,7 +34,7 @@ pub fn junit(report: &Report) -> Result<String, String> {
         ));
         junit.add_test_suite(suite);
     }
-    junit.to_string().map_err(|e| e.to_string())
+    junit.to_string().map_err(|e| ToolError(e.to_string()))
 }
 
 fn junit_case(c: &CaseResult) -> TestCase {

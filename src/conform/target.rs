@@ -108,7 +108,7 @@ pub struct NodeUrl {
 /// `ws://host/app/KEY`, each with or without `?protocol=7...` and a trailing `/`. A path before
 /// `/app/KEY` is kept (a server behind a reverse proxy under a prefix). Anything else is refused
 /// with a message naming the expected form, so `/app/KEY/app/KEY` is never built.
-pub fn normalize_node(given: &str) -> Result<NodeUrl, String> {
+pub fn normalize_node(given: &str) -> Result<NodeUrl, crate::error::ConfigError> {
     const FORM: &str =
         "ws://HOST[:PORT][/PREFIX] or wss://HOST[:PORT][/PREFIX], optionally ending in /app/KEY";
     let trimmed = given.trim();
@@ -120,12 +120,10 @@ pub fn normalize_node(given: &str) -> Result<NodeUrl, String> {
         let ws = if scheme == "http" { "ws" } else { "wss" };
         return Err(format!(
             "--target {given:?} is an HTTP URL; the WebSocket endpoint is {ws}://{rest} (the HTTP API goes to --http-api); expected {FORM}"
-        ));
+        ).into());
     }
     if scheme != "ws" && scheme != "wss" {
-        return Err(format!(
-            "--target {given:?} has scheme {scheme:?}; expected {FORM}"
-        ));
+        return Err(format!("--target {given:?} has scheme {scheme:?}; expected {FORM}").into());
     }
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (host, path) = match rest.find('/') {
@@ -133,22 +131,22 @@ pub fn normalize_node(given: &str) -> Result<NodeUrl, String> {
         None => (rest, ""),
     };
     if host.is_empty() || host.contains('@') {
-        return Err(format!("--target {given:?} has no host; expected {FORM}"));
+        return Err(format!("--target {given:?} has no host; expected {FORM}").into());
     }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (prefix, key) = match segments.as_slice() {
         [before @ .., "app", key] => (before, Some((*key).to_owned())),
         [.., "app"] => {
-            return Err(format!(
-                "--target {given:?} ends in /app without a key; expected {FORM}"
-            ));
+            return Err(
+                format!("--target {given:?} ends in /app without a key; expected {FORM}").into(),
+            );
         }
         all => (all, None),
     };
     if prefix.contains(&"app") {
-        return Err(format!(
-            "--target {given:?} names /app/ more than once; expected {FORM}"
-        ));
+        return Err(
+            format!("--target {given:?} names /app/ more than once; expected {FORM}").into(),
+        );
     }
     let mut base = format!("{scheme}://{host}");
     for p in prefix {
@@ -388,11 +386,12 @@ mod tests {
             "ws://h/app/k/app/k",
         ] {
             let e = normalize_node(bad).unwrap_err();
-            assert!(e.contains("expected ws://HOST"), "{bad}: {e}");
+            assert!(e.0.contains("expected ws://HOST"), "{bad}: {e}");
         }
         assert!(
             normalize_node("http://h:1")
                 .unwrap_err()
+                .0
                 .contains("ws://h:1")
         );
     }

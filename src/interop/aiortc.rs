@@ -4,6 +4,7 @@
 //! The script prints `READY` once it listens for invitations and `RESULT {json}` as its last line;
 //! its log goes to standard error and is kept for failure messages.
 
+use crate::error::ToolError;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ fn python() -> String {
 }
 
 /// `Ok` when Python with aiortc and websockets is installed, else what is missing.
-pub async fn available() -> Result<(), String> {
+pub async fn available() -> Result<(), crate::error::ToolError> {
     let out = Command::new(python())
         .args(["-c", "import aiortc, websockets"])
         .output()
@@ -38,7 +39,7 @@ pub async fn available() -> Result<(), String> {
                 .lines()
                 .last()
                 .unwrap_or("")
-        ))
+        ).into())
     }
 }
 
@@ -70,7 +71,7 @@ pub struct AiortcPeer {
 
 impl AiortcPeer {
     /// Starts the peer with `args` (see `peer.py --help`).
-    pub async fn spawn(args: &[String]) -> Result<AiortcPeer, String> {
+    pub async fn spawn(args: &[String]) -> Result<AiortcPeer, crate::error::ToolError> {
         let script = std::env::temp_dir().join(format!(
             "domvia-aiortc-peer-{}-{:016x}.py",
             std::process::id(),
@@ -141,31 +142,35 @@ impl AiortcPeer {
     }
 
     /// Waits for the `READY` line: the peer waits for a call.
-    pub async fn ready(&mut self, within: Duration) -> Result<(), String> {
-        self.line_starting("READY", within).await.map(|_| ())
+    pub async fn ready(&mut self, within: Duration) -> Result<(), crate::error::ToolError> {
+        Ok(self.line_starting("READY", within).await.map(|_| ())?)
     }
 
     /// Lets a caller started with `--wait-go` place its call.
-    pub async fn go(&mut self) -> Result<(), String> {
+    pub async fn go(&mut self) -> Result<(), crate::error::ToolError> {
         let stdin = self.stdin.as_mut().ok_or("stdin is closed")?;
         stdin.write_all(b"go\n").await.map_err(|e| e.to_string())?;
-        stdin.flush().await.map_err(|e| e.to_string())
+        stdin.flush().await.map_err(|e| ToolError(e.to_string()))
     }
 
     /// Waits for the `UP` line, printed the moment the peer's media is up.
-    pub async fn up(&mut self, within: Duration) -> Result<(), String> {
-        self.line_starting("UP", within).await.map(|_| ())
+    pub async fn up(&mut self, within: Duration) -> Result<(), crate::error::ToolError> {
+        Ok(self.line_starting("UP", within).await.map(|_| ())?)
     }
 
     /// Waits for the `MEDIA` line and returns what the peer saw once media was up: `connected`,
     /// `echo`, `inbound_audio_packets`, `selected_pair`, ...
-    pub async fn media_up(&mut self, within: Duration) -> Result<Value, String> {
+    pub async fn media_up(&mut self, within: Duration) -> Result<Value, crate::error::ToolError> {
         let json = self.line_starting("MEDIA ", within).await?;
-        serde_json::from_str(&json).map_err(|e| format!("the MEDIA line is not JSON: {e}"))
+        serde_json::from_str(&json)
+            .map_err(|e| ToolError(format!("the MEDIA line is not JSON: {e}")))
     }
 
     /// Waits for the peer to exit and returns its `RESULT` and whether it exited with 0.
-    pub async fn finish(mut self, within: Duration) -> Result<(Value, bool), String> {
+    pub async fn finish(
+        mut self,
+        within: Duration,
+    ) -> Result<(Value, bool), crate::error::ToolError> {
         let mut result = None;
         let read = async {
             while let Ok(Some(line)) = self.stdout.next_line().await {
@@ -180,11 +185,11 @@ impl AiortcPeer {
         let _ = std::fs::remove_file(&self.script);
         match (status, result) {
             (Ok(Ok(status)), Some(result)) => Ok((result, status.success())),
-            (Ok(Err(e)), _) => Err(format!("waiting for the aiortc peer: {e}\n{log}")),
-            (Ok(Ok(_)), None) => Err(format!("the aiortc peer gave no RESULT:\n{log}")),
-            (Err(_), _) => Err(format!(
-                "the aiortc peer did not finish within {within:?}:\n{log}"
-            )),
+            (Ok(Err(e)), _) => Err(format!("waiting for the aiortc peer: {e}\n{log}").into()),
+            (Ok(Ok(_)), None) => Err(format!("the aiortc peer gave no RESULT:\n{log}").into()),
+            (Err(_), _) => {
+                Err(format!("the aiortc peer did not finish within {within:?}:\n{log}").into())
+            }
         }
     }
 }

@@ -82,7 +82,7 @@ fn console_line(params: &Value) -> String {
 
 impl Chromium {
     /// Starts `binary` headless with a fresh profile and connects to it.
-    pub async fn launch(binary: &Path) -> Result<Chromium, String> {
+    pub async fn launch(binary: &Path) -> Result<Chromium, crate::error::ToolError> {
         let profile = std::env::temp_dir().join(format!(
             "domvia-chromium-{}-{:016x}",
             std::process::id(),
@@ -204,7 +204,7 @@ impl Chromium {
     }
 
     /// Opens `url` in a new tab and waits until its `load` event.
-    pub async fn open(&self, url: &str) -> Result<Page, String> {
+    pub async fn open(&self, url: &str) -> Result<Page, crate::error::ToolError> {
         let step = Duration::from_secs(10);
         let target = self
             .conn
@@ -304,7 +304,11 @@ impl Page {
 
     /// Evaluates `expression` in the page, awaiting it if it is a promise, and returns its value
     /// as JSON. A thrown error comes back as `Err` with its description.
-    pub async fn eval_within(&self, expression: &str, within: Duration) -> Result<Value, String> {
+    pub async fn eval_within(
+        &self,
+        expression: &str,
+        within: Duration,
+    ) -> Result<Value, crate::error::ToolError> {
         let result = self
             .conn
             .command(
@@ -323,25 +327,29 @@ impl Page {
                 .as_str()
                 .or(details["text"].as_str())
                 .unwrap_or("exception");
-            return Err(format!("{expression}: {text}"));
+            return Err(format!("{expression}: {text}").into());
         }
         Ok(result["result"]["value"].clone())
     }
 
     /// [`Page::eval_within`] with a 10 s limit.
-    pub async fn eval(&self, expression: &str) -> Result<Value, String> {
+    pub async fn eval(&self, expression: &str) -> Result<Value, crate::error::ToolError> {
         self.eval_within(expression, Duration::from_secs(10)).await
     }
 
     /// Polls `condition` (a JavaScript expression) until it is true.
-    pub async fn wait_for(&self, condition: &str, within: Duration) -> Result<(), String> {
+    pub async fn wait_for(
+        &self,
+        condition: &str,
+        within: Duration,
+    ) -> Result<(), crate::error::ToolError> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if self.eval(condition).await? == Value::Bool(true) {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(format!("`{condition}` still false after {within:?}"));
+                return Err(format!("`{condition}` still false after {within:?}").into());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -360,14 +368,14 @@ impl Page {
     }
 
     /// A PNG of what the page shows now (for failure reports and for looking at the page).
-    pub async fn screenshot(&self) -> Result<Vec<u8>, String> {
+    pub async fn screenshot(&self) -> Result<Vec<u8>, crate::error::ToolError> {
         use base64::Engine;
         let shot = self
             .call("Page.captureScreenshot", json!({ "format": "png" }))
             .await?;
         base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().unwrap_or_default())
-            .map_err(|e| format!("screenshot: {e}"))
+            .map_err(|e| format!("screenshot: {e}").into())
     }
 
     /// Closes the tab.

@@ -31,7 +31,7 @@ impl Coturn {
     }
 
     /// Starts coturn with `secret` and waits until it answers a STUN binding request.
-    pub fn start(secret: &str) -> Result<Coturn, String> {
+    pub fn start(secret: &str) -> Result<Coturn, crate::error::ToolError> {
         let dir = std::env::temp_dir().join(format!(
             "domvia-coturn-{}-{:016x}",
             std::process::id(),
@@ -83,7 +83,8 @@ impl Coturn {
         Err(format!(
             "coturn did not answer STUN on 127.0.0.1; see {}",
             dir.join("turn.log").display()
-        ))
+        )
+        .into())
     }
 
     fn answers_stun(&mut self) -> bool {

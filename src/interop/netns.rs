@@ -32,9 +32,9 @@ pub fn unavailable() -> Option<&'static str> {
 
 /// The command that runs this executable again with `args` in a new network namespace (and user
 /// namespace, so no privileges are needed) where only loopback is up.
-pub fn self_isolated(args: &[OsString]) -> Result<Command, String> {
+pub fn self_isolated(args: &[OsString]) -> Result<Command, crate::error::ToolError> {
     if let Some(why) = unavailable() {
-        return Err(why.to_owned());
+        return Err(why.into());
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = Command::new("unshare");
@@ -47,8 +47,8 @@ pub fn self_isolated(args: &[OsString]) -> Result<Command, String> {
 }
 
 /// [`self_isolated`], run to the end with its output inherited.
-pub fn run_self_isolated(args: &[OsString]) -> Result<ExitStatus, String> {
+pub fn run_self_isolated(args: &[OsString]) -> Result<ExitStatus, crate::error::ToolError> {
     self_isolated(args)?
         .status()
-        .map_err(|e| format!("unshare: {e}"))
+        .map_err(|e| format!("unshare: {e}").into())
 }

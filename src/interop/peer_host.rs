@@ -110,7 +110,7 @@ async fn pusher_js(State(cfg): State<Arc<PeerHostConfig>>) -> Response {
 
 impl PeerHost {
     /// Starts the host on an ephemeral port of 127.0.0.1.
-    pub async fn start(cfg: PeerHostConfig) -> Result<PeerHost, String> {
+    pub async fn start(cfg: PeerHostConfig) -> Result<PeerHost, crate::error::ToolError> {
         let ice = cfg.ice_servers.clone();
         let router = Router::new()
             .route(

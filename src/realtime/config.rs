@@ -103,7 +103,7 @@ impl AppConfig {
     }
 
     /// Checks values that would make the app unusable.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
         let nonempty = |what: &str, v: &str| {
             if v.is_empty() || v.contains(char::is_whitespace) {
                 Err(format!("app {what} must be non-empty and without spaces"))
@@ -118,16 +118,14 @@ impl AppConfig {
             return Err(format!(
                 "app {}: client event rate and burst must be at least 1",
                 self.id
-            ));
+            )
+            .into());
         }
         if self.max_connections_per_address == 0 || self.max_connections_per_user == 0 {
-            return Err(format!(
-                "app {}: connection caps must be at least 1",
-                self.id
-            ));
+            return Err(format!("app {}: connection caps must be at least 1", self.id).into());
         }
         if self.activity_timeout_secs == 0 || self.pong_timeout_secs == 0 {
-            return Err(format!("app {}: timeouts must be at least 1 s", self.id));
+            return Err(format!("app {}: timeouts must be at least 1 s", self.id).into());
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Server configuration: the listen address, the apps, and the shell's queue sizes. Read from a
 //! TOML file, then overridden by flags and environment variables in the CLI.
 
+use crate::error::ConfigError;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
@@ -74,12 +75,12 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Reads a TOML configuration file's text.
-    pub fn from_toml(text: &str) -> Result<ServerConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn from_toml(text: &str) -> Result<ServerConfig, crate::error::ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Refuses configurations that cannot work: no app, duplicate ids or keys, bad limits.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
         if self.apps.is_empty() {
             return Err("no app configured".into());
         }
@@ -89,7 +90,7 @@ impl ServerConfig {
                 .iter()
                 .any(|o| o.id == app.id || o.key == app.key)
             {
-                return Err(format!("app id {} or its key is used twice", app.id));
+                return Err(format!("app id {} or its key is used twice", app.id).into());
             }
         }
         if self.outbound_queue == 0 {

@@ -25,13 +25,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_QUEUE: usize = 1024;
 
 /// Reads a PEM certificate chain and private key into a server configuration.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, crate::error::ConfigError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("tls_cert {} holds no certificate", cert.display()));
+        return Err(format!("tls_cert {} holds no certificate", cert.display()).into());
     }
     let key =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;

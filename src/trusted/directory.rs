@@ -76,25 +76,22 @@ impl Directory {
     }
 
     /// Checks uniqueness and that every member is a known user.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
         for (i, u) in self.users.iter().enumerate() {
             if u.token.expose().len() < 8 {
-                return Err(format!(
-                    "user {}: token must be at least 8 characters",
-                    u.id
-                ));
+                return Err(format!("user {}: token must be at least 8 characters", u.id).into());
             }
             if self.users[..i]
                 .iter()
                 .any(|o| o.id == u.id || o.token == u.token)
             {
-                return Err(format!("user {} or its token appears twice", u.id));
+                return Err(format!("user {} or its token appears twice", u.id).into());
             }
         }
         for (scope, ids) in &self.scopes {
             for (scope_id, members) in ids {
                 if let Some(m) = members.iter().find(|m| self.user(m).is_none()) {
-                    return Err(format!("scope {scope}.{scope_id} lists unknown user {m}"));
+                    return Err(format!("scope {scope}.{scope_id} lists unknown user {m}").into());
                 }
             }
         }
@@ -174,7 +171,7 @@ mod tests {
                 ScopeId::parse("x").unwrap(),
                 vec![UserId::parse("mallory").unwrap()],
             );
-        assert!(d.validate().unwrap_err().contains("mallory"));
+        assert!(d.validate().unwrap_err().0.contains("mallory"));
         let mut d = Directory::demo();
         d.users[1].token = d.users[0].token.clone();
         assert!(d.validate().is_err());

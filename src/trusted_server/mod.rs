@@ -98,7 +98,7 @@ fn unix_ms() -> u64 {
 pub async fn start(
     config: TrustedConfig,
     listener: Option<TcpListener>,
-) -> Result<RunningTrusted, String> {
+) -> Result<RunningTrusted, crate::error::ToolError> {
     let directory = config.directory.clone().unwrap_or_else(Directory::demo);
     directory.validate()?;
     let master_key = config.master_key()?;

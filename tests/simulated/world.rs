@@ -14,7 +14,8 @@ use domvia_calls::ids::SocketId;
 use domvia_calls::pusher::ChannelType;
 use domvia_calls::pusher::Frame;
 use domvia_calls::pusher_client::{
-    ChannelGrant, ClientError, ClientEvent, ClientOutput, PusherClient, Subscription, TriggerId,
+    ChannelGrant, ClientError, ClientEvent, ClientOutput, GrantRefused, PusherClient, Subscription,
+    TriggerId,
 };
 use domvia_calls::realtime::{AppConfig, ConnId, Hub, Output};
 use domvia_calls::signing::{self, Secret};
@@ -75,7 +76,7 @@ pub struct SimClient {
     pub failing_grants: usize,
     /// Grants held back instead of answered (to deliver late, e.g. after a reconnect).
     pub hold_grants: bool,
-    pub held: Vec<(String, String, Result<ChannelGrant, String>)>,
+    pub held: Vec<(String, String, Result<ChannelGrant, GrantRefused>)>,
     /// Connects to refuse before accepting again (the server is unreachable).
     pub refused_connects: usize,
     /// The call endpoint this client carries, if it is in a call: frames go to it, its events
@@ -226,7 +227,7 @@ impl World {
                         .push((now, socket_id.clone(), channel.clone()));
                     let grant = if c.failing_grants > 0 {
                         c.failing_grants -= 1;
-                        Err("503 Service Unavailable: restarting".to_owned())
+                        Err(GrantRefused("503 Service Unavailable: restarting".into()))
                     } else {
                         Ok(sign(&socket_id, &channel, master))
                     };

@@ -261,7 +261,7 @@ pub struct Schemas {
 }
 
 impl Schemas {
-    pub fn compile() -> Result<Schemas, String> {
+    pub fn compile() -> Result<Schemas, crate::error::ToolError> {
         let compile = |v: &Value| jsonschema::validator_for(v).map_err(|e| e.to_string());
         let mut events = BTreeMap::new();
         for kind in EventKind::ALL {

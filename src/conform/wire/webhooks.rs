@@ -104,7 +104,7 @@ impl WebhookLog {
 pub async fn listen_webhooks(
     addr: std::net::SocketAddr,
     forward: Option<String>,
-) -> Result<(Arc<WebhookLog>, std::net::SocketAddr), String> {
+) -> Result<(Arc<WebhookLog>, std::net::SocketAddr), crate::error::ToolError> {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
     let log = Arc::new(WebhookLog::default());
