@@ -92,7 +92,7 @@ def main():
 
 
 TRANSCRIPTS = os.path.join(ROOT, "fuzz", "transcripts")
-# What the fuzz entry points are built with (src/fuzz_entry.rs).
+# What the fuzz entry points are built with (src/proto/fuzz_entry.rs).
 HUB_KEY, HUB_SECRET = "key", "secret"
 MACHINE_IDS = {"call_id": "call-1", "caller": ("alice", "alice-phone-1"), "callee": "bob-laptop-1"}
 

@@ -1,57 +1,56 @@
 //! # domvia-calls
 //!
-//! The protocol core of call signaling over a Pusher-compatible realtime service: channel names,
-//! Pusher frames and codes, typed call events, signatures, the strong-privacy envelope, JSON Schema
-//! generation and the machine-readable requirement list of the spec.
+//! Call signaling over a Pusher-compatible realtime service: the protocol's pure core, reference
+//! implementations of every role around it, and the conformance kit that checks other people's.
 //!
-//! This library is pure: no async runtime, no sockets, no clock reads and no random source. Time
-//! and nonces are arguments. `cargo build --no-default-features` builds exactly this core; the
-//! command-line tool sits behind the default `cli` feature and only adds a binary.
+//! ## Layout
+//! - [`proto`] (always built, `--no-default-features` builds nothing else): every protocol
+//!   decision as pure state machines and types, with time and randomness as arguments. Its modules
+//!   are also re-exported at the crate root (`domvia_calls::call` is `domvia_calls::proto::call`).
+//! - The shells, each a driver loop around a machine of [`proto`], each behind the feature that
+//!   brings its I/O:
+//!   - `client` feature: [`client`] (the Pusher client over tokio-tungstenite, driving
+//!     [`proto::pusher_client::PusherClient`]) and [`net`] (TLS and HTTP clients);
+//!   - `media` feature: [`media`] (the reference WebRTC peer, webrtc-rs) and [`session`] (calls:
+//!     a device, its inbox, [`session::Signaling`] driving [`proto::call_endpoint::CallEndpoint`],
+//!     [`session::CallSession`] with the media peer);
+//!   - `server` feature: [`server`] (the realtime server's listener, driving
+//!     [`proto::realtime::Hub`], and its webhook sender);
+//!   - `trusted` feature: [`trusted_server`] (HTTP endpoints, the call store on SQLite or
+//!     PostgreSQL, background loops, driving [`proto::trusted`]) and [`stack`] (both servers in
+//!     one process);
+//!   - `conform` feature: [`conform`] (the conformance runner, its cases and reports) and
+//!     [`interop`] (Chromium, aiortc, coturn and network namespaces for the interop runs);
+//!   - `cli` feature: the `domvia-calls` binary.
 //!
-//! Modules, top-down:
-//! - [`channel`]: call and inbox channel names (build and parse are exact inverses).
-//! - [`event`]: call events, their wire form, the per-party `seq` rule and SDP chunking.
-//! - [`envelope`]: sealing sensitive events in strong-privacy calls.
-//! - [`signing`]: channel, user, HTTP API, webhook and TURN signatures.
-//! - [`pusher`]: Pusher protocol 7 frames and close/error codes.
-//! - [`ids`], [`limits`]: identifier grammars and the protocol's numbers.
-//! - [`schema`], [`spec`], [`vectors`]: generated schemas, the spec's requirement list and the
-//!   language-neutral conformance vectors.
+//! ## Errors
+//! Protocol errors are typed beside the code that detects them (`EventError`, `EnvelopeError`,
+//! `FrameError`, `ClientError`, `EndpointError`, `SessionError`, `MediaError`); settings and
+//! local tools fail with [`error::ConfigError`] and [`error::ToolError`]. All are
+//! `#[non_exhaustive]` enums or newtypes with a message naming the problem.
 
-pub mod asyncapi;
-pub mod call;
-pub mod call_endpoint;
-pub mod channel;
+pub mod proto;
+
+pub use proto::{
+    asyncapi, call, call_endpoint, channel, compat, envelope, error, event, fuzz_entry, ids,
+    limits, pusher, pusher_client, realtime, schema, signing, spec, trusted, vectors,
+};
+
 #[cfg(feature = "client")]
 pub mod client;
-pub mod compat;
 #[cfg(feature = "conform")]
 pub mod conform;
-pub mod envelope;
-pub mod error;
-pub mod event;
-pub mod fuzz_entry;
-pub mod ids;
 #[cfg(feature = "conform")]
 pub mod interop;
-pub mod limits;
 #[cfg(feature = "media")]
 pub mod media;
 #[cfg(any(feature = "client", feature = "server"))]
 pub mod net;
-pub mod pusher;
-pub mod pusher_client;
-pub mod realtime;
-pub mod schema;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "media")]
 pub mod session;
-pub mod signing;
-pub mod spec;
 #[cfg(feature = "trusted")]
 pub mod stack;
-pub mod trusted;
 #[cfg(feature = "trusted")]
 pub mod trusted_server;
-pub mod vectors;

@@ -17,7 +17,7 @@
 (function () {
   const KINDS = ['started', 'ringing', 'accepted', 'offer', 'answer', 'ice_candidate', 'media_state', 'ended'];
   // The protocol's default limits; pusher-js does not pass on the limits a server announces.
-  // src/limits.rs is the source: a test checks that these match it.
+  // src/proto/limits.rs is the source: a test checks that these match it.
   const MAX_EVENT_BYTES = 10240;
   const MAX_CHUNKS = 8;
   const MAX_CANDIDATES_PER_EVENT = 20;
