@@ -11,9 +11,10 @@
 //!   brings its I/O:
 //!   - `client` feature: [`client`] (the Pusher client over tokio-tungstenite, driving
 //!     [`proto::pusher_client::PusherClient`]) and [`net`] (TLS and HTTP clients);
-//!   - `media` feature: [`media`] (the reference WebRTC peer, webrtc-rs) and [`session`] (calls:
-//!     a device, its inbox, [`session::Signaling`] driving [`proto::call_endpoint::CallEndpoint`],
-//!     [`session::CallSession`] with the media peer);
+//!   - `client` feature, too: [`session`] (calls: a device, its inbox, `session::Signaling`
+//!     driving [`proto::call_endpoint::CallEndpoint`]), for apps with their own WebRTC stack;
+//!   - `media` feature: [`media`] (the reference WebRTC peer, webrtc-rs) and
+//!     `session::CallSession` (a call with that peer);
 //!   - `server` feature: [`server`] (the realtime server's listener, driving
 //!     [`proto::realtime::Hub`], and its webhook sender);
 //!   - `trusted` feature: [`trusted_server`] (HTTP endpoints, the call store on SQLite or
@@ -48,7 +49,7 @@ pub mod media;
 pub mod net;
 #[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "media")]
+#[cfg(feature = "client")]
 pub mod session;
 #[cfg(feature = "trusted")]
 pub mod stack;

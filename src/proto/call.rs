@@ -1,10 +1,7 @@
 //! The call state machine of one device (`spec/09-call-states.md`): what a caller or callee sends
 //! and when, decided from local commands, received events and time alone.
 //!
-//! Driving rule (as in quinn-proto): feed local commands with the `start`/`accept`/... methods,
-//! received events with [`CallMachine::handle_event`] and time with [`CallMachine::handle_timeout`];
-//! then drain [`CallMachine::poll_action`] until it returns `None` and carry out each [`Action`]
-//! in order (send the event, tell the app). The machine never blocks and reads no clock.
+//! How a shell drives it is documented once, on [`CallMachine`].
 //!
 //! Invariants:
 //! - `Ended` is absorbing: once there, every input is ignored and nothing more is sent
@@ -125,6 +122,11 @@ pub enum CallError {
 }
 
 /// One device's state of one call.
+///
+/// Driving rule (as in quinn-proto): feed local commands with the `start`/`accept`/... methods,
+/// received events with [`CallMachine::handle_event`] and time with [`CallMachine::handle_timeout`];
+/// then drain [`CallMachine::poll_action`] until it returns `None` and carry out each [`Action`]
+/// in order (send the event, tell the app). The machine never blocks and reads no clock.
 #[derive(Debug)]
 pub struct CallMachine {
     role: Role,

@@ -66,6 +66,45 @@ impl ActionReport {
     }
 }
 
+/// How long a device keeps retrying a report of its user's action: longer than a trusted server
+/// takes to restart, shorter than any ring timeout a report could still change.
+pub const REPORT_RETRY_FOR_MS: u64 = 60_000;
+/// The pause after a report's first failed attempt; it doubles up to [`MAX_REPORT_PAUSE_MS`].
+pub const FIRST_REPORT_PAUSE_MS: u64 = 250;
+pub const MAX_REPORT_PAUSE_MS: u64 = 4_000;
+
+/// What to do after one attempt at sending an [`ActionReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportNext {
+    /// Answered with 2xx: applied, or already known (a repeat changes nothing, [SRV-025]).
+    Done,
+    /// Refused for good (a 4xx other than 408 and 429): sending it again would not help.
+    Refused,
+    /// Not answered, or answered 5xx, 408 or 429: try again after this many milliseconds.
+    RetryAfter(u64),
+    /// Still not answered after [`REPORT_RETRY_FOR_MS`]: stop.
+    GiveUp,
+}
+
+impl ActionReport {
+    /// After attempt number `attempt` (1 for the first) got `status` (`None`: no answer),
+    /// `elapsed_ms` after the first attempt began.
+    pub fn after_attempt(status: Option<u16>, attempt: u32, elapsed_ms: u64) -> ReportNext {
+        match status {
+            Some(s) if (200..300).contains(&s) => return ReportNext::Done,
+            Some(s) if s < 500 && s != 408 && s != 429 => return ReportNext::Refused,
+            _ => {}
+        }
+        let doublings = attempt.saturating_sub(1).min(16);
+        let pause = (FIRST_REPORT_PAUSE_MS << doublings).min(MAX_REPORT_PAUSE_MS);
+        if elapsed_ms + pause > REPORT_RETRY_FOR_MS {
+            ReportNext::GiveUp
+        } else {
+            ReportNext::RetryAfter(pause)
+        }
+    }
+}
+
 /// What the shell must do besides sending [`CallEndpoint::poll_transmit`]'s events.
 // Outputs live briefly in a short queue; boxing the common variant would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
@@ -456,5 +495,51 @@ impl CallEndpoint {
             .into_iter()
             .chain(self.candidates_due_ms)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_retry_what_a_restart_or_overload_explains_and_stop_on_the_rest() {
+        assert_eq!(
+            ActionReport::after_attempt(Some(200), 1, 0),
+            ReportNext::Done
+        );
+        assert_eq!(
+            ActionReport::after_attempt(Some(204), 3, 900),
+            ReportNext::Done
+        );
+        for refused in [400, 401, 403, 404, 409, 422] {
+            assert_eq!(
+                ActionReport::after_attempt(Some(refused), 1, 0),
+                ReportNext::Refused
+            );
+        }
+        for retried in [None, Some(408), Some(429), Some(500), Some(503)] {
+            assert_eq!(
+                ActionReport::after_attempt(retried, 1, 0),
+                ReportNext::RetryAfter(FIRST_REPORT_PAUSE_MS)
+            );
+        }
+        // Doubling pauses, capped.
+        let pauses: Vec<_> = (1..=7)
+            .map(|a| ActionReport::after_attempt(None, a, 0))
+            .collect();
+        assert_eq!(
+            pauses,
+            [250, 500, 1_000, 2_000, 4_000, 4_000, 4_000].map(ReportNext::RetryAfter)
+        );
+        // Not past the retry window.
+        assert_eq!(
+            ActionReport::after_attempt(None, 9, REPORT_RETRY_FOR_MS - 1_000),
+            ReportNext::GiveUp
+        );
+        assert_eq!(
+            ActionReport::after_attempt(None, 9, REPORT_RETRY_FOR_MS - 4_000),
+            ReportNext::RetryAfter(4_000)
+        );
     }
 }

@@ -30,6 +30,8 @@ pub mod compat;
 pub mod envelope;
 pub mod error;
 pub mod event;
+// Public only for the fuzz crate: entry points, not an API.
+#[doc(hidden)]
 pub mod fuzz_entry;
 pub mod ids;
 pub mod limits;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::SessionError;
+use crate::call_endpoint::{ActionReport, ReportNext};
 use crate::client::{Auth, ClientConfig, RealtimeClient};
 use crate::ids::{DevicePartyId, UserId};
 use crate::trusted::api::IceServerList;
@@ -96,25 +97,19 @@ impl Device {
         })
     }
 
-    /// `GET /ice-servers`: STUN and fresh TURN credentials for this user.
-    pub(super) async fn ice_servers(&self) -> Result<IceServerList, SessionError> {
+    /// `GET /ice-servers`: STUN and fresh TURN credentials for this user (for an app's own
+    /// WebRTC stack; the reference peer gets them itself).
+    pub async fn ice_servers(&self) -> Result<IceServerList, SessionError> {
         self.trusted(reqwest::Method::GET, "/ice-servers", None)
             .await
     }
 }
 
-/// How long a device keeps retrying a report of its user's action: longer than a trusted server
-/// takes to restart, shorter than any ring timeout a report could still change.
-const REPORT_RETRY_FOR: Duration = Duration::from_secs(60);
-
-/// Posts one action report until the trusted server answers it: a 2xx (applied, or already
-/// known) or a refusal other than 408/429 ends it; a connection failure, a 5xx, 408 or 429 is
-/// retried with doubling pauses (250 ms up to 4 s) for [`REPORT_RETRY_FOR`]. The trusted server
-/// applies a repeated report once ([SRV-025]), so a retry after a lost answer is harmless.
+/// Posts one action report until [`ActionReport::after_attempt`] says to stop. The trusted
+/// server applies a repeated report once ([SRV-025]), so a retry after a lost answer is harmless.
 pub(super) async fn report_until_acknowledged(device: &Device, path: &str, body: Option<Value>) {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(250);
-    loop {
+    for attempt in 1.. {
         let mut req = crate::net::http_client()
             .post(format!("{}{path}", device.trusted_url))
             .header("authorization", format!("Bearer {}", device.token))
@@ -124,29 +119,28 @@ pub(super) async fn report_until_acknowledged(device: &Device, path: &str, body:
                 .header("content-type", "application/json")
                 .body(body.to_string());
         }
-        let retry = match req.send().await {
-            Ok(resp) if resp.status().is_success() => return,
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retryable = status >= 500 || status == 408 || status == 429;
-                if !retryable {
-                    tracing::warn!(
-                        status,
-                        path,
-                        "the trusted server refused a call action report"
-                    );
-                    return;
-                }
-                format!("status {status}")
-            }
-            Err(e) => e.to_string(),
+        let (status, what) = match req.send().await {
+            Ok(resp) => (
+                Some(resp.status().as_u16()),
+                format!("status {}", resp.status()),
+            ),
+            Err(e) => (None, e.to_string()),
         };
-        if started.elapsed() + pause > REPORT_RETRY_FOR {
-            tracing::warn!(path, error = %retry, "gave up reporting a call action to the trusted server");
-            return;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match ActionReport::after_attempt(status, attempt, elapsed_ms) {
+            ReportNext::Done => return,
+            ReportNext::Refused => {
+                tracing::warn!(path, %what, "the trusted server refused a call action report");
+                return;
+            }
+            ReportNext::GiveUp => {
+                tracing::warn!(path, %what, "gave up reporting a call action to the trusted server");
+                return;
+            }
+            ReportNext::RetryAfter(ms) => {
+                tracing::debug!(path, %what, "call action report not acknowledged; retrying");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
         }
-        tracing::debug!(path, error = %retry, "call action report not acknowledged; retrying");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(4));
     }
 }

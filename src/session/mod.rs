@@ -8,6 +8,7 @@
 //! to the trusted server, its actions to the app or the media peer, and the clock and random
 //! nonces into it.
 
+#[cfg(feature = "media")]
 mod call;
 mod device;
 mod signaling;
@@ -17,8 +18,10 @@ use std::time::{Duration, Instant};
 use crate::call::Phase;
 use crate::call_endpoint::EndpointError;
 use crate::client::ClientError;
+#[cfg(feature = "media")]
 use crate::media::MediaError;
 pub use crate::trusted::api::PlacedCall;
+#[cfg(feature = "media")]
 pub use call::CallSession;
 pub use device::Device;
 pub use signaling::{Inbox, Signaling};
@@ -52,6 +55,7 @@ pub enum SessionError {
     #[error("{0}")]
     Protocol(String),
     /// The WebRTC stack refused an operation.
+    #[cfg(feature = "media")]
     #[error(transparent)]
     Media(#[from] MediaError),
     /// What was awaited did not happen in time; the text says what was last seen.

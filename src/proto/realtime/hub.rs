@@ -1,10 +1,7 @@
 //! The realtime server's protocol state machine: every connection, channel and presence member of
 //! every app, and the decisions Pusher protocol 7 asks for.
 //!
-//! Driving rule (as in quinn-proto): the I/O shell feeds inputs with `open`, `message`, `closed`,
-//! `overflow`, `tick` and `http`, each with the current time in milliseconds on a monotonic clock,
-//! and after every input drains [`Hub::poll_output`] until it returns `None`, carrying out each
-//! [`Output`] in order. The hub never blocks, never reads a clock and never touches a socket.
+//! How a shell drives it is documented once, on [`Hub`].
 //!
 //! Invariants:
 //! - a connection id is in `conns` from a successful `open` until the hub emits `Output::Close`
@@ -177,6 +174,11 @@ fn event_frame(event: &str, channel: Option<&str>, data: &Value) -> String {
 }
 
 /// The realtime server's state.
+///
+/// Driving rule (as in quinn-proto): the I/O shell feeds inputs with `open`, `message`, `closed`,
+/// `overflow`, `tick` and `http`, each with the current time in milliseconds on a monotonic clock,
+/// and after every input drains [`Hub::poll_output`] until it returns `None`, carrying out each
+/// [`Output`] in order. The hub never blocks, never reads a clock and never touches a socket.
 pub struct Hub {
     apps: Vec<AppConfig>,
     conns: HashMap<ConnId, Conn>,

@@ -16,9 +16,7 @@
 //!   anonymous public subscriptions fills only the public share and never pushes out a call's
 //!   events. When a share is full its oldest event is dropped and counted ([`WebhookStats`]).
 //!
-//! Drain order for the shell: after [`WebhookQueue::push`], [`WebhookQueue::delivered`] or
-//! [`WebhookQueue::failed`], call [`WebhookQueue::poll_batch`] until it returns `None`, then sleep
-//! until [`WebhookQueue::poll_timeout`] and poll again.
+//! How a shell drives it is documented once, on [`WebhookQueue`].
 
 use std::collections::VecDeque;
 
@@ -95,6 +93,10 @@ struct AppQueue {
 }
 
 /// Every app's queue.
+///
+/// Drain order for the shell: after [`WebhookQueue::push`], [`WebhookQueue::delivered`] or
+/// [`WebhookQueue::failed`], call [`WebhookQueue::poll_batch`] until it returns `None`, then sleep
+/// until [`WebhookQueue::poll_timeout`] and poll again.
 #[derive(Debug, Clone)]
 pub struct WebhookQueue {
     apps: Vec<AppQueue>,
