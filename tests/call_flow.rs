@@ -394,3 +394,129 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
     );
     s.shutdown().await;
 }
+
+/// `domvia-calls drive` as a child process, spoken to over the client-driver contract.
+struct Driver {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    reports: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_domvia-calls"))
+            .arg("drive")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let stdout = child.stdout.take().unwrap();
+        Driver {
+            stdin: child.stdin.take().unwrap(),
+            reports: tokio::io::BufReader::new(stdout).lines(),
+            child,
+        }
+    }
+
+    async fn send(&mut self, command: Value) {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{command}\n");
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Reports until one matches `want` (every member of `want` equal); the ones before it.
+    async fn until(&mut self, want: Value) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(WITHIN, async {
+            while let Some(line) = self.reports.next_line().await.unwrap() {
+                let report: Value =
+                    serde_json::from_str(&line).expect("a report is one JSON object");
+                let matches = want
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .all(|(k, v)| report.get(k) == Some(v));
+                seen.push(report);
+                if matches {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true), "no report like {want}; saw {seen:#?}");
+        seen
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_client_answers_and_places_calls_through_the_driver_contract() {
+    let s = common::calls::stack("driver", |_| {}).await;
+    let mut bob = Driver::start();
+    bob.send(json!({"cmd": "connect",
+        "realtime_url": format!("ws://{}/app/domvia-key", s.realtime.addr()),
+        "trusted_url": format!("http://{}", s.trusted.addr()),
+        "token": "bob-token", "user": "bob"}))
+        .await;
+    bob.until(json!({"event": "ready", "user": "bob"})).await;
+    bob.send(json!({"cmd": "dance"})).await;
+    bob.until(json!({"event": "error"})).await;
+
+    // Alice calls bob, who answers through the driver; media comes up; bob hangs up.
+    let (mut alice, placed) =
+        common::calls::place_room_call(&s, "alice", "bob", PeerOptions::default()).await;
+    let call_id = placed.call_id.to_string();
+    bob.until(json!({"event": "incoming", "call_id": call_id, "caller": "alice"}))
+        .await;
+    bob.until(json!({"event": "phase", "phase": "alerting"}))
+        .await;
+    bob.send(json!({"cmd": "answer"})).await;
+    let (alice_up, _) = tokio::join!(
+        alice.run(RunUntil::MediaUp, WITHIN),
+        bob.until(json!({"event": "media_up", "call_id": call_id}))
+    );
+    alice_up.unwrap();
+    bob.send(json!({"cmd": "mute", "muted": true})).await;
+    bob.send(json!({"cmd": "hang_up"})).await;
+    bob.until(json!({"event": "phase", "phase": "ended", "reason": "hangup"}))
+        .await;
+    let outcome = alice.run(RunUntil::Ended, WITHIN).await.unwrap();
+    assert_eq!(outcome.phase, Phase::Ended(EndReason::Hangup));
+    alice.close().await;
+
+    // Bob places a call to alice through the driver; she answers, then hangs up.
+    let inbox = Inbox::open(&common::calls::device(&s, "alice"))
+        .await
+        .unwrap();
+    bob.send(json!({"cmd": "place",
+        "request": {"scope": "room", "scope_id": "chat-room-42", "callees": ["alice"]}}))
+        .await;
+    let placed = bob.until(json!({"event": "placed"})).await;
+    let call_id = placed.last().unwrap()["call_id"].clone();
+    let mut alice = inbox
+        .next_call(PeerOptions::default(), WITHIN)
+        .await
+        .unwrap();
+    assert_eq!(json!(alice.call_id().to_string()), call_id);
+    alice.accept().await.unwrap();
+    let (alice_up, _) = tokio::join!(
+        alice.run(RunUntil::MediaUp, WITHIN),
+        bob.until(json!({"event": "phase", "phase": "active", "call_id": call_id}))
+    );
+    alice_up.unwrap();
+    alice.hang_up().await.unwrap();
+    alice.run(RunUntil::Ended, WITHIN).await.unwrap();
+    bob.until(json!({"event": "phase", "phase": "ended", "reason": "hangup"}))
+        .await;
+    alice.close().await;
+
+    bob.send(json!({"cmd": "quit"})).await;
+    let status = tokio::time::timeout(WITHIN, bob.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

@@ -12,6 +12,8 @@ mod call;
 #[cfg(feature = "conform")]
 mod conform;
 mod diff;
+#[cfg(feature = "conform")]
+mod drive;
 #[cfg(feature = "trusted")]
 mod serve;
 mod sign;
@@ -100,6 +102,10 @@ enum Command {
     /// default when no command is given).
     #[cfg(feature = "conform")]
     Conform(Box<conform::ConformArgs>),
+    /// The reference client behind the client-driver contract: commands as JSON lines on stdin,
+    /// reports on stdout (`conformance/client-driver.md`).
+    #[cfg(feature = "conform")]
+    Drive,
     /// Run the reference realtime server and trusted server (or one role alone).
     #[cfg(feature = "trusted")]
     Serve(Box<serve::ServeArgs>),
@@ -249,6 +255,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Conform(args) => conform::run(*args),
         #[cfg(feature = "trusted")]
         Command::Serve(args) => serve::run(*args),
+        #[cfg(feature = "conform")]
+        Command::Drive => drive::run(),
         #[cfg(all(feature = "media", feature = "trusted"))]
         Command::Call(args) => call::run(args),
         #[cfg(feature = "server")]

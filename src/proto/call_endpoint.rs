@@ -205,6 +205,11 @@ impl CallEndpoint {
         &self.channel
     }
 
+    /// The call's invitation, once known (the caller's own after `start`).
+    pub fn started(&self) -> Option<&crate::event::StartedBody> {
+        self.machine.started()
+    }
+
     /// The channel's name, as the client subscribes to it and triggers on it.
     pub fn channel_name(&self) -> &str {
         &self.channel_name

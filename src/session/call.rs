@@ -85,6 +85,22 @@ impl CallSession {
     pub fn call_id(&self) -> &CallId {
         self.sig.call_id()
     }
+    /// See [`Signaling::started`].
+    pub fn started(&self) -> Option<&crate::event::StartedBody> {
+        self.sig.started()
+    }
+    /// Whether media flows both ways: the data channel carried the ping and its echo, and RTP
+    /// arrived.
+    pub fn media_up(&self) -> bool {
+        self.media_flags == (true, true)
+    }
+    /// Sends this device's media state (mute, camera, screen, hold).
+    pub fn send_media_state(
+        &mut self,
+        state: crate::event::MediaStateBody,
+    ) -> Result<(), SessionError> {
+        self.sig.send_media_state(state)
+    }
     pub fn timeline(&self) -> &Timeline {
         &self.sig.timeline
     }

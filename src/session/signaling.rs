@@ -190,6 +190,11 @@ impl Signaling {
         self.endpoint.channel()
     }
 
+    /// The call's invitation, once known (who calls whom, with which media and privacy).
+    pub fn started(&self) -> Option<&crate::event::StartedBody> {
+        self.endpoint.started()
+    }
+
     /// The call's id.
     pub fn call_id(&self) -> &CallId {
         self.endpoint.channel().call_id()

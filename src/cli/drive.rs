@@ -1,0 +1,301 @@
+//! `domvia-calls drive`: the reference client behind the client-driver contract
+//! (`conformance/client-driver.md`): commands as JSON lines on stdin, reports as JSON lines on
+//! stdout. It is the Rust client the client-role runner tests, and a worked example of a driver.
+//!
+//! One loop: commands are read by a task and queued; a call in progress runs in short slices
+//! between them (a slice always runs to its end, so no media operation is cut in half); while
+//! idle, an inbox task waits for the next invitation.
+
+use std::io::Write;
+use std::time::Duration;
+
+use domvia_calls::conform::driver::{DriverCommand, DriverReport, phase_name};
+use domvia_calls::event::{AudioState, MediaStateBody, ScreenState, VideoState};
+use domvia_calls::media::PeerOptions;
+use domvia_calls::session::{CallSession, Device, Inbox, RunUntil, SessionError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::CliResult;
+
+/// How long a call runs between two looks at the command queue.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// Writes one report line and flushes it: the runner reads line by line.
+fn report(r: &DriverReport) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, r);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+fn error(command: &str, message: impl std::fmt::Display) {
+    report(&DriverReport::Error {
+        command: command.to_owned(),
+        message: message.to_string(),
+    });
+}
+
+/// A call in progress and what has been reported of it.
+struct Call {
+    session: CallSession,
+    phase: String,
+    refusals: usize,
+    media_reported: bool,
+}
+
+impl Call {
+    fn new(session: CallSession) -> Call {
+        let mut call = Call {
+            session,
+            phase: String::new(),
+            refusals: 0,
+            media_reported: false,
+        };
+        call.report_changes();
+        call
+    }
+
+    fn id(&self) -> String {
+        self.session.call_id().to_string()
+    }
+
+    /// Reports what changed since the last look: the phase, new refusals, media up.
+    fn report_changes(&mut self) {
+        let (phase, reason) = phase_name(self.session.phase());
+        if phase != self.phase {
+            self.phase = phase.to_owned();
+            report(&DriverReport::Phase {
+                call_id: self.id(),
+                phase: phase.to_owned(),
+                reason,
+            });
+        }
+        let refusals = self.session.refusals().to_vec();
+        for r in &refusals[self.refusals..] {
+            report(&DriverReport::Refused {
+                call_id: self.id(),
+                event_name: r.event.clone(),
+                code: r.code.to_owned(),
+                requirement: r.requirement.map(str::to_owned),
+            });
+        }
+        self.refusals = refusals.len();
+        if !self.media_reported && self.session.media_up() {
+            self.media_reported = true;
+            report(&DriverReport::MediaUp { call_id: self.id() });
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.phase == "ended"
+    }
+}
+
+/// The call in progress, or an `error` report naming the command.
+fn in_call<'a>(call: &'a mut Option<Call>, command: &str) -> Option<&'a mut CallSession> {
+    let session = call.as_mut().map(|c| &mut c.session);
+    if session.is_none() {
+        error(command, "there is no call");
+    }
+    session
+}
+
+/// Waits on the user's inbox for the next invitation, joined with the reference WebRTC peer.
+fn listen(
+    device: &Device,
+    calls: &mpsc::UnboundedSender<Result<CallSession, SessionError>>,
+) -> JoinHandle<()> {
+    let (device, calls) = (device.clone(), calls.clone());
+    tokio::spawn(async move {
+        match Inbox::open(&device).await {
+            Ok(inbox) => wait_for_call(inbox, calls).await,
+            Err(e) => {
+                let _ = calls.send(Err(e));
+            }
+        }
+    })
+}
+
+/// The next invitation on an open inbox, joined with the reference WebRTC peer.
+async fn wait_for_call(
+    inbox: Inbox,
+    calls: mpsc::UnboundedSender<Result<CallSession, SessionError>>,
+) {
+    let call = inbox
+        .next_call(PeerOptions::default(), Duration::from_secs(24 * 3600))
+        .await;
+    let _ = calls.send(call);
+}
+
+pub fn run() -> CliResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(drive())
+}
+
+async fn drive() -> CliResult {
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    // Reading stdin blocks; a thread of its own keeps it out of the runtime.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (calls_tx, mut incoming) = mpsc::unbounded_channel::<Result<CallSession, SessionError>>();
+    let mut device: Option<Device> = None;
+    let mut listener: Option<JoinHandle<()>> = None;
+    let mut call: Option<Call> = None;
+    loop {
+        // Run the call for one slice, or wait for a command or an invitation.
+        let line = if let Some(c) = call.as_mut() {
+            if let Err(e) = c.session.run(RunUntil::Elapsed, SLICE).await {
+                error("run", e);
+            }
+            c.report_changes();
+            lines.try_recv().ok()
+        } else {
+            tokio::select! {
+                line = lines.recv() => match line {
+                    Some(l) => Some(l),
+                    None => return Ok(true),
+                },
+                Some(result) = incoming.recv() => {
+                    listener = None;
+                    match result {
+                        Ok(session) => {
+                            let caller = session.started().map(|s| s.caller.to_string()).unwrap_or_default();
+                            report(&DriverReport::Incoming { call_id: session.call_id().to_string(), caller });
+                            call = Some(Call::new(session));
+                        }
+                        Err(e) => error("listen", e),
+                    }
+                    None
+                }
+            }
+        };
+        if call.as_ref().is_some_and(Call::ended)
+            && let Some(c) = call.take()
+        {
+            c.session.close().await;
+        }
+        if let Some(line) = line {
+            let command = match serde_json::from_str::<DriverCommand>(&line) {
+                Ok(c) => c,
+                Err(e) => {
+                    error(&line, format!("not a command of the contract: {e}"));
+                    continue;
+                }
+            };
+            if command == DriverCommand::Quit {
+                if let Some(c) = call.take() {
+                    c.session.close().await;
+                }
+                return Ok(true);
+            }
+            handle(command, &mut device, &mut call, &mut listener, &calls_tx).await;
+        }
+        // Idle with a device: listen for the next invitation.
+        if call.is_none()
+            && listener.is_none()
+            && let Some(d) = &device
+        {
+            listener = Some(listen(d, &calls_tx));
+        }
+    }
+}
+
+async fn handle(
+    command: DriverCommand,
+    device: &mut Option<Device>,
+    call: &mut Option<Call>,
+    listener: &mut Option<JoinHandle<()>>,
+    calls: &mpsc::UnboundedSender<Result<CallSession, SessionError>>,
+) {
+    match command {
+        DriverCommand::Connect {
+            realtime_url,
+            trusted_url,
+            token,
+            user,
+        } => match Device::new(&realtime_url, &trusted_url, &token, &user) {
+            Ok(d) => {
+                // Connected means listening: the inbox is subscribed before `ready`.
+                match Inbox::open(&d).await {
+                    Ok(inbox) => {
+                        *listener = Some(tokio::spawn(wait_for_call(inbox, calls.clone())));
+                        *device = Some(d);
+                        report(&DriverReport::Ready { user });
+                    }
+                    Err(e) => error("connect", e),
+                }
+            }
+            Err(e) => error("connect", e),
+        },
+        DriverCommand::Place { request } => {
+            let Some(d) = device.as_ref() else {
+                return error("place", "connect first");
+            };
+            if call.is_some() {
+                return error("place", "already in a call");
+            }
+            // One call at a time: stop listening while this one runs.
+            if let Some(l) = listener.take() {
+                l.abort();
+            }
+            match CallSession::place(d, request, PeerOptions::default()).await {
+                Ok((session, placed)) => {
+                    report(&DriverReport::Placed {
+                        call_id: placed.call_id.to_string(),
+                        channel: placed.channel.to_string(),
+                    });
+                    *call = Some(Call::new(session));
+                }
+                Err(e) => error("place", e),
+            }
+        }
+        DriverCommand::Answer => {
+            if let Some(s) = in_call(call, "answer")
+                && let Err(e) = s.accept().await
+            {
+                error("answer", e);
+            }
+        }
+        DriverCommand::Decline { busy } => {
+            if let Some(s) = in_call(call, "decline")
+                && let Err(e) = s.decline(busy).await
+            {
+                error("decline", e);
+            }
+        }
+        DriverCommand::HangUp => {
+            if let Some(s) = in_call(call, "hang_up")
+                && let Err(e) = s.hang_up().await
+            {
+                error("hang_up", e);
+            }
+        }
+        DriverCommand::Mute { muted } => {
+            let state = MediaStateBody {
+                audio: AudioState { muted },
+                video: VideoState { enabled: false },
+                screen: ScreenState { sharing: false },
+                on_hold: false,
+            };
+            if let Some(s) = in_call(call, "mute")
+                && let Err(e) = s.send_media_state(state)
+            {
+                error("mute", e);
+            }
+        }
+        DriverCommand::Quit => {}
+    }
+    if let Some(c) = call.as_mut() {
+        c.report_changes();
+    }
+}
