@@ -68,6 +68,9 @@ pub struct ClientConfig {
     pub events_per_second: Option<f64>,
     /// Sees every frame, if set.
     pub tap: Option<WireTap>,
+    /// Test-only: one deliberate protocol violation.
+    #[cfg(feature = "defects")]
+    pub defect: Option<crate::client_defect::ClientDefect>,
 }
 
 impl ClientConfig {
@@ -78,6 +81,8 @@ impl ClientConfig {
             auth,
             events_per_second: None,
             tap: None,
+            #[cfg(feature = "defects")]
+            defect: None,
         }
     }
 
@@ -289,7 +294,10 @@ async fn run(
 ) {
     let epoch = Instant::now();
     let now = move || epoch.elapsed().as_millis() as u64;
-    let mut machine = PusherClient::new(&config.url, config.events_per_second, now());
+    let machine = PusherClient::new(&config.url, config.events_per_second, now());
+    #[cfg(feature = "defects")]
+    let machine = machine.with_defect(config.defect);
+    let mut machine = machine;
     let http = crate::net::http_client();
     let (grants_tx, mut grants) = mpsc::unbounded_channel();
     let mut subscribe_replies: HashMap<

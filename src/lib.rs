@@ -33,8 +33,9 @@
 pub mod proto;
 
 pub use proto::{
-    asyncapi, call, call_endpoint, channel, compat, envelope, error, event, fuzz_entry, ids,
-    limits, pusher, pusher_client, realtime, schema, signing, spec, trusted, vectors,
+    asyncapi, call, call_endpoint, channel, client_defect, compat, envelope, error, event,
+    fuzz_entry, ids, limits, pusher, pusher_client, realtime, schema, signing, spec, trusted,
+    vectors,
 };
 
 #[cfg(feature = "client")]

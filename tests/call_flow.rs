@@ -333,6 +333,7 @@ async fn strong_privacy_rejects_and_reports_downgraded_and_replayed_events() {
     // Someone holding the app secret (a compromised relay, say) joins as "bob", sends a media
     // state in the clear, then the same event twice.
     let mallory = RealtimeClient::connect(ClientConfig {
+        defect: None,
         url: format!("ws://{}/app/domvia-key", s.realtime.addr()),
         auth: Auth::Signer {
             key: "domvia-key".into(),

@@ -113,3 +113,56 @@ async fn every_deliberate_defect_is_caught_by_its_case() {
         "defects not caught by their case:\n{missed:#?}"
     );
 }
+
+/// The reference client passes every client-role case through its driver, and each deliberate
+/// client defect is caught by the case written for its rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_client_passes_the_client_role_cases_and_each_client_defect_is_caught() {
+    use domvia_calls::client_defect::ClientDefect;
+    use domvia_calls::conform::client_role::{self, ClientRoleOptions};
+    let base = ClientRoleOptions {
+        command: vec![
+            env!("CARGO_BIN_EXE_domvia-calls").to_owned(),
+            "drive".to_owned(),
+        ],
+        label: None,
+        only: Vec::new(),
+        env: Vec::new(),
+    };
+    let clean = client_role::run(&base).await.unwrap();
+    let not_passing: Vec<_> = clean
+        .cases
+        .iter()
+        .filter(|c| c.verdict != Verdict::Pass)
+        .map(|c| (c.id.clone(), c.verdict, c.failure.clone(), c.reason.clone()))
+        .collect();
+    assert!(clean.cases.len() >= 8);
+    assert!(not_passing.is_empty(), "{not_passing:#?}");
+    for (defect, case) in [
+        (ClientDefect::NoPacing, "client.pacing.announced-rate"),
+        (ClientDefect::DropRateRefused, "client.rate-refusal.resent"),
+        (
+            ClientDefect::ReconnectAfterFinalCode,
+            "client.reconnect.4001-never",
+        ),
+        (ClientDefect::ReusePartyId, "client.party-id.fresh"),
+    ] {
+        let opts = ClientRoleOptions {
+            only: vec![case.to_owned()],
+            env: vec![("DOMVIA_CLIENT_DEFECT".to_owned(), defect.name().to_owned())],
+            ..base.clone()
+        };
+        let report = client_role::run(&opts).await.unwrap();
+        let verdict = report
+            .cases
+            .iter()
+            .find(|c| c.id == case)
+            .map(|c| c.verdict);
+        assert_eq!(
+            verdict,
+            Some(Verdict::Fail),
+            "{} is caught by {case}",
+            defect.name()
+        );
+    }
+}

@@ -18,6 +18,7 @@ const CH: &str = "private-call.room.r1.call-1";
 
 fn signer(addr: std::net::SocketAddr, user: &str, rate: Option<f64>) -> ClientConfig {
     ClientConfig {
+        defect: None,
         url: format!("ws://{addr}/app/{KEY}"),
         auth: Auth::Signer {
             key: KEY.into(),
@@ -160,6 +161,7 @@ async fn auth_endpoint_grants_and_refusals() {
     let s = stack::start(cfg).await.unwrap();
     let (r, t) = (s.realtime.addr(), s.trusted.addr());
     let endpoint = |token: &str| ClientConfig {
+        defect: None,
         url: format!("ws://{r}/app/domvia-key"),
         auth: Auth::Endpoint {
             url: format!("http://{t}/realtime/auth"),
@@ -292,6 +294,7 @@ async fn a_subscription_that_cannot_be_restored_is_reported_not_dropped_silently
     let server = start().await;
     let addr = server.addr();
     let mut a = RealtimeClient::connect(ClientConfig {
+        defect: None,
         url: format!("ws://{addr}/app/{KEY}"),
         auth: Auth::Endpoint {
             url: format!("http://{auth}/auth"),

@@ -115,6 +115,7 @@ async fn a_session_for_a_call_id_and_channel_without_a_trusted_server() {
     let server = common::start().await;
     let connect = |user: &str| {
         RealtimeClient::connect(ClientConfig {
+            defect: None,
             url: format!("ws://{}/app/{}", server.addr(), common::KEY),
             auth: Auth::Signer {
                 key: common::KEY.into(),

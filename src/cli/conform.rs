@@ -60,6 +60,12 @@ pub enum ConformAction {
 pub struct ConformArgs {
     #[command(subcommand)]
     action: Option<ConformAction>,
+    /// Test a call client instead of a server: the command of its driver, which speaks the
+    /// client-driver contract (conformance/client-driver.md), e.g. "node driver.js"; `rust` is
+    /// the reference client (`domvia-calls drive`). The runner starts the reference servers
+    /// behind an instrumented proxy and plays the other party.
+    #[arg(long, value_name = "CMD")]
+    client: Option<String>,
     /// The implementation's name in the reports and the results matrix.
     #[arg(long)]
     label: Option<String>,
@@ -386,6 +392,10 @@ pub fn run(a: ConformArgs) -> CliResult {
     if a.list {
         return list();
     }
+    if let Some(client) = &a.client {
+        let report = client_role(&a, client)?;
+        return finish(&a, report);
+    }
     let opts = RunOptions {
         selection: Selection {
             only: a.only.clone(),
@@ -490,6 +500,11 @@ pub fn run(a: ConformArgs) -> CliResult {
                 .map_err(String::from)
         }
     })?;
+    finish(&a, report)
+}
+
+/// Reports, expected-results comparison and the exit status, for both roles.
+fn finish(a: &ConformArgs, report: conform::Report) -> CliResult {
     // The expected file's reasons travel into the reports, so the results matrix can show why.
     let expected = match &a.expected {
         Some(p) => Some(
@@ -564,4 +579,31 @@ pub fn run(a: ConformArgs) -> CliResult {
         }
     }
     Ok(ok)
+}
+
+/// Runs the client-role cases against the driver `client` (`rust`: this binary's `drive`).
+fn client_role(a: &ConformArgs, client: &str) -> Result<conform::Report, String> {
+    let command: Vec<String> = if client == "rust" {
+        let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+        vec![exe.to_string_lossy().into_owned(), "drive".to_owned()]
+    } else {
+        client.split_whitespace().map(str::to_owned).collect()
+    };
+    if command.is_empty() {
+        return Err("--client needs the driver's command".to_owned());
+    }
+    let opts = conform::client_role::ClientRoleOptions {
+        command,
+        label: a.label.clone().or_else(|| Some(client.to_owned())),
+        only: a.only.clone(),
+        env: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    eprintln!("testing the client {client:?} through the client-driver contract");
+    runtime
+        .block_on(conform::client_role::run(&opts))
+        .map_err(String::from)
 }

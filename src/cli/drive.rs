@@ -101,22 +101,6 @@ fn in_call<'a>(call: &'a mut Option<Call>, command: &str) -> Option<&'a mut Call
     session
 }
 
-/// Waits on the user's inbox for the next invitation, joined with the reference WebRTC peer.
-fn listen(
-    device: &Device,
-    calls: &mpsc::UnboundedSender<Result<CallSession, SessionError>>,
-) -> JoinHandle<()> {
-    let (device, calls) = (device.clone(), calls.clone());
-    tokio::spawn(async move {
-        match Inbox::open(&device).await {
-            Ok(inbox) => wait_for_call(inbox, calls).await,
-            Err(e) => {
-                let _ = calls.send(Err(e));
-            }
-        }
-    })
-}
-
 /// The next invitation on an open inbox, joined with the reference WebRTC peer.
 async fn wait_for_call(
     inbox: Inbox,
@@ -151,18 +135,22 @@ async fn drive() -> CliResult {
     let mut device: Option<Device> = None;
     let mut listener: Option<JoinHandle<()>> = None;
     let mut call: Option<Call> = None;
+    // After a call the inbox is opened again; after the inbox itself failed (its connection
+    // closed for good, e.g. with 4001), it is not: reconnecting is the client's decision, and
+    // it made it.
+    let mut listening_failed = false;
     loop {
         // Run the call for one slice, or wait for a command or an invitation.
-        let line = if let Some(c) = call.as_mut() {
+        let mut pending: Vec<String> = Vec::new();
+        if let Some(c) = call.as_mut() {
             if let Err(e) = c.session.run(RunUntil::Elapsed, SLICE).await {
                 error("run", e);
             }
             c.report_changes();
-            lines.try_recv().ok()
         } else {
             tokio::select! {
                 line = lines.recv() => match line {
-                    Some(l) => Some(l),
+                    Some(l) => pending.push(l),
                     None => return Ok(true),
                 },
                 Some(result) = incoming.recv() => {
@@ -173,18 +161,23 @@ async fn drive() -> CliResult {
                             report(&DriverReport::Incoming { call_id: session.call_id().to_string(), caller });
                             call = Some(Call::new(session));
                         }
-                        Err(e) => error("listen", e),
+                        Err(e) => {
+                            listening_failed = true;
+                            error("listen", e);
+                        }
                     }
-                    None
                 }
             }
-        };
+        }
+        while let Ok(line) = lines.try_recv() {
+            pending.push(line);
+        }
         if call.as_ref().is_some_and(Call::ended)
             && let Some(c) = call.take()
         {
             c.session.close().await;
         }
-        if let Some(line) = line {
+        for line in pending {
             let command = match serde_json::from_str::<DriverCommand>(&line) {
                 Ok(c) => c,
                 Err(e) => {
@@ -203,9 +196,22 @@ async fn drive() -> CliResult {
         // Idle with a device: listen for the next invitation.
         if call.is_none()
             && listener.is_none()
+            && !listening_failed
             && let Some(d) = &device
         {
-            listener = Some(listen(d, &calls_tx));
+            // Subscribed before `ready`, so an invitation sent after it is never missed.
+            match Inbox::open(d).await {
+                Ok(inbox) => {
+                    listener = Some(tokio::spawn(wait_for_call(inbox, calls_tx.clone())));
+                    report(&DriverReport::Ready {
+                        user: d.user.to_string(),
+                    });
+                }
+                Err(e) => {
+                    listening_failed = true;
+                    error("listen", e);
+                }
+            }
         }
     }
 }
@@ -224,7 +230,13 @@ async fn handle(
             token,
             user,
         } => match Device::new(&realtime_url, &trusted_url, &token, &user) {
-            Ok(d) => {
+            #[allow(unused_mut)]
+            Ok(mut d) => {
+                // Test-only: a deliberate defect, so the client-role cases can be seen to catch it.
+                #[cfg(feature = "defects")]
+                if let Ok(name) = std::env::var("DOMVIA_CLIENT_DEFECT") {
+                    d.defect = domvia_calls::client_defect::ClientDefect::from_name(&name);
+                }
                 // Connected means listening: the inbox is subscribed before `ready`.
                 match Inbox::open(&d).await {
                     Ok(inbox) => {

@@ -44,7 +44,7 @@ pub enum DriverCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DriverReport {
-    /// Connected and listening for invitations.
+    /// Listening for invitations: after `connect`, and again after each call.
     Ready { user: String },
     /// The trusted server created the call this client placed.
     Placed { call_id: String, channel: String },

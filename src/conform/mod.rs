@@ -6,6 +6,7 @@
 //! the generated JSON Schemas, and a violation fails a case that otherwise passed.
 
 pub mod cases;
+pub mod client_role;
 pub mod driver;
 pub mod embedded;
 pub mod expected;

@@ -26,6 +26,7 @@ pub mod asyncapi;
 pub mod call;
 pub mod call_endpoint;
 pub mod channel;
+pub mod client_defect;
 pub mod compat;
 pub mod envelope;
 pub mod error;

@@ -273,6 +273,9 @@ pub struct PusherClient {
     authorizing: HashMap<String, Authorizing>,
     transmit: VecDeque<String>,
     outputs: VecDeque<ClientOutput>,
+    /// Test-only: one deliberate protocol violation.
+    #[cfg(feature = "defects")]
+    defect: Option<crate::client_defect::ClientDefect>,
 }
 
 impl PusherClient {
@@ -298,8 +301,27 @@ impl PusherClient {
             authorizing: HashMap::new(),
             transmit: VecDeque::new(),
             outputs: VecDeque::new(),
+            #[cfg(feature = "defects")]
+            defect: None,
         }
         .with_connect_due(now_ms)
+    }
+
+    /// Test-only: breaks one rule on purpose (see [`crate::client_defect`]).
+    #[cfg(feature = "defects")]
+    pub fn with_defect(mut self, defect: Option<crate::client_defect::ClientDefect>) -> Self {
+        self.defect = defect;
+        self
+    }
+
+    #[cfg(feature = "defects")]
+    fn has_defect(&self, d: crate::client_defect::ClientDefect) -> bool {
+        self.defect == Some(d)
+    }
+
+    #[cfg(not(feature = "defects"))]
+    fn has_defect(&self, _: crate::client_defect::ClientDefect) -> bool {
+        false
     }
 
     fn with_connect_due(mut self, now_ms: u64) -> PusherClient {
@@ -354,7 +376,12 @@ impl PusherClient {
             return;
         }
         // What the close code's range says (no code: a network failure, back off).
-        let advice = code.map_or(Reconnect::AfterBackoff, |c| PusherCode(c).reconnect());
+        let mut advice = code.map_or(Reconnect::AfterBackoff, |c| PusherCode(c).reconnect());
+        if advice == Reconnect::Never
+            && self.has_defect(crate::client_defect::ClientDefect::ReconnectAfterFinalCode)
+        {
+            advice = Reconnect::AfterBackoff;
+        }
         let reconnecting = advice != Reconnect::Never;
         self.outputs
             .push_back(ClientOutput::Event(ClientEvent::Disconnected {
@@ -498,6 +525,16 @@ impl PusherClient {
     /// A `pusher:error`: about our in-flight client event if one is unconfirmed, else general.
     fn refused(&mut self, error: ErrorData, now_ms: u64) {
         match self.in_flight.take() {
+            Some(o)
+                if error.code == Some(PusherCode::CLIENT_EVENT_RATE_LIMIT.0)
+                    && self.has_defect(crate::client_defect::ClientDefect::DropRateRefused) =>
+            {
+                self.outputs.push_back(ClientOutput::Triggered {
+                    id: o.id,
+                    result: Ok(()),
+                });
+                self.fences_to_skip += 1;
+            }
             Some(o) if error.code == Some(PusherCode::CLIENT_EVENT_RATE_LIMIT.0) => {
                 // Refused for the rate: back to the head of the queue, then wait.
                 self.outputs
@@ -724,7 +761,8 @@ impl PusherClient {
         if let Some(text) = self.transmit.pop_front() {
             return Some(text);
         }
-        if self.can_send_event() && self.pacer.ready_at(now_ms) <= now_ms {
+        let paced = !self.has_defect(crate::client_defect::ClientDefect::NoPacing);
+        if self.can_send_event() && (!paced || self.pacer.ready_at(now_ms) <= now_ms) {
             let o = self.queue.pop_front()?;
             self.pacer.take(now_ms);
             let text = event_frame(&o.event, Some(&o.channel), &o.data);

@@ -20,11 +20,13 @@ pub struct Device {
     pub trusted_url: String,
     pub token: String,
     pub user: UserId,
-    pub party: DevicePartyId,
+    /// Test-only: one deliberate protocol violation of this device's client.
+    #[cfg(feature = "defects")]
+    pub defect: Option<crate::client_defect::ClientDefect>,
 }
 
 impl Device {
-    /// A device with a fresh random party id.
+    /// A device of `user`, talking to these servers with the bearer `token`.
     pub fn new(
         realtime_url: &str,
         trusted_url: &str,
@@ -36,26 +38,51 @@ impl Device {
             value: value.to_owned(),
             reason: e.to_string(),
         };
-        let party = format!("{user}-{:016x}", rand::random::<u64>());
         Ok(Device {
             realtime_url: realtime_url.to_owned(),
             trusted_url: trusted_url.to_owned(),
             token: token.to_owned(),
             user: UserId::parse(user).map_err(|e| invalid("user id", user, &e))?,
-            party: DevicePartyId::parse(&party).map_err(|e| invalid("party id", &party, &e))?,
+            #[cfg(feature = "defects")]
+            defect: None,
         })
     }
 
+    /// A new random party id for one call ([EVT-012]: never reused across calls): the user id's
+    /// party-safe characters for reading logs, then 64 random bits.
+    pub fn new_party(&self) -> DevicePartyId {
+        let readable: String = self
+            .user
+            .as_str()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .take(40)
+            .collect();
+        #[cfg(feature = "defects")]
+        if self.defect == Some(crate::client_defect::ClientDefect::ReusePartyId) {
+            return DevicePartyId::parse(&format!("{readable}-reused-party"))
+                .expect("party-safe characters");
+        }
+        let party = format!("{readable}-{:016x}", rand::random::<u64>());
+        DevicePartyId::parse(&party).expect("party-safe characters, 18 to 57 of them")
+    }
+
     pub(super) async fn client(&self) -> Result<RealtimeClient, SessionError> {
-        RealtimeClient::connect(ClientConfig::new(
+        #[allow(unused_mut)]
+        let mut config = ClientConfig::new(
             self.realtime_url.clone(),
             Auth::Endpoint {
                 url: format!("{}/realtime/auth", self.trusted_url),
                 token: self.token.clone(),
             },
-        ))
-        .await
-        .map_err(SessionError::Realtime)
+        );
+        #[cfg(feature = "defects")]
+        {
+            config.defect = self.defect;
+        }
+        RealtimeClient::connect(config)
+            .await
+            .map_err(SessionError::Realtime)
     }
 }
 

@@ -24,6 +24,10 @@ use crate::pusher::Frame;
 use crate::trusted::CallRequest;
 use crate::trusted::api::PlacedCall;
 
+/// How long closing waits for queued events to leave: longer than a few paced events take, short
+/// enough that closing a session never hangs on a dead connection.
+const CLOSE_FLUSH: Duration = Duration::from_secs(3);
+
 /// A device's invitation inbox, subscribed and waiting.
 pub struct Inbox {
     pub(super) device: Device,
@@ -54,6 +58,8 @@ impl Inbox {
 /// [`Action::Send`] never surfaces: sending is this type's job. Commands queue their events and
 /// send them at once; notices for the app wait in order until `next_event` returns them.
 pub struct Signaling {
+    /// Sends the queued events one at a time; ends when `outbox` is dropped and drained.
+    sender_task: tokio::task::JoinHandle<()>,
     pub(super) endpoint: CallEndpoint,
     client: RealtimeClient,
     outbox: mpsc::UnboundedSender<Transmit>,
@@ -115,7 +121,7 @@ impl Signaling {
         let counter = sent.clone();
         let sender = client.sender();
         let (failures_tx, failures) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let sender_task = tokio::spawn(async move {
             while let Some(t) = queue.recv().await {
                 if let Err(e) = sender.trigger(&channel, &t.event, t.data).await {
                     let _ = failures_tx.send((t.event, e.to_string()));
@@ -125,6 +131,7 @@ impl Signaling {
             }
         });
         Ok(Signaling {
+            sender_task,
             endpoint,
             client,
             outbox,
@@ -157,7 +164,7 @@ impl Signaling {
         })?;
         let machine = CallMachine::caller(
             placed.channel.clone(),
-            device.party.clone(),
+            device.new_party(),
             device.user.clone(),
         )
         .with_server_ring_timeout()
@@ -372,8 +379,18 @@ impl Signaling {
         self.flush();
     }
 
+    /// Sends what is still queued (a hang-up said just before closing must reach the peer),
+    /// waiting at most [`CLOSE_FLUSH`], then closes the connection.
     pub async fn close(self) {
-        self.client.close().await;
+        let Signaling {
+            outbox,
+            sender_task,
+            client,
+            ..
+        } = self;
+        drop(outbox);
+        let _ = tokio::time::timeout(CLOSE_FLUSH, sender_task).await;
+        client.close().await;
     }
 }
 
@@ -423,7 +440,7 @@ impl Inbox {
         let now = self.epoch.elapsed().as_millis() as u64;
         let machine = CallMachine::callee(
             &invitation,
-            self.device.party.clone(),
+            self.device.new_party(),
             self.device.user.clone(),
             now,
         )

@@ -138,6 +138,8 @@ pub(super) fn chunk_limit(ctx: &Ctx) -> usize {
 /// A reference client signing its own subscriptions with the app secret, as a presence user.
 pub(super) async fn client(ctx: &Ctx, user: &str) -> Step<RealtimeClient> {
     RealtimeClient::connect(ClientConfig {
+        #[cfg(feature = "defects")]
+        defect: None,
         url: ctx.target.app_url(0),
         auth: Auth::Signer {
             key: ctx.target.key.clone(),

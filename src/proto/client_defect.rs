@@ -1,0 +1,44 @@
+//! Deliberate defects of the reference client, for proving that the client-role cases catch real
+//! client bugs. Like the server's ([`crate::realtime::Defect`]), each breaks exactly one rule, and
+//! only a build with the `defects` feature can be configured with one.
+
+use serde::{Deserialize, Serialize};
+
+/// One deliberate protocol violation of the reference client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ClientDefect {
+    /// Sends client events as soon as they are queued, ignoring the announced rate ([LIM-004]).
+    NoPacing,
+    /// Treats a 4301 refusal as final and drops the event instead of sending it again
+    /// ([LIM-004]).
+    DropRateRefused,
+    /// Reconnects after a close code that says never to ([TRN-010]).
+    ReconnectAfterFinalCode,
+    /// Uses one party id for every call of the device ([EVT-012]).
+    ReusePartyId,
+}
+
+impl ClientDefect {
+    pub const ALL: [ClientDefect; 4] = [
+        ClientDefect::NoPacing,
+        ClientDefect::DropRateRefused,
+        ClientDefect::ReconnectAfterFinalCode,
+        ClientDefect::ReusePartyId,
+    ];
+
+    /// The defect's name, as `DOMVIA_CLIENT_DEFECT` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientDefect::NoPacing => "no-pacing",
+            ClientDefect::DropRateRefused => "drop-rate-refused",
+            ClientDefect::ReconnectAfterFinalCode => "reconnect-after-final-code",
+            ClientDefect::ReusePartyId => "reuse-party-id",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ClientDefect> {
+        ClientDefect::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
