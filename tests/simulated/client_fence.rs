@@ -9,15 +9,8 @@ use domvia_calls::realtime::Output;
 
 #[test]
 fn refusals_for_the_rate_are_retried_in_order_without_loss_or_duplicates() {
-    let mut w = World::new();
     // Paced at 100/s against a hub that allows 10/s: the hub refuses with 4301.
-    let (a, b) = (w.client(Some(100.0)), w.client(None));
-    w.settle();
-    let now = w.now;
-    for c in [a, b] {
-        w.clients[c].machine.subscribe("private-chat", now);
-    }
-    w.settle();
+    let (mut w, a, b) = World::subscribed_pair(Some(100.0));
     for n in 0..40 {
         w.clients[a]
             .machine
@@ -39,14 +32,7 @@ fn refusals_for_the_rate_are_retried_in_order_without_loss_or_duplicates() {
 
 #[test]
 fn another_refusal_is_the_events_result_and_the_next_event_still_goes() {
-    let mut w = World::new();
-    let (a, b) = (w.client(None), w.client(None));
-    w.settle();
-    let now = w.now;
-    for c in [a, b] {
-        w.clients[c].machine.subscribe("private-chat", now);
-    }
-    w.settle();
+    let (mut w, a, b) = World::subscribed_pair(None);
     // Not subscribed to this one: the hub refuses the event (not for the rate).
     let refused = w.clients[a]
         .machine
@@ -72,14 +58,7 @@ fn another_refusal_is_the_events_result_and_the_next_event_still_goes() {
 
 #[test]
 fn a_fence_owed_by_a_dead_socket_does_not_block_the_next_one() {
-    let mut w = World::new();
-    let (a, b) = (w.client(None), w.client(None));
-    w.settle();
-    let now = w.now;
-    for c in [a, b] {
-        w.clients[c].machine.subscribe("private-chat", now);
-    }
-    w.settle();
+    let (mut w, a, b) = World::subscribed_pair(None);
     w.clients[a]
         .machine
         .trigger("private-other", "client-n", json!({ "n": 0 }));

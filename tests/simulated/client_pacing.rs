@@ -8,14 +8,7 @@ use domvia_calls::pusher_client::ClientEvent;
 
 #[test]
 fn a_burst_is_paced_under_the_limit_and_arrives_once_in_order() {
-    let mut w = World::new();
-    let (a, b) = (w.client(None), w.client(None));
-    w.settle();
-    let now = w.now;
-    for c in [a, b] {
-        w.clients[c].machine.subscribe("private-chat", now);
-    }
-    w.settle();
+    let (mut w, a, b) = World::subscribed_pair(None);
     let ids: Vec<_> = (0..60)
         .map(|n| {
             w.clients[a]

@@ -7,21 +7,9 @@ use serde_json::{Value, json};
 use crate::world::World;
 use domvia_calls::pusher_client::{ClientError, ClientEvent};
 
-fn subscribed_pair() -> (World, usize, usize) {
-    let mut w = World::new();
-    let (a, b) = (w.client(None), w.client(None));
-    w.settle();
-    let now = w.now;
-    for c in [a, b] {
-        w.clients[c].machine.subscribe("private-chat", now);
-    }
-    w.settle();
-    (w, a, b)
-}
-
 #[test]
 fn a_server_restart_4200_reconnects_at_once_and_restores_subscriptions() {
-    let (mut w, a, b) = subscribed_pair();
+    let (mut w, a, b) = World::subscribed_pair(None);
     let before = w.clients[a].machine.socket_id().unwrap().to_owned();
     w.hub.shutdown();
     let restarted = w.now;
@@ -57,7 +45,7 @@ fn a_server_restart_4200_reconnects_at_once_and_restores_subscriptions() {
 
 #[test]
 fn a_network_failure_backs_off_doubling_and_resets_once_connected() {
-    let (mut w, a, _) = subscribed_pair();
+    let (mut w, a, _) = World::subscribed_pair(None);
     w.clients[a].refused_connects = 3;
     let dropped = w.now;
     w.drop_network(a);
@@ -79,7 +67,7 @@ fn a_network_failure_backs_off_doubling_and_resets_once_connected() {
 
 #[test]
 fn events_queued_across_a_drop_arrive_in_order_after_the_reconnect() {
-    let (mut w, a, b) = subscribed_pair();
+    let (mut w, a, b) = World::subscribed_pair(None);
     for n in 0..5 {
         w.clients[a]
             .machine

@@ -165,6 +165,19 @@ impl World {
         self.clients.len() - 1
     }
 
+    /// Two clients subscribed to `private-chat`, the first paced at `rate` (default: announced).
+    pub fn subscribed_pair(rate: Option<f64>) -> (World, usize, usize) {
+        let mut w = World::new();
+        let (a, b) = (w.client(rate), w.client(None));
+        w.settle();
+        let now = w.now;
+        for c in [a, b] {
+            w.clients[c].machine.subscribe("private-chat", now);
+        }
+        w.settle();
+        (w, a, b)
+    }
+
     /// Delivers everything that can be delivered at `now`, until nothing moves.
     pub fn settle(&mut self) {
         loop {

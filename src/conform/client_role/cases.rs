@@ -194,6 +194,26 @@ async fn full_call(env: &mut Env<'_>, bob: usize, muted_toggles: usize) -> Step<
     Ok(id)
 }
 
+/// The caller's media came up (`up` is its run to media up) and the client reports media up
+/// too; then the caller hangs up and closes.
+async fn media_up_then_hang_up(
+    env: &mut Env<'_>,
+    bob: usize,
+    mut call: CallSession,
+    id: &str,
+    up: Result<crate::session::Outcome, crate::session::SessionError>,
+    failure: &str,
+) -> Step<()> {
+    up.map_err(|e| failed(failure, "media up", e.to_string()))?;
+    env.at(bob)
+        .expect(json!({"event": "media_up", "call_id": id}), PROMPT)
+        .await?;
+    call.hang_up().await.map_err(errored)?;
+    let _ = call.run(RunUntil::Ended, PROMPT).await;
+    call.close().await;
+    Ok(())
+}
+
 fn answer<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
     Box::pin(async move {
         let bob = env.client("bob").await?;
@@ -202,19 +222,15 @@ fn answer<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
         env.at(bob).send(json!({"cmd": "answer"})).await?;
         sent(env, "client-call.accepted", None, PROMPT).await?;
         let up = call.run(RunUntil::MediaUp, PROMPT).await;
-        up.map_err(|e| {
-            failed(
-                "media did not come up at the caller",
-                "media up",
-                e.to_string(),
-            )
-        })?;
-        env.at(bob)
-            .expect(json!({"event": "media_up", "call_id": id}), PROMPT)
-            .await?;
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        media_up_then_hang_up(
+            env,
+            bob,
+            call,
+            &id,
+            up,
+            "media did not come up at the caller",
+        )
+        .await?;
         Ok(None)
     })
 }
@@ -356,19 +372,15 @@ fn rate_refusal<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>>
                 "never sent again",
             ));
         }
-        up.map_err(|e| {
-            failed(
-                "the call did not connect after the refusal",
-                "media up",
-                e.to_string(),
-            )
-        })?;
-        env.at(bob)
-            .expect(json!({"event": "media_up", "call_id": id}), PROMPT)
-            .await?;
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        media_up_then_hang_up(
+            env,
+            bob,
+            call,
+            &id,
+            up,
+            "the call did not connect after the refusal",
+        )
+        .await?;
         Ok(Some(format!("{} re-sent after the refusal", refused.1)))
     })
 }
