@@ -422,6 +422,19 @@ async fn the_reference_client_records_a_private_channel_call_itself() {
         )
         .unwrap()
     };
+    // A request the client cannot read is refused before anything is created on the server.
+    let mut bad = room_call(&["bob"]);
+    bad["media"] = json!("loud");
+    let refused = Signaling::place(&device("alice"), bad).await.err();
+    assert!(
+        matches!(
+            refused,
+            Some(domvia_calls::session::SessionError::InvalidRequest(_))
+        ),
+        "{refused:?}"
+    );
+    let (_, history, _) = request(t, "GET", "/calls/history", "alice-token", None, &[]).await;
+    assert_eq!(history["calls"], json!([]), "no call was created");
     let inbox = Inbox::open(&device("bob")).await.unwrap();
     let mut placement = room_call(&["bob"]);
     placement["kind"] = json!("private");

@@ -41,6 +41,9 @@ pub enum SessionError {
         value: String,
         reason: String,
     },
+    /// A `POST /calls` request that is not one (`CallRequest` names its members).
+    #[error("the call request is not valid: {0}")]
+    InvalidRequest(String),
     /// The realtime connection failed or the realtime server refused a request.
     #[error(transparent)]
     Realtime(#[from] ClientError),

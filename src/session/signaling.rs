@@ -153,15 +153,15 @@ impl Signaling {
     ) -> Result<(Signaling, PlacedCall), SessionError> {
         let epoch = Instant::now();
         let mut timeline = Timeline::begin();
+        // Read before anything is created: a request this client cannot start from must not
+        // leave a call ringing on the server. Its defaults are the protocol's (`CallRequest`).
+        let asked: CallRequest = serde_json::from_value(request.clone())
+            .map_err(|e| SessionError::InvalidRequest(e.to_string()))?;
         let client = device.client().await?;
         let placed: PlacedCall = device
             .trusted(reqwest::Method::POST, "/calls", Some(&request))
             .await?;
         timeline.note(format!("call {} created; invitations sent", placed.call_id));
-        // The server accepted the request, so it reads as one; its defaults are the protocol's.
-        let asked: CallRequest = serde_json::from_value(request).map_err(|e| {
-            SessionError::Protocol(format!("the call request the server accepted: {e}"))
-        })?;
         let machine = CallMachine::caller(
             placed.channel.clone(),
             device.new_party(),
