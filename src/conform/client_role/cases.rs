@@ -392,22 +392,39 @@ fn reconnect_4200<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>
         env.proxy.close_all(4200);
         let deadline = closed + Duration::from_secs(10);
         let inbox = "private-call-inbox.bob";
+        // The client's request is not enough: an invitation published before the server has
+        // confirmed the subscription is not delivered (Pusher semantics), so the case places the
+        // next call only once the server said `subscription_succeeded` on the new connection.
         loop {
             let frames = env.proxy.frames();
-            let resubscribed = frames.iter().any(|t| {
+            let asked = frames.iter().any(|t| {
                 t.way == Way::FromClient
                     && t.conn >= 2
                     && t.text.contains("pusher:subscribe")
                     && t.text.contains(inbox)
             });
-            if resubscribed {
+            let confirmed = frames.iter().any(|t| {
+                t.way == Way::ToClient
+                    && t.conn >= 2
+                    && t.text.contains("pusher_internal:subscription_succeeded")
+                    && t.text.contains(inbox)
+            });
+            if confirmed {
                 break;
             }
             if Instant::now() >= deadline {
                 return Err(failed(
                     "the client did not reconnect and subscribe to its inbox again",
-                    format!("a new connection with pusher:subscribe to {inbox} within 10 s"),
-                    format!("{} connections opened", env.proxy.openings().len()),
+                    format!("a new connection subscribed to {inbox} within 10 s"),
+                    format!(
+                        "{} connections opened; subscription {}",
+                        env.proxy.openings().len(),
+                        if asked {
+                            "asked for but not confirmed"
+                        } else {
+                            "not asked for"
+                        }
+                    ),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
