@@ -62,7 +62,8 @@ pub struct ConformArgs {
     action: Option<ConformAction>,
     /// Test a call client instead of a server: the command of its driver, which speaks the
     /// client-driver contract (conformance/client-driver.md), e.g. "node driver.js"; `rust` is
-    /// the reference client (`domvia-calls drive`). The runner starts the reference servers
+    /// the reference client (`domvia-calls drive`), `browser` the demo page's JavaScript client
+    /// in headless Chromium (`domvia-calls drive --browser`). The runner starts the reference servers
     /// behind an instrumented proxy and plays the other party.
     #[arg(long, value_name = "CMD")]
     client: Option<String>,
@@ -583,11 +584,15 @@ fn finish(a: &ConformArgs, report: conform::Report) -> CliResult {
 
 /// Runs the client-role cases against the driver `client` (`rust`: this binary's `drive`).
 fn client_role(a: &ConformArgs, client: &str) -> Result<conform::Report, String> {
-    let command: Vec<String> = if client == "rust" {
-        let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
-        vec![exe.to_string_lossy().into_owned(), "drive".to_owned()]
-    } else {
-        client.split_whitespace().map(str::to_owned).collect()
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let command: Vec<String> = match client {
+        "rust" => vec![exe.to_string_lossy().into_owned(), "drive".to_owned()],
+        "browser" => vec![
+            exe.to_string_lossy().into_owned(),
+            "drive".to_owned(),
+            "--browser".to_owned(),
+        ],
+        _ => client.split_whitespace().map(str::to_owned).collect(),
     };
     if command.is_empty() {
         return Err("--client needs the driver's command".to_owned());

@@ -14,6 +14,8 @@ mod conform;
 mod diff;
 #[cfg(feature = "conform")]
 mod drive;
+#[cfg(feature = "conform")]
+mod drive_browser;
 #[cfg(feature = "trusted")]
 mod serve;
 mod sign;
@@ -105,7 +107,12 @@ enum Command {
     /// The reference client behind the client-driver contract: commands as JSON lines on stdin,
     /// reports on stdout (`conformance/client-driver.md`).
     #[cfg(feature = "conform")]
-    Drive,
+    Drive {
+        /// Drive the demo page's JavaScript client (pusher-js, the browser's WebRTC) in headless
+        /// Chromium instead of the Rust client.
+        #[arg(long)]
+        browser: bool,
+    },
     /// Run the reference realtime server and trusted server (or one role alone).
     #[cfg(feature = "trusted")]
     Serve(Box<serve::ServeArgs>),
@@ -256,7 +263,9 @@ pub fn run(cli: Cli) -> CliResult {
         #[cfg(feature = "trusted")]
         Command::Serve(args) => serve::run(*args),
         #[cfg(feature = "conform")]
-        Command::Drive => drive::run(),
+        Command::Drive { browser: false } => drive::run(),
+        #[cfg(feature = "conform")]
+        Command::Drive { browser: true } => drive_browser::run(),
         #[cfg(all(feature = "media", feature = "trusted"))]
         Command::Call(args) => call::run(args),
         #[cfg(feature = "server")]

@@ -4,8 +4,15 @@
 // standard-privacy, peer-to-peer calls; a strong-privacy call is declined as `incompatible`,
 // because browsers have no XChaCha20-Poly1305.
 //
+// Client events leave as src/proto/pusher_client.rs sends them: one at a time, paced under the
+// rate the server announces ([TRN-003] limits, read from the connection_established frame, which
+// pusher-js does not pass on), each followed by a pusher:ping whose pong says the event was
+// relayed; a 4301 before the pong puts the event back at the head of the queue ([LIM-004]).
+//
 // Query parameters (used by the interop tests, handy for people too):
 //   user, token   sign in at once
+//   realtime=URL  the realtime server as ws[s]://host:port/app/KEY instead of the one /demo/config
+//                 names (the client-role runner puts its proxy there)
 //   answer=auto   accept every incoming call
 //   loopback=1    signal only UDP candidates on 127.0.0.1 or ::1, so test traffic stays on the machine
 //   video=1       send the camera too
@@ -16,19 +23,22 @@
 
 (function () {
   const KINDS = ['started', 'ringing', 'accepted', 'offer', 'answer', 'ice_candidate', 'media_state', 'ended'];
-  // The protocol's default limits; pusher-js does not pass on the limits a server announces.
+  // The protocol's default limits, used when a server announces none.
   // src/proto/limits.rs is the source: a test checks that these match it.
   const MAX_EVENT_BYTES = 10240;
   const MAX_CHUNKS = 8;
   const MAX_CANDIDATES_PER_EVENT = 20;
-  // Stay below the default 10 client events per second with a small burst.
-  const EVENTS_PER_SECOND = 8;
-  const EVENT_BURST = 8;
+  const CLIENT_EVENTS_PER_SECOND = 10;
+  // Pace at this share of the server's rate (src/proto/pusher_client.rs, PACING_SAFETY).
+  const PACING_SAFETY = 0.9;
+  // After a 4301 nothing is sent for this long (THROTTLE_PAUSE_MS there).
+  const THROTTLE_PAUSE_MS = 1000;
   const CANDIDATE_WINDOW_MS = 30;
   const CONNECT_TIMEOUT_MS = 20000;
   const CHUNK_TIMEOUT_MS = 30000;
 
   const params = new URLSearchParams(location.search);
+  const realtimeUrl = params.get('realtime');
   const loopbackOnly = params.get('loopback') === '1';
   const autoAnswer = params.get('answer') === 'auto';
 
@@ -49,7 +59,15 @@
     errors: [],
     finished: [],
     throttled: 0,
+    // The limits the realtime server announced on the current connection ([TRN-003]).
+    limits: { eventsPerSecond: CLIENT_EVENTS_PER_SECOND, maxEventBytes: MAX_EVENT_BYTES },
+    // What a driver of this page reads (conformance/client-driver.md reports), oldest first.
+    reports: [],
   };
+
+  function emit(report) {
+    page.reports.push(report);
+  }
 
   function log(text) {
     const line = `${new Date().toISOString().slice(11, 23)} ${text}`;
@@ -77,42 +95,128 @@
     el.textContent = text;
   }
 
-  // Client events leave through one token bucket per connection, in order.
+  // Client events leave one at a time, in order, through a token bucket just under the server's
+  // rate; each is fenced by a pusher:ping (the server answers one connection's frames in order,
+  // so the pong says the event before it was relayed, and a pusher:error before the pong was
+  // about that event). Mirrors the pacer and fence of src/proto/pusher_client.rs.
   class Pacer {
-    constructor(rate, burst) {
-      this.rate = rate;
-      this.burst = burst;
-      this.tokens = burst;
+    constructor() {
+      this.tokens = 1;
+      this.setRate(CLIENT_EVENTS_PER_SECOND * PACING_SAFETY);
+      this.tokens = this.capacity;
       this.last = performance.now();
+      this.pausedUntil = 0;
       this.queue = [];
+      this.inFlight = null;
+      // Pongs still to come for fences whose event a pusher:error already settled.
+      this.pongsToSkip = 0;
       this.timer = null;
     }
-    push(send) {
-      this.queue.push(send);
+    setRate(rate) {
+      this.rate = Math.max(0.1, rate);
+      this.capacity = Math.min(5, Math.max(1, this.rate / 2));
+      this.tokens = Math.min(this.tokens, this.capacity);
+    }
+    push(item) {
+      this.queue.push(item);
       this.pump();
     }
+    later(ms) {
+      if (this.timer) return;
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.pump();
+      }, Math.max(1, Math.ceil(ms)));
+    }
     pump() {
+      if (this.inFlight || !this.queue.length) return;
       const now = performance.now();
-      this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
-      this.last = now;
-      while (this.queue.length && this.tokens >= 1) {
-        this.tokens -= 1;
-        this.queue.shift()();
-      }
-      if (this.queue.length && !this.timer) {
-        const wait = Math.ceil(((1 - this.tokens) * 1000) / this.rate);
-        this.timer = setTimeout(() => {
-          this.timer = null;
-          this.pump();
-        }, wait);
+      this.tokens = Math.min(this.capacity, this.tokens + (Math.max(0, now - this.last) * this.rate) / 1000);
+      this.last = Math.max(this.last, now);
+      const head = this.queue[0];
+      // After a reconnect an event waits until its channel is subscribed again.
+      if (page.pusher.connection.state !== 'connected' || !head.channel.subscribed) return this.later(50);
+      if (now < this.pausedUntil) return this.later(this.pausedUntil - now);
+      if (this.tokens < 1) return this.later(((1 - this.tokens) * 1000) / this.rate);
+      this.tokens -= 1;
+      this.queue.shift();
+      this.inFlight = head;
+      head.channel.trigger(head.name, head.data);
+      page.pusher.send_event('pusher:ping', {});
+    }
+    // Every frame from the server, through pusher-js's connection 'message' event.
+    onMessage(message) {
+      if (message.event === 'pusher:pong') {
+        if (this.pongsToSkip > 0) this.pongsToSkip -= 1;
+        else this.inFlight = null;
+        this.pump();
+      } else if (message.event === 'pusher:error' && this.inFlight) {
+        const refused = this.inFlight;
+        const code = message.data && message.data.code;
+        this.inFlight = null;
+        this.pongsToSkip += 1;
+        if (code === 4301) {
+          // Refused for the rate: back to the head of the queue, then a pause ([LIM-004]).
+          page.throttled += 1;
+          log(`${refused.name} refused for the rate (4301): sent again after a pause`);
+          this.queue.unshift(refused);
+          const now = performance.now();
+          this.pausedUntil = now + THROTTLE_PAUSE_MS;
+          this.tokens = 0;
+          this.last = this.pausedUntil;
+        } else {
+          showError(`the realtime server refused ${refused.name}: ${code} ${(message.data && message.data.message) || ''}`);
+        }
+        this.pump();
       }
     }
+    // The socket went away: what was in flight may not have been relayed, so it goes again
+    // (receivers drop a repeat by its seq).
+    onDisconnected() {
+      if (this.inFlight) this.queue.unshift(this.inFlight);
+      this.inFlight = null;
+      this.pongsToSkip = 0;
+    }
+  }
+
+  // The [TRN-003] limits of a connection_established frame, if it is one. pusher-js reads only
+  // the socket id and activity timeout, so the page looks at the frame itself (see watchHandshakes).
+  function readLimits(text) {
+    if (typeof text !== 'string' || !text.includes('pusher:connection_established')) return;
+    let limits = null;
+    try {
+      const frame = JSON.parse(text);
+      const data = typeof frame.data === 'string' ? JSON.parse(frame.data) : frame.data;
+      limits = (data && data.limits) || {};
+    } catch (e) {
+      return;
+    }
+    const rate = Number(limits.client_events_per_second);
+    const bytes = Number(limits.max_event_bytes);
+    page.limits = {
+      eventsPerSecond: rate > 0 ? rate : CLIENT_EVENTS_PER_SECOND,
+      maxEventBytes: bytes > 0 ? bytes : MAX_EVENT_BYTES,
+    };
+    if (page.pacer) page.pacer.setRate(page.limits.eventsPerSecond * PACING_SAFETY);
+    log(`server limits: ${page.limits.eventsPerSecond} client events/s, ${page.limits.maxEventBytes} bytes per event`);
+  }
+
+  // Sockets opened from now on (pusher-js asks for window.WebSocket each time it connects) let
+  // the page read their first frame before pusher-js does.
+  function watchHandshakes() {
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        this.addEventListener('message', (e) => readLimits(e.data));
+      }
+    };
   }
 
   // Splits an offer or answer whose data is over the limit into 2..8 chunk bodies with equal
   // members and one slice of the SDP each ([EVT-080]).
   function chunkBodies(header, body) {
-    const fits = (b) => byteLength(JSON.stringify({ ...header, seq: Number.MAX_SAFE_INTEGER, ...b })) <= MAX_EVENT_BYTES;
+    const fits = (b) => byteLength(JSON.stringify({ ...header, seq: Number.MAX_SAFE_INTEGER, ...b })) <= page.limits.maxEventBytes;
     if (fits(body)) return [body];
     const id = randomHex(8);
     for (let count = 2; count <= MAX_CHUNKS; count++) {
@@ -182,9 +286,8 @@
         const channel = page.pusher.subscribe(this.channelName);
         this.channel = channel;
         for (const kind of KINDS) {
-          const handler = (data, meta) => this.receive(kind, data, meta || {});
-          channel.bind('client-call.' + kind, handler);
-          channel.bind('call.' + kind, handler);
+          channel.bind('client-call.' + kind, (data, meta) => this.receive(kind, data, meta || {}));
+          channel.bind('call.' + kind, (data, meta) => this.receive(kind, data, { ...(meta || {}), serverSent: true }));
         }
         channel.bind('pusher:subscription_succeeded', () => {
           log(`subscribed to ${this.channelName}`);
@@ -203,11 +306,7 @@
         // Seqs are taken now, so chunks get consecutive ones and order is kept by the pacer.
         const data = { ...header, seq: ++this.seq, sent_at_ms: Date.now(), ...b };
         const name = 'client-call.' + kind;
-        page.pacer.push(() => {
-          if (!this.channel || !this.channel.trigger(name, data)) {
-            showError(`could not send ${name}: not subscribed to ${this.channelName}`);
-          }
-        });
+        page.pacer.push({ channel: this.channel, name, data });
         log(`sent ${name}${b.chunk ? ` (chunk ${b.chunk.index + 1}/${b.chunk.count})` : ''}${b.to_party_id ? ` to ${b.to_party_id}` : ''}`);
       }
     }
@@ -222,13 +321,36 @@
           return;
         }
       }
-      if (!data || data.v !== 1 || data.call_id !== this.callId || typeof data.party_id !== 'string' || !Number.isSafeInteger(data.seq)) {
-        log(`dropped ${kind}: bad header`);
+      const name = (meta.serverSent ? 'call.' : 'client-call.') + kind;
+      if (!data || typeof data !== 'object') {
+        this.refuse(name, 'event.missing_data', null, 'data is not an object');
+        return;
+      }
+      if (data.v !== 1) {
+        this.refuse(name, 'event.unsupported_version', 'EVT-010', `version ${data.v}`);
+        return;
+      }
+      if (typeof data.party_id !== 'string' || !Number.isSafeInteger(data.seq) || data.seq < 0) {
+        this.refuse(name, 'event.invalid_field', 'EVT-016', 'party_id or seq is not valid');
+        return;
+      }
+      if ((data.party_id === 'server') !== !!meta.serverSent) {
+        this.refuse(name, 'event.reserved_party_id', 'EVT-013', `party_id ${data.party_id} on a ${meta.serverSent ? 'server' : 'client'} event`);
+        return;
+      }
+      if (data.call_id !== this.callId) {
+        this.refuse(name, 'event.call_id_mismatch', 'EVT-011', `call_id ${data.call_id} is not this call's`);
         return;
       }
       if (data.party_id === this.party) return;
+      // On a presence channel the server adds the sender's verified user_id to every client
+      // event; one without it did not come through a conforming server ([EVT-014]).
+      if (!meta.serverSent && this.channelName.startsWith('presence-') && meta.user_id === undefined) {
+        this.refuse(name, 'event.missing_verified_user', 'EVT-014', 'no verified user_id on a presence channel');
+        return;
+      }
       if (meta.user_id !== undefined && data.user_id !== meta.user_id) {
-        log(`dropped ${kind}: user_id ${data.user_id} is not the verified ${meta.user_id}`);
+        this.refuse(name, 'event.user_id_mismatch', 'EVT-014', `user_id ${data.user_id} is not the verified ${meta.user_id}`);
         return;
       }
       const last = this.seen.get(data.party_id) || 0;
@@ -248,6 +370,12 @@
       } catch (e) {
         showError(`handling ${kind}: ${e.message}`);
       }
+    }
+
+    // An event not acted on because it broke a rule: logged, and reported to a driver.
+    refuse(eventName, code, requirement, why) {
+      log(`refused ${eventName}: ${why}`);
+      emit({ event: 'refused', call_id: this.callId, event_name: eventName, code, requirement });
     }
 
     joinChunk(data) {
@@ -304,6 +432,25 @@
       this.phase = phase;
       setStatus(phase, text);
       render();
+      // The call states of spec/09-call-states.md, as a driver reports them.
+      const named = {
+        calling: 'outgoing',
+        ringing: this.role === 'caller' ? 'ringing' : 'alerting',
+        incoming: 'incoming',
+        connecting: 'connecting',
+        connected: 'active',
+        ended: 'ended',
+      }[phase];
+      if (named && named !== this.reportedPhase) {
+        this.reportedPhase = named;
+        emit({ event: 'phase', call_id: this.callId, phase: named, ...(named === 'ended' ? { reason: this.reason } : {}) });
+      }
+      if (phase === 'connected') {
+        whenMediaUp()
+          .then(() => emit({ event: 'media_up', call_id: this.callId }))
+          .catch((e) => log(`media: ${e.message}`));
+      }
+      if (phase === 'ended') emit({ event: 'ready', user: page.user });
     }
 
     // A call placed without a trusted server: the invitation arrives on the channel itself.
@@ -525,6 +672,7 @@
       clearTimeout(this.connectTimer);
       if (notify) this.send('ended', { reason });
       this.reason = reason;
+      this.remoteCandidates = [];
       this.mark('ended');
       this.setPhase('ended', `call ended (${reason}): ${text}`);
       // What described the call in progress no longer does.
@@ -558,6 +706,14 @@
     return json;
   }
 
+  // { key, host, port, tls } of ws[s]://host:port/app/KEY.
+  function realtimeFromUrl(text) {
+    const url = new URL(text);
+    const key = url.pathname.split('/').filter(Boolean).pop();
+    const tls = url.protocol === 'wss:';
+    return { key, host: url.hostname, port: Number(url.port) || (tls ? 443 : 80), tls };
+  }
+
   async function signIn(user, token) {
     if (typeof Pusher === 'undefined') {
       throw new Error('pusher-js did not load from /demo/pusher.min.js; start the server where it can find pusher-js (see the README, "The demo page")');
@@ -565,7 +721,9 @@
     page.config = page.config || (await (await fetch('/demo/config')).json());
     page.user = user;
     page.token = token;
-    const rt = page.config.realtime;
+    const rt = realtimeUrl ? realtimeFromUrl(realtimeUrl) : page.config.realtime;
+    watchHandshakes();
+    page.pacer = new Pacer();
     const pusher = new Pusher(rt.key, {
       wsHost: rt.host,
       wsPort: rt.port,
@@ -586,8 +744,12 @@
       },
     });
     page.pusher = pusher;
-    page.pacer = new Pacer(EVENTS_PER_SECOND, EVENT_BURST);
-    pusher.connection.bind('state_change', (s) => log(`realtime connection ${s.current}`));
+    pusher.connection.bind('message', (m) => page.pacer.onMessage(m));
+    pusher.connection.bind('state_change', (s) => {
+      log(`realtime connection ${s.current}`);
+      if (s.previous === 'connected') page.pacer.onDisconnected();
+      if (s.current === 'connected') page.pacer.pump();
+    });
     pusher.connection.bind('error', (e) => {
       const err = (e && e.error && e.error.data) || {};
       if (err.code === 4301) page.throttled += 1;
@@ -600,6 +762,7 @@
     });
     inbox.bind('call.started', (data) => onInvitation(typeof data === 'string' ? JSON.parse(data) : data));
     log(`signed in as ${user}`);
+    emit({ event: 'ready', user });
     clearError();
     setStatus('idle', `signed in as ${user}; waiting for calls`);
     if ($('callee').value === user) $('callee').value = user === 'alice' ? 'bob' : 'alice';
@@ -627,6 +790,7 @@
     try {
       call.iceServers = (await api('GET', '/ice-servers')).ice_servers || [];
       await call.join();
+      emit({ event: 'incoming', call_id: started.call_id, caller: started.caller });
       if (started.privacy !== 'standard' || started.topology !== 'p2p') {
         call.end('incompatible', true, `this page cannot take ${started.privacy} privacy / ${started.topology} calls`);
         return;
@@ -657,24 +821,33 @@
   async function placeCall(callee, scopeText, video) {
     const [scope, scopeId] = scopeText.split('/');
     const media = { audio: true, video: !!video, screen: false };
-    const placed = await api('POST', '/calls', { scope, scope_id: scopeId, callees: [callee], media });
+    return placeRequest({ scope, scope_id: scopeId, callees: [callee], media });
+  }
+
+  // Places the call `request` (the POST /calls body) describes and joins its channel.
+  async function placeRequest(request) {
+    const media = { audio: true, video: false, screen: false, ...(request.media || {}) };
+    const body = { ...request, media };
+    const placed = await api('POST', '/calls', body);
+    const callees = placed.callees || request.callees || [];
+    emit({ event: 'placed', call_id: placed.call_id, channel: placed.channel });
     const call = new Call({
       role: 'caller',
       callId: placed.call_id,
       channelName: placed.channel,
       caller: page.user,
-      callees: [callee],
+      callees,
       media,
       iceServers: placed.ice_servers,
     });
     page.call = call;
-    call.setPhase('calling', `calling ${callee}`);
+    call.setPhase('calling', `calling ${callees.join(', ')}`);
     call.acquireMedia().catch(() => {});
     await call.join();
     call.send('started', {
       channel: placed.channel,
       caller: page.user,
-      callees: [callee],
+      callees,
       media,
       ring_timeout_ms: placed.ring_timeout_ms,
       privacy: 'standard',
@@ -792,9 +965,46 @@
   $('hangup-button').onclick = () => page.call && page.call.hangUp();
   $('mute-button').onclick = () => page.call && page.call.setMuted(!page.call.muted);
 
+  // One command of conformance/client-driver.md (all but connect and quit, which the driver
+  // carries out by opening and closing this page). Resolves to null, or to the reason the
+  // command could not be carried out.
+  async function command(cmd) {
+    const call = page.call && page.call.phase !== 'ended' ? page.call : null;
+    try {
+      switch (cmd.cmd) {
+        case 'place':
+          if (call) return 'a call is in progress';
+          await placeRequest(cmd.request || {});
+          return null;
+        case 'answer':
+          if (!call || call.role !== 'callee' || call.accepted) return 'there is no call to answer';
+          await call.accept();
+          return null;
+        case 'decline':
+          if (!call || call.role !== 'callee' || call.accepted) return 'there is no call to decline';
+          call.decline(!!cmd.busy);
+          return null;
+        case 'hang_up':
+          if (!call) return 'there is no call';
+          call.hangUp();
+          return null;
+        case 'mute':
+          if (!call) return 'there is no call';
+          call.setMuted(!!cmd.muted);
+          return null;
+        default:
+          return `unknown command ${cmd.cmd}`;
+      }
+    } catch (e) {
+      return e.message;
+    }
+  }
+
   window.domvia = {
     page,
     signIn,
+    command,
+    takeReports: () => page.reports.splice(0),
     call: placeCall,
     join: joinChannel,
     accept: () => page.call && page.call.accept(),

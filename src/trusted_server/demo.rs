@@ -146,8 +146,20 @@ mod tests {
             js_const("CANDIDATE_WINDOW_MS"),
             limits::CANDIDATE_BATCH_WINDOW_MS
         );
-        // Pacing stays under the default rate and burst.
-        assert!(js_const("EVENTS_PER_SECOND") < u64::from(limits::CLIENT_EVENTS_PER_SECOND));
-        assert!(js_const("EVENT_BURST") <= u64::from(limits::CLIENT_EVENT_BURST));
+        // Pacing: the default rate when a server announces none, and the same margin and
+        // pause after a refusal as the Rust client.
+        assert_eq!(
+            js_const("CLIENT_EVENTS_PER_SECOND"),
+            u64::from(limits::CLIENT_EVENTS_PER_SECOND)
+        );
+        assert_eq!(
+            js_const("THROTTLE_PAUSE_MS"),
+            crate::pusher_client::THROTTLE_PAUSE_MS
+        );
+        let safety = SCRIPT
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("const PACING_SAFETY = "))
+            .and_then(|v| v.trim_end_matches(';').parse::<f64>().ok());
+        assert_eq!(safety, Some(crate::pusher_client::PACING_SAFETY));
     }
 }

@@ -397,15 +397,16 @@ fn reconnect_4200<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>
         // next call only once the server said `subscription_succeeded` on the new connection.
         loop {
             let frames = env.proxy.frames();
+            let new_conns = env.proxy.opened_since(closed);
             let asked = frames.iter().any(|t| {
                 t.way == Way::FromClient
-                    && t.conn >= 2
+                    && new_conns.contains(&t.conn)
                     && t.text.contains("pusher:subscribe")
                     && t.text.contains(inbox)
             });
             let confirmed = frames.iter().any(|t| {
                 t.way == Way::ToClient
-                    && t.conn >= 2
+                    && new_conns.contains(&t.conn)
                     && t.text.contains("pusher_internal:subscription_succeeded")
                     && t.text.contains(inbox)
             });

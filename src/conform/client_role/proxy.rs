@@ -31,7 +31,8 @@ pub enum Way {
 #[derive(Debug, Clone)]
 pub struct Tapped {
     pub at: Instant,
-    /// The client connection, numbered from 1 in the order they opened.
+    /// The client connection, numbered from 1 in the order they opened over the whole run (a
+    /// case tells its own connections by when they opened: [`Proxy::opened_since`]).
     pub conn: u64,
     pub way: Way,
     pub text: String,
@@ -103,6 +104,20 @@ impl Proxy {
         self.state
             .lock()
             .map(|s| s.opened.iter().map(|(_, t)| *t).collect())
+            .unwrap_or_default()
+    }
+
+    /// The connections opened at or after `t`.
+    pub fn opened_since(&self, t: Instant) -> Vec<u64> {
+        self.state
+            .lock()
+            .map(|s| {
+                s.opened
+                    .iter()
+                    .filter(|(_, at)| *at >= t)
+                    .map(|(c, _)| *c)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
