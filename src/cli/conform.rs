@@ -63,7 +63,8 @@ pub struct ConformArgs {
     /// Test a call client instead of a server: the command of its driver, which speaks the
     /// client-driver contract (conformance/client-driver.md), e.g. "node driver.js"; `rust` is
     /// the reference client (`domvia-calls drive`), `browser` the demo page's JavaScript client
-    /// in headless Chromium (`domvia-calls drive --browser`). The runner starts the reference servers
+    /// in headless Chromium (`domvia-calls drive --browser`), `aiortc` the Python peer
+    /// (`python3 tests/interop/aiortc/peer.py --driver`). The runner starts the reference servers
     /// behind an instrumented proxy and plays the other party.
     #[arg(long, value_name = "CMD")]
     client: Option<String>,
@@ -585,7 +586,15 @@ fn finish(a: &ConformArgs, report: conform::Report) -> CliResult {
 /// Runs the client-role cases against the driver `client` (`rust`: this binary's `drive`).
 fn client_role(a: &ConformArgs, client: &str) -> Result<conform::Report, String> {
     let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    // Kept until the run ends: the aiortc driver runs from this file.
+    let mut script = None;
     let command: Vec<String> = match client {
+        "aiortc" => {
+            let file = domvia_calls::interop::aiortc::ScriptFile::write()?;
+            let command = file.driver_command();
+            script = Some(file);
+            command
+        }
         "rust" => vec![exe.to_string_lossy().into_owned(), "drive".to_owned()],
         "browser" => vec![
             exe.to_string_lossy().into_owned(),
@@ -608,7 +617,9 @@ fn client_role(a: &ConformArgs, client: &str) -> Result<conform::Report, String>
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     eprintln!("testing the client {client:?} through the client-driver contract");
-    runtime
+    let report = runtime
         .block_on(conform::client_role::run(&opts))
-        .map_err(String::from)
+        .map_err(String::from);
+    drop(script);
+    report
 }

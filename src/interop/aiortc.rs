@@ -60,6 +60,37 @@ pub fn args(stack: &crate::stack::RunningStack, user: &str, extra: &[&str]) -> V
     args
 }
 
+/// The peer script written to a file of its own, removed when the value is dropped; for running
+/// the peer as a client under test (`peer.py --driver`).
+pub struct ScriptFile(pub PathBuf);
+
+impl ScriptFile {
+    pub fn write() -> Result<ScriptFile, crate::error::ToolError> {
+        let path = std::env::temp_dir().join(format!(
+            "domvia-aiortc-driver-{}-{:016x}.py",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, SCRIPT).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(ScriptFile(path))
+    }
+
+    /// The command of the client-driver contract: Python, the script, `--driver`.
+    pub fn driver_command(&self) -> Vec<String> {
+        vec![
+            python(),
+            self.0.to_string_lossy().into_owned(),
+            "--driver".to_owned(),
+        ]
+    }
+}
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A running aiortc peer.
 pub struct AiortcPeer {
     child: Child,

@@ -114,6 +114,9 @@ impl Client {
     }
 }
 
+/// What the drivers of a case wrote to stderr: `(when, driver index, line)`.
+type DriverLog = std::sync::Arc<std::sync::Mutex<Vec<(Instant, usize, String)>>>;
+
 /// What a case works with.
 struct Env<'a> {
     stack: &'a RunningStack,
@@ -121,6 +124,7 @@ struct Env<'a> {
     command: &'a [String],
     vars: &'a [(String, String)],
     clients: Vec<Client>,
+    log: DriverLog,
 }
 
 impl Env<'_> {
@@ -147,10 +151,23 @@ impl Env<'_> {
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| errored(format!("cannot start the driver {program}: {e}")))?;
+        // The driver's log, kept for the report of a case that does not pass.
+        if let Some(stderr) = child.stderr.take() {
+            let log = self.log.clone();
+            let index = self.clients.len();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(mut l) = log.lock() {
+                        l.push((Instant::now(), index, line));
+                    }
+                }
+            });
+        }
         let stdin = child.stdin.take().ok_or_else(|| errored("no stdin"))?;
         let stdout = child.stdout.take().ok_or_else(|| errored("no stdout"))?;
         let mut client = Client {
@@ -249,6 +266,7 @@ pub async fn run(opts: &ClientRoleOptions) -> Result<Report, ToolError> {
             command: &opts.command,
             vars: &opts.env,
             clients: Vec::new(),
+            log: DriverLog::default(),
         };
         let outcome =
             match tokio::time::timeout(Duration::from_secs(90), (case.run)(&mut env)).await {
@@ -260,7 +278,8 @@ pub async fn run(opts: &ClientRoleOptions) -> Result<Report, ToolError> {
             let _ = c.send(json!({"cmd": "quit"})).await;
             let _ = tokio::time::timeout(Duration::from_secs(2), c.child.wait()).await;
         }
-        results.push(result(&case, &outcome, case_began, &proxy));
+        let log = std::mem::take(&mut *env.log.lock().unwrap_or_else(|e| e.into_inner()));
+        results.push(result(&case, &outcome, case_began, &proxy, log));
     }
     stack.shutdown().await;
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -282,7 +301,13 @@ pub async fn run(opts: &ClientRoleOptions) -> Result<Report, ToolError> {
     })
 }
 
-fn result(case: &ClientCase, outcome: &Outcome, began: Instant, proxy: &Proxy) -> CaseResult {
+fn result(
+    case: &ClientCase,
+    outcome: &Outcome,
+    began: Instant,
+    proxy: &Proxy,
+    log: Vec<(Instant, usize, String)>,
+) -> CaseResult {
     let verdict = decide(case.level, outcome, false);
     let (note, failure, reason) = match outcome {
         Outcome::Passed { note } => (note.clone(), None, None),
@@ -292,15 +317,16 @@ fn result(case: &ClientCase, outcome: &Outcome, began: Instant, proxy: &Proxy) -
         Outcome::Failed(f) => (None, Some(f.clone()), None),
         Outcome::Unsupported(r) | Outcome::Errored(r) => (None, None, Some(r.clone())),
     };
-    // The wire as the client saw it, for anything but a pass.
+    // The wire as the client saw it, and the driver's log beside it, for anything but a pass.
     let trace = if verdict == Verdict::Pass {
         Vec::new()
     } else {
-        proxy
+        let at_ms = |t: Instant| t.saturating_duration_since(began).as_millis() as u64;
+        let mut trace: Vec<TraceEntry> = proxy
             .frames()
             .into_iter()
             .map(|t| TraceEntry {
-                at_ms: t.at.saturating_duration_since(began).as_millis() as u64,
+                at_ms: at_ms(t.at),
                 conn: format!("client#{}", t.conn),
                 dir: match t.way {
                     Way::FromClient => "<".into(),
@@ -308,7 +334,15 @@ fn result(case: &ClientCase, outcome: &Outcome, began: Instant, proxy: &Proxy) -
                 },
                 text: t.text,
             })
-            .collect()
+            .collect();
+        trace.extend(log.into_iter().map(|(t, driver, line)| TraceEntry {
+            at_ms: at_ms(t),
+            conn: format!("driver#{}", driver + 1),
+            dir: "!".into(),
+            text: line,
+        }));
+        trace.sort_by_key(|e| e.at_ms);
+        trace
     };
     CaseResult {
         id: case.id.to_owned(),

@@ -21,9 +21,11 @@ Standard-privacy calls only; a strong-privacy invitation is declined as `incompa
 
 import argparse
 import asyncio
+import collections
 import json
 import secrets
 import sys
+import threading
 import time
 import urllib.request
 
@@ -39,7 +41,10 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 MAX_EVENT_BYTES = 10240
-EVENTS_PER_SECOND = 8
+CLIENT_EVENTS_PER_SECOND = 10
+# Pace at this share of the announced rate, and pause this long after a 4301 (as the Rust client).
+PACING_SAFETY = 0.9
+THROTTLE_PAUSE_S = 1.0
 KINDS = ["started", "ringing", "accepted", "offer", "answer", "ice_candidate", "media_state", "ended"]
 
 
@@ -67,18 +72,44 @@ def http(method, url, token, body=None):
 
 class Realtime:
     """A Pusher protocol 7 connection: answers pings, signs subscriptions through the trusted
-    server's auth endpoint, paces client events below the server's limit."""
+    server's auth endpoint, and sends client events one at a time in order, paced under the rate
+    the server announces ([TRN-003], else the default) and each followed by a pusher:ping: the
+    server answers a connection's frames in order, so the pong says the event was relayed and a
+    pusher:error before it was about that event; a 4301 puts the event back at the head of the
+    queue and pauses sending for a second ([LIM-004]). A closed socket is reopened by its close
+    code's class ([TRN-010]: never after 4000-4099, after a backoff from one second after
+    4100-4199 and other closes, at once after 4200-4299) and every channel is subscribed again.
+
+    Frames for the app (channel events) arrive in `frames`; a final close puts
+    {"event": "domvia:closed", "code": N} there."""
 
     def __init__(self, url, auth_url, token):
         self.url = url
         self.auth_url = auth_url
         self.token = token
         self.frames = asyncio.Queue()
-        self.next_send = 0.0
         self.limit = MAX_EVENT_BYTES
-        self.rate = EVENTS_PER_SECOND
+        self.rate = CLIENT_EVENTS_PER_SECOND * PACING_SAFETY
+        self.capacity = 1.0
+        self.tokens = 1.0
+        self.last = time.monotonic()
+        self.paused_until = 0.0
+        self.outbox = collections.deque()
+        self.in_flight = None
+        self.pongs_to_skip = 0
+        self.wake = asyncio.Event()
+        self.open = asyncio.Event()
+        # channel -> set once the server confirmed the subscription on the current socket
+        self.channels = {}
+        self.closing = False
+        self.ws = None
 
     async def connect(self):
+        await self.open_socket()
+        self.reader = asyncio.create_task(self.keep_open())
+        self.sender = asyncio.create_task(self.send_loop())
+
+    async def open_socket(self):
         self.ws = await websockets.connect(f"{self.url}?protocol=7&client=domvia-aiortc&version=1")
         first = json.loads(await self.ws.recv())
         if first.get("event") != "pusher:connection_established":
@@ -87,21 +118,100 @@ class Realtime:
         self.socket_id = data["socket_id"]
         limits = data.get("limits") or {}
         self.limit = limits.get("max_event_bytes", MAX_EVENT_BYTES)
-        self.rate = min(EVENTS_PER_SECOND, max(1, limits.get("client_events_per_second", 10) - 2))
-        self.reader = asyncio.create_task(self.read())
-        log(f"connected as socket {self.socket_id}")
+        self.rate = max(0.1, limits.get("client_events_per_second", CLIENT_EVENTS_PER_SECOND) * PACING_SAFETY)
+        self.capacity = min(5.0, max(1.0, self.rate / 2))
+        self.tokens = min(self.tokens, self.capacity)
+        self.open.set()
+        log(f"connected as socket {self.socket_id} ({self.rate:.1f} client events/s)")
+        for channel, confirmed in self.channels.items():
+            confirmed.clear()
+            asyncio.ensure_future(self.request(channel))
+
+    async def keep_open(self):
+        backoff = 1.0
+        while True:
+            code = await self.read()
+            self.open.clear()
+            if self.in_flight is not None:
+                # Maybe not relayed: sent again on the next socket (receivers drop a repeat by seq).
+                self.outbox.appendleft(self.in_flight)
+                self.in_flight = None
+            self.pongs_to_skip = 0
+            for confirmed in self.channels.values():
+                confirmed.clear()
+            if self.closing:
+                return
+            if code is not None and 4000 <= code < 4100:
+                log(f"closed with {code}: not reconnecting")
+                await self.frames.put({"event": "domvia:closed", "code": code})
+                return
+            delay = 0.0 if code is not None and 4200 <= code < 4300 else backoff
+            while True:
+                log(f"closed with {code}: reconnecting in {delay:.1f} s")
+                await asyncio.sleep(delay)
+                try:
+                    await self.open_socket()
+                    break
+                except Exception as e:
+                    log(f"reconnect failed: {e}")
+                    backoff = min(backoff * 2, 30.0)
+                    delay = backoff
+            if code is None or not 4200 <= code < 4300:
+                backoff = min(backoff * 2, 30.0)
+            else:
+                backoff = 1.0
+            self.wake.set()
 
     async def read(self):
-        async for text in self.ws:
-            frame = json.loads(text)
-            if frame.get("event") == "pusher:ping":
-                await self.ws.send(json.dumps({"event": "pusher:pong", "data": {}}))
-            elif frame.get("event") == "pusher:error":
-                log(f"server error: {frame.get('data')}")
-            else:
-                await self.frames.put(frame)
+        """Reads the current socket until it closes; its close code."""
+        try:
+            async for text in self.ws:
+                frame = json.loads(text)
+                event = frame.get("event")
+                if event == "pusher:ping":
+                    await self.ws.send(json.dumps({"event": "pusher:pong", "data": {}}))
+                elif event == "pusher:pong":
+                    if self.pongs_to_skip > 0:
+                        self.pongs_to_skip -= 1
+                    else:
+                        self.in_flight = None
+                    self.wake.set()
+                elif event == "pusher:error":
+                    self.refused(frame.get("data") or {})
+                elif event == "pusher_internal:subscription_succeeded" and frame.get("channel") in self.channels:
+                    self.channels[frame["channel"]].set()
+                    self.wake.set()
+                    log(f"subscribed to {frame['channel']}")
+                elif event == "pusher:subscription_error":
+                    log(f"cannot subscribe to {frame.get('channel')}: {frame.get('data')}")
+                    await self.frames.put(frame)
+                else:
+                    await self.frames.put(frame)
+        except websockets.ConnectionClosed:
+            pass
+        return self.ws.close_code
 
-    async def subscribe(self, channel):
+    def refused(self, data):
+        if isinstance(data, str):
+            data = json.loads(data)
+        code = data.get("code")
+        if self.in_flight is None:
+            log(f"server error: {data}")
+            return
+        event = self.in_flight
+        self.in_flight = None
+        self.pongs_to_skip += 1
+        if code == 4301:
+            log(f"{event[1]} refused for the rate (4301): sent again after a pause")
+            self.outbox.appendleft(event)
+            self.paused_until = time.monotonic() + THROTTLE_PAUSE_S
+            self.tokens = 0.0
+            self.last = self.paused_until
+        else:
+            log(f"{event[1]} refused: {data}")
+        self.wake.set()
+
+    async def request(self, channel):
         auth = await asyncio.to_thread(
             http,
             "POST",
@@ -113,24 +223,64 @@ class Realtime:
         if "channel_data" in auth:
             data["channel_data"] = auth["channel_data"]
         await self.ws.send(json.dumps({"event": "pusher:subscribe", "data": data}))
-        held = []
-        while True:
-            frame = await self.frames.get()
-            if frame.get("channel") == channel and frame["event"] == "pusher_internal:subscription_succeeded":
-                break
-            if frame.get("channel") == channel and frame["event"] == "pusher:subscription_error":
-                raise RuntimeError(f"cannot subscribe to {channel}: {frame.get('data')}")
-            held.append(frame)
-        for frame in held:
-            await self.frames.put(frame)
-        log(f"subscribed to {channel}")
+
+    async def subscribe(self, channel, within=10.0):
+        self.channels[channel] = asyncio.Event()
+        await self.request(channel)
+        await asyncio.wait_for(self.channels[channel].wait(), within)
+
+    async def unsubscribe(self, channel):
+        self.channels.pop(channel, None)
+        self.outbox = collections.deque(e for e in self.outbox if e[0] != channel)
+        if self.open.is_set():
+            await self.ws.send(json.dumps({"event": "pusher:unsubscribe", "data": {"channel": channel}}))
 
     async def trigger(self, channel, event, data):
-        wait = self.next_send - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self.next_send = max(time.monotonic(), self.next_send) + 1 / self.rate
-        await self.ws.send(json.dumps({"event": event, "channel": channel, "data": data}))
+        self.outbox.append((channel, event, data))
+        self.wake.set()
+
+    async def flush(self, within=5.0):
+        """Waits until every queued client event was relayed (or `within` passed)."""
+        deadline = time.monotonic() + within
+        while (self.outbox or self.in_flight is not None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def send_loop(self):
+        while True:
+            self.wake.clear()
+            if self.in_flight is None and self.outbox:
+                channel, event, data = self.outbox[0]
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.last) * self.rate)
+                self.last = max(self.last, now)
+                confirmed = self.channels.get(channel)
+                if not self.open.is_set() or confirmed is None or not confirmed.is_set():
+                    # After a reconnect an event waits until its channel is subscribed again.
+                    wait = 0.05
+                elif now < self.paused_until:
+                    wait = self.paused_until - now
+                elif self.tokens < 1:
+                    wait = (1 - self.tokens) / self.rate
+                else:
+                    self.tokens -= 1
+                    self.in_flight = self.outbox.popleft()
+                    try:
+                        await self.ws.send(json.dumps({"event": event, "channel": channel, "data": data}))
+                        await self.ws.send(json.dumps({"event": "pusher:ping", "data": {}}))
+                    except websockets.ConnectionClosed:
+                        pass
+                    continue
+                try:
+                    await asyncio.wait_for(self.wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await self.wake.wait()
+
+    async def close(self):
+        self.closing = True
+        if self.ws is not None:
+            await self.ws.close()
 
 
 class Call:
@@ -156,6 +306,9 @@ class Call:
         self.times = {}
         self.done = asyncio.Event()
         self.media_up = asyncio.Event()
+        # Driver mode: called with each report of conformance/client-driver.md.
+        self.report_to = None
+        self.phase = None
         servers = [
             RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
             for s in ice_servers
@@ -165,6 +318,17 @@ class Call:
         self.pc.on("connectionstatechange", self.on_state)
         self.pc.on("track", self.on_track)
         self.pc.on("datachannel", lambda dc: self.watch(dc, echo=True))
+
+    def set_phase(self, phase, reason=None):
+        """The call state of spec/09-call-states.md, reported to a driver when it changes."""
+        if phase == self.phase:
+            return
+        self.phase = phase
+        if self.report_to is not None:
+            r = {"event": "phase", "call_id": self.call_id, "phase": phase}
+            if reason is not None:
+                r["reason"] = reason
+            self.report_to(r)
 
     def mark(self, what):
         self.times.setdefault(what, round(1000 * (time.monotonic() - T0)))
@@ -185,6 +349,8 @@ class Call:
         log(f"connection {state}")
         if state == "connected":
             self.mark("connected")
+            if self.end_reason is None:
+                self.set_phase("active")
             self.check_up()
         elif state == "failed" and self.end_reason is None:
             await self.end("ice_failed", notify=True)
@@ -294,11 +460,17 @@ class Call:
     async def handle(self, kind, data):
         if self.end_reason is not None:
             return
-        if kind == "accepted" and self.role == "caller":
+        if kind == "ringing" and self.role == "caller" and not self.accepted:
+            self.set_phase("ringing")
+        elif kind == "accepted" and self.role == "callee" and not self.accepted and data.get("user_id") == self.user:
+            # Another device of this user answered: stop ringing, send nothing ([FLOW-004]).
+            await self.end("answered_elsewhere", notify=False)
+        elif kind == "accepted" and self.role == "caller":
             if self.peer_party is None:
                 self.peer_party, self.peer_user = data["party_id"], data["user_id"]
                 self.accepted = True
                 self.mark("accepted")
+                self.set_phase("connecting")
                 self.watch(self.pc.createDataChannel("domvia"), echo=False)
                 await self.pc.setLocalDescription(await self.pc.createOffer())
                 await self.send(
@@ -308,7 +480,7 @@ class Call:
                 await self.end_of_candidates()
             elif data["party_id"] != self.peer_party:
                 await self.send("ended", {"reason": "answered_elsewhere", "to_party_id": data["party_id"]})
-        elif kind == "offer" and self.role == "callee" and data.get("user_id") == self.caller:
+        elif kind == "offer" and self.role == "callee" and self.accepted and data.get("user_id") == self.caller:
             self.peer_party, self.peer_user = data["party_id"], data["user_id"]
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
             await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -357,7 +529,24 @@ class Call:
         self.mark("ended")
         if notify:
             await self.send("ended", {"reason": reason})
+        self.set_phase("ended", reason)
         self.done.set()
+
+    async def ring(self):
+        self.set_phase("alerting")
+        await self.send("ringing", {})
+
+    async def accept(self):
+        self.accepted = True
+        self.mark("accepted")
+        self.set_phase("connecting")
+        await self.send("accepted", {})
+
+    async def mute(self, muted):
+        await self.send(
+            "media_state",
+            {"audio": {"muted": muted}, "video": {"enabled": False}, "screen": {"sharing": False}, "on_hold": False},
+        )
 
     async def pump(self):
         while True:
@@ -365,8 +554,190 @@ class Call:
             await self.receive(frame)
 
 
+def report(r):
+    """One line of the client-driver contract on stdout."""
+    print(json.dumps(r), flush=True)
+
+
+class Driver:
+    """This peer behind the client-driver contract (conformance/client-driver.md): commands as
+    JSON lines on stdin, reports on stdout. It is the part an app team writes for its own SDK:
+    each command becomes a call of the SDK (here the Realtime and Call classes above), each
+    callback a report; it decides nothing itself."""
+
+    def __init__(self):
+        self.rt = None
+        self.user = None
+        self.token = None
+        self.trusted_url = None
+        self.call = None
+        self.events = None
+
+    async def run(self):
+        commands = asyncio.Queue()
+
+        def read_stdin():
+            for line in sys.stdin:
+                asyncio.run_coroutine_threadsafe(commands.put(line), loop)
+            asyncio.run_coroutine_threadsafe(commands.put(None), loop)
+
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=read_stdin, daemon=True).start()
+        while True:
+            line = await commands.get()
+            if line is None:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                cmd = json.loads(line)
+            except ValueError as e:
+                report({"event": "error", "command": line, "message": f"not JSON: {e}"})
+                continue
+            name = cmd.get("cmd", "")
+            if name == "quit":
+                break
+            try:
+                why = await self.command(name, cmd)
+            except Exception as e:
+                why = f"{type(e).__name__}: {e}"
+            if why:
+                report({"event": "error", "command": name, "message": why})
+        await self.close()
+
+    async def command(self, name, cmd):
+        if name == "connect":
+            if self.rt is not None:
+                return "already connected"
+            self.user, self.token = cmd["user"], cmd["token"]
+            self.trusted_url = cmd["trusted_url"].rstrip("/")
+            self.rt = Realtime(cmd["realtime_url"], f"{self.trusted_url}/realtime/auth", self.token)
+            await self.rt.connect()
+            await self.rt.subscribe(f"private-call-inbox.{self.user}")
+            self.events = asyncio.create_task(self.dispatch())
+            report({"event": "ready", "user": self.user})
+            return None
+        if self.rt is None:
+            return "connect first"
+        call = self.call if self.call is not None and self.call.end_reason is None else None
+        if name == "place":
+            if call is not None:
+                return "a call is in progress"
+            await self.place(cmd.get("request") or {})
+        elif name == "answer":
+            if call is None or call.role != "callee" or call.accepted:
+                return "there is no call to answer"
+            await call.accept()
+        elif name == "decline":
+            if call is None or call.role != "callee" or call.accepted:
+                return "there is no call to decline"
+            await call.end("busy" if cmd.get("busy") else "declined", notify=True)
+        elif name == "hang_up":
+            if call is None:
+                return "there is no call"
+            await call.end("cancelled" if call.role == "caller" and not call.accepted else "hangup", notify=True)
+        elif name == "mute":
+            if call is None:
+                return "there is no call"
+            await call.mute(bool(cmd.get("muted")))
+        else:
+            return f"unknown command {name}"
+        return None
+
+    def new_call(self, role, channel, call_id, caller, ice_servers):
+        call = Call(self.rt, self.user, role, channel, call_id, caller, ice_servers, False)
+        call.report_to = report
+        self.call = call
+        asyncio.ensure_future(self.watch(call))
+        return call
+
+    async def place(self, request):
+        placed = await asyncio.to_thread(http, "POST", f"{self.trusted_url}/calls", self.token, request)
+        if placed.get("privacy", "standard") != "standard":
+            # This peer has no sealing: it cannot take part in the call it was given.
+            await asyncio.to_thread(
+                http, "POST", f"{self.trusted_url}/calls/{placed['call_id']}/end", self.token, {"reason": "incompatible"}
+            )
+            raise RuntimeError("this peer places standard-privacy calls only")
+        report({"event": "placed", "call_id": placed["call_id"], "channel": placed["channel"]})
+        callees = placed.get("callees") or request.get("callees") or []
+        call = self.new_call("caller", placed["channel"], placed["call_id"], self.user, placed.get("ice_servers", []))
+        call.set_phase("outgoing")
+        await self.rt.subscribe(call.channel)
+        await call.send(
+            "started",
+            {
+                "channel": call.channel,
+                "caller": self.user,
+                "callees": callees,
+                "media": {"audio": True, "video": False, "screen": False},
+                "ring_timeout_ms": placed["ring_timeout_ms"],
+                "privacy": "standard",
+                "topology": "p2p",
+            },
+        )
+
+    async def invited(self, started):
+        if self.call is not None and self.call.end_reason is None:
+            log("busy with another call: the invitation is ignored")
+            return
+        log(f"invitation to {started['channel']} from {started['caller']}")
+        servers = await asyncio.to_thread(http, "GET", f"{self.trusted_url}/ice-servers", self.token)
+        call = self.new_call("callee", started["channel"], started["call_id"], started["caller"], servers["ice_servers"])
+        await self.rt.subscribe(call.channel)
+        report({"event": "incoming", "call_id": call.call_id, "caller": call.caller})
+        call.set_phase("incoming")
+        if started.get("privacy") != "standard" or started.get("topology") != "p2p":
+            await call.end("incompatible", notify=True)
+        else:
+            await call.ring()
+
+    async def dispatch(self):
+        """Routes the app's frames: invitations from the inbox, the rest to the call."""
+        inbox = f"private-call-inbox.{self.user}"
+        while True:
+            frame = await self.rt.frames.get()
+            try:
+                if frame.get("channel") == inbox and frame.get("event") == "call.started":
+                    data = frame["data"] if isinstance(frame["data"], dict) else json.loads(frame["data"])
+                    await self.invited(data)
+                elif self.call is not None and frame.get("channel") == self.call.channel:
+                    await self.call.receive(frame)
+            except Exception as e:
+                log(f"handling {frame.get('event')}: {type(e).__name__}: {e}")
+
+    async def watch(self, call):
+        """Reports media up (data-channel echo and audio RTP) and, after the end, listens anew."""
+        up = asyncio.ensure_future(call.media_up.wait())
+        done = asyncio.ensure_future(call.done.wait())
+        await asyncio.wait({up, done}, return_when=asyncio.FIRST_COMPLETED)
+        if call.media_up.is_set() and call.end_reason is None:
+            for _ in range(100):
+                if await call.inbound_packets() > 0:
+                    report({"event": "media_up", "call_id": call.call_id})
+                    break
+                await asyncio.sleep(0.05)
+        await done
+        await self.rt.flush()
+        await self.rt.unsubscribe(call.channel)
+        await call.pc.close()
+        report({"event": "ready", "user": self.user})
+
+    async def close(self):
+        if self.rt is not None:
+            await self.rt.flush()
+            await self.rt.close()
+        if self.call is not None:
+            await self.call.pc.close()
+
+
 async def main():
+    if "--driver" in sys.argv[1:]:
+        await Driver().run()
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--driver", action="store_true", help="speak the client-driver contract on stdin/stdout (conformance/client-driver.md); no other flag is needed")
     ap.add_argument("--realtime-url", required=True, help="ws://host:port/app/KEY")
     ap.add_argument("--trusted-url", help="http://host:port of the trusted server")
     ap.add_argument("--auth-url", help="channel authorization endpoint (default: TRUSTED_URL/realtime/auth)")
@@ -456,7 +827,8 @@ async def main():
     result.update({"end_reason": call.end_reason, "ended_by": call.ended_by})
     pump.cancel()
     await call.pc.close()
-    await rt.ws.close()
+    await rt.flush()
+    await rt.close()
     print("RESULT " + json.dumps(result), flush=True)
     return 0 if call.media_up.is_set() else 1
 
