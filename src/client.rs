@@ -141,13 +141,23 @@ pub struct RealtimeClient {
     events: mpsc::Receiver<ClientEvent>,
     socket_id: String,
     max_event_bytes: usize,
+    #[cfg(feature = "defects")]
+    defect: Option<crate::client_defect::ClientDefect>,
 }
 
 impl RealtimeClient {
+    /// Test-only: the deliberate defect this client was configured with.
+    #[cfg(feature = "defects")]
+    pub fn defect(&self) -> Option<crate::client_defect::ClientDefect> {
+        self.defect
+    }
+
     /// Connects and waits for `connection_established`.
     pub async fn connect(config: ClientConfig) -> Result<RealtimeClient, ClientError> {
         let (commands, command_rx) = mpsc::channel(256);
         let (event_tx, mut events) = mpsc::channel(4096);
+        #[cfg(feature = "defects")]
+        let defect = config.defect;
         tokio::spawn(run(config, command_rx, event_tx));
         loop {
             match events.recv().await {
@@ -160,6 +170,8 @@ impl RealtimeClient {
                         events,
                         socket_id,
                         max_event_bytes,
+                        #[cfg(feature = "defects")]
+                        defect,
                     });
                 }
                 Some(ClientEvent::Disconnected {

@@ -146,6 +146,11 @@ async fn the_reference_client_passes_the_client_role_cases_and_each_client_defec
             "client.reconnect.4001-never",
         ),
         (ClientDefect::ReusePartyId, "client.party-id.fresh"),
+        (ClientDefect::ActOnOtherCall, "client.ignore.other-call"),
+        (
+            ClientDefect::TrustUnverifiedUser,
+            "client.ignore.unverified-user",
+        ),
     ] {
         let opts = ClientRoleOptions {
             only: vec![case.to_owned()],

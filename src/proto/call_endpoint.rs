@@ -156,6 +156,8 @@ pub struct CallEndpoint {
     to_send: VecDeque<CallEvent>,
     outputs: VecDeque<EndpointOutput>,
     refusals: Vec<Refusal>,
+    #[cfg(feature = "defects")]
+    defect: Option<crate::client_defect::ClientDefect>,
 }
 
 impl CallEndpoint {
@@ -190,7 +192,37 @@ impl CallEndpoint {
             to_send: VecDeque::new(),
             outputs: VecDeque::new(),
             refusals: Vec::new(),
+            #[cfg(feature = "defects")]
+            defect: None,
         })
+    }
+
+    /// Test-only: break one rule of receiving, so the client-role cases can be seen to catch it.
+    #[cfg(feature = "defects")]
+    pub fn with_defect(mut self, defect: Option<crate::client_defect::ClientDefect>) -> Self {
+        self.defect = defect;
+        self
+    }
+
+    /// The frame as a client with the configured defect reads it.
+    #[cfg(feature = "defects")]
+    fn misread(&self, frame: &Frame) -> Option<Frame> {
+        use crate::client_defect::ClientDefect;
+        let mut data = frame.data.as_ref()?.to_object().ok()?;
+        let mut frame = frame.clone();
+        match self.defect? {
+            ClientDefect::ActOnOtherCall => {
+                data.insert("call_id".into(), self.channel.call_id().to_string().into());
+            }
+            ClientDefect::TrustUnverifiedUser if frame.user_id.is_none() => {
+                frame.user_id = data.get("user_id")?.as_str().map(str::to_owned);
+            }
+            _ => return None,
+        }
+        frame.data = Some(crate::pusher::FrameData::Text(
+            serde_json::Value::Object(data).to_string(),
+        ));
+        Some(frame)
     }
 
     pub fn phase(&self) -> Phase {
@@ -226,6 +258,10 @@ impl CallEndpoint {
     /// One frame of the connection: a call event on this call's channel passes the privacy guard
     /// and chunk reassembly before the machine sees it; anything else is not this call's.
     pub fn handle_frame(&mut self, frame: &Frame, now_ms: u64) {
+        #[cfg(feature = "defects")]
+        let misread = self.misread(frame);
+        #[cfg(feature = "defects")]
+        let frame = misread.as_ref().unwrap_or(frame);
         let on_this_channel = frame.channel.as_deref() == Some(self.channel_name.as_str());
         let incoming = match parse_frame(frame) {
             Ok((ChannelName::Call(ch), incoming)) if ch == self.channel => incoming,

@@ -18,14 +18,21 @@ pub enum ClientDefect {
     ReconnectAfterFinalCode,
     /// Uses one party id for every call of the device ([EVT-012]).
     ReusePartyId,
+    /// Takes an event on the call channel as this call's whatever its `call_id` ([EVT-011]).
+    ActOnOtherCall,
+    /// Takes a client event on a presence channel without the server-added `user_id` as coming
+    /// from the user it names ([EVT-014]).
+    TrustUnverifiedUser,
 }
 
 impl ClientDefect {
-    pub const ALL: [ClientDefect; 4] = [
+    pub const ALL: [ClientDefect; 6] = [
         ClientDefect::NoPacing,
         ClientDefect::DropRateRefused,
         ClientDefect::ReconnectAfterFinalCode,
         ClientDefect::ReusePartyId,
+        ClientDefect::ActOnOtherCall,
+        ClientDefect::TrustUnverifiedUser,
     ];
 
     /// The defect's name, as `DOMVIA_CLIENT_DEFECT` takes it.
@@ -35,6 +42,8 @@ impl ClientDefect {
             ClientDefect::DropRateRefused => "drop-rate-refused",
             ClientDefect::ReconnectAfterFinalCode => "reconnect-after-final-code",
             ClientDefect::ReusePartyId => "reuse-party-id",
+            ClientDefect::ActOnOtherCall => "act-on-other-call",
+            ClientDefect::TrustUnverifiedUser => "trust-unverified-user",
         }
     }
 

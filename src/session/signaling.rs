@@ -115,6 +115,8 @@ impl Signaling {
         let sub = client.subscribe(&channel).await?;
         timeline.note(format!("subscribed to {channel}"));
         let endpoint = CallEndpoint::new(machine, privacy, sub.shared_secret.as_deref())?;
+        #[cfg(feature = "defects")]
+        let endpoint = endpoint.with_defect(client.defect());
         // Events leave one at a time, in order; each waits for the server's confirmation.
         let (outbox, mut queue) = mpsc::unbounded_channel::<Transmit>();
         let sent = Arc::new(AtomicUsize::new(0));

@@ -82,6 +82,19 @@ impl Client {
 
     /// Waits up to `within` for a report whose members include every member of `want`.
     async fn expect(&mut self, want: Value, within: Duration) -> Step<Value> {
+        match self.watch(&want, within).await? {
+            Some(report) => Ok(report),
+            None => Err(failed(
+                "the client did not report what the case waits for",
+                want.to_string(),
+                format!("reports so far: {}", Value::Array(self.seen.clone())),
+            )),
+        }
+    }
+
+    /// The first report within `within` whose members include every member of `want`, or
+    /// `None` when none came (for what a client must not report).
+    async fn watch(&mut self, want: &Value, within: Duration) -> Step<Option<Value>> {
         let deadline = Instant::now() + within;
         loop {
             let line = tokio::time::timeout_at(deadline, self.reports.next_line()).await;
@@ -95,20 +108,14 @@ impl Client {
                     }
                 },
                 Ok(_) => return Err(errored("the driver exited")),
-                Err(_) => {
-                    return Err(failed(
-                        "the client did not report what the case waits for",
-                        want.to_string(),
-                        format!("reports so far: {}", Value::Array(self.seen.clone())),
-                    ));
-                }
+                Err(_) => return Ok(None),
             };
             self.seen.push(report.clone());
             let matches = want
                 .as_object()
                 .is_some_and(|w| w.iter().all(|(k, v)| report.get(k) == Some(v)));
             if matches {
-                return Ok(report);
+                return Ok(Some(report));
             }
         }
     }

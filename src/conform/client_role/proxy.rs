@@ -1,6 +1,7 @@
 //! The client under test's view of the realtime server: a WebSocket proxy in front of the
 //! reference server that records every frame either way and injects the faults a case asks for
-//! (a 4301 refusal instead of relaying, a lower announced rate, a close with a chosen code).
+//! (a 4301 refusal instead of relaying, lower announced limits, a close with a chosen code, a forged
+//! frame delivered as if the server sent it).
 //! The client cannot tell it from a server; the case sees everything the client sent.
 
 use std::collections::HashMap;
@@ -55,7 +56,17 @@ struct State {
     refuse: usize,
     /// The client-event rate to announce instead of the server's.
     announce_rate: Option<f64>,
-    closers: HashMap<u64, mpsc::UnboundedSender<u16>>,
+    /// The event size limit to announce instead of the server's.
+    announce_max_event_bytes: Option<usize>,
+    controls: HashMap<u64, mpsc::UnboundedSender<Control>>,
+}
+
+/// What a case asks of an open connection.
+enum Control {
+    /// Close it with this code, as the server would.
+    Close(u16),
+    /// Deliver this frame to the client as if the server had sent it.
+    Inject(String),
 }
 
 /// A running proxy; it stops when dropped.
@@ -128,6 +139,7 @@ impl Proxy {
             s.opened.clear();
             s.refuse = 0;
             s.announce_rate = None;
+            s.announce_max_event_bytes = None;
         }
     }
 
@@ -146,11 +158,29 @@ impl Proxy {
         }
     }
 
+    /// Announces `bytes` as the largest event data in `connection_established` from now on.
+    pub fn announce_max_event_bytes(&self, bytes: usize) {
+        if let Ok(mut s) = self.state.lock() {
+            s.announce_max_event_bytes = Some(bytes);
+        }
+    }
+
     /// Closes every open client connection with `code`, as the server would.
     pub fn close_all(&self, code: u16) {
+        self.control(|| Control::Close(code));
+    }
+
+    /// Delivers `frame` on every open client connection as if the server had sent it (a forged
+    /// or replayed event the client must not act on). Recorded like any frame to the client.
+    pub fn inject(&self, frame: &Value) {
+        let text = frame.to_string();
+        self.control(|| Control::Inject(text.clone()));
+    }
+
+    fn control(&self, what: impl Fn() -> Control) {
         if let Ok(s) = self.state.lock() {
-            for closer in s.closers.values() {
-                let _ = closer.send(code);
+            for control in s.controls.values() {
+                let _ = control.send(what());
             }
         }
     }
@@ -167,11 +197,16 @@ fn tap(state: &Mutex<State>, conn: u64, way: Way, text: &str) {
     }
 }
 
-/// `connection_established` with the announced client-event rate replaced.
-fn with_rate(text: &str, rate: f64) -> Option<String> {
+/// `connection_established` with the announced limits replaced where the case set them.
+fn with_limits(text: &str, rate: Option<f64>, max_event_bytes: Option<usize>) -> Option<String> {
     let mut frame: Value = serde_json::from_str(text).ok()?;
     let mut data: Value = serde_json::from_str(frame["data"].as_str()?).ok()?;
-    data["limits"]["client_events_per_second"] = json!(rate);
+    if let Some(rate) = rate {
+        data["limits"]["client_events_per_second"] = json!(rate);
+    }
+    if let Some(bytes) = max_event_bytes {
+        data["limits"]["max_event_bytes"] = json!(bytes);
+    }
     frame["data"] = Value::String(data.to_string());
     Some(frame.to_string())
 }
@@ -199,13 +234,13 @@ async fn relay(stream: tokio::net::TcpStream, upstream: SocketAddr, state: Arc<M
         let _ = client.close(None).await;
         return;
     };
-    let (closer, mut close_requests) = mpsc::unbounded_channel();
+    let (control, mut controls) = mpsc::unbounded_channel();
     let conn = {
         let Ok(mut s) = state.lock() else { return };
         s.next_conn += 1;
         let conn = s.next_conn;
         s.opened.push((conn, Instant::now()));
-        s.closers.insert(conn, closer);
+        s.controls.insert(conn, control);
         conn
     };
     loop {
@@ -242,12 +277,16 @@ async fn relay(stream: tokio::net::TcpStream, upstream: SocketAddr, state: Arc<M
             },
             from_server = server.next() => match from_server {
                 Some(Ok(Message::Text(text))) => {
-                    let rate = state.lock().ok().and_then(|s| s.announce_rate);
-                    let text = match rate {
-                        Some(r) if text.contains(ProtocolEvent::ConnectionEstablished.name()) => {
-                            with_rate(&text, r).unwrap_or_else(|| text.to_string())
-                        }
-                        _ => text.to_string(),
+                    let (rate, bytes) = state
+                        .lock()
+                        .map(|s| (s.announce_rate, s.announce_max_event_bytes))
+                        .unwrap_or_default();
+                    let text = if (rate.is_some() || bytes.is_some())
+                        && text.contains(ProtocolEvent::ConnectionEstablished.name())
+                    {
+                        with_limits(&text, rate, bytes).unwrap_or_else(|| text.to_string())
+                    } else {
+                        text.to_string()
                     };
                     tap(&state, conn, Way::ToClient, &text);
                     if client.send(Message::Text(text.into())).await.is_err() {
@@ -268,15 +307,23 @@ async fn relay(stream: tokio::net::TcpStream, upstream: SocketAddr, state: Arc<M
                     }
                 }
             },
-            Some(code) = close_requests.recv() => {
-                let frame = CloseFrame { code: CloseCode::from(code), reason: "closed by the conformance runner".into() };
-                let _ = client.send(Message::Close(Some(frame))).await;
-                let _ = server.close(None).await;
-                break;
-            }
+            Some(request) = controls.recv() => match request {
+                Control::Close(code) => {
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: "closed by the conformance runner".into() };
+                    let _ = client.send(Message::Close(Some(frame))).await;
+                    let _ = server.close(None).await;
+                    break;
+                }
+                Control::Inject(text) => {
+                    tap(&state, conn, Way::ToClient, &text);
+                    if client.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+            },
         }
     }
     if let Ok(mut s) = state.lock() {
-        s.closers.remove(&conn);
+        s.controls.remove(&conn);
     }
 }

@@ -425,10 +425,22 @@ class Call:
         data = frame.get("data")
         if isinstance(data, str):
             data = json.loads(data)
-        if data.get("v") != 1 or data.get("call_id") != self.call_id or data.get("party_id") == self.party:
+        if data.get("v") != 1:
+            self.refused(event, "event.unsupported_version", "EVT-010")
             return
-        if "user_id" in frame and data.get("user_id") != frame["user_id"]:
-            log(f"dropped {kind}: user_id is not the verified one")
+        if data.get("call_id") != self.call_id:
+            self.refused(event, "event.call_id_mismatch", "EVT-011")
+            return
+        if data.get("party_id") == self.party:
+            return
+        # On a presence channel the server adds the sender's verified user_id to every client
+        # event: one without it, or with another, is not the sender it claims ([EVT-014]).
+        verified = frame.get("user_id")
+        if event.startswith("client-") and self.channel.startswith("presence-") and verified is None:
+            self.refused(event, "event.missing_verified_user", "EVT-014")
+            return
+        if verified is not None and data.get("user_id") != verified:
+            self.refused(event, "event.user_id_mismatch", "EVT-014")
             return
         party = data["party_id"]
         if data["seq"] <= self.seen.get(party, 0):
@@ -443,6 +455,13 @@ class Call:
                 return
         log(f"received {kind} from {party} ({data.get('user_id')})")
         await self.handle(kind, data)
+
+    def refused(self, event, code, requirement):
+        log(f"refused {event}: {code} [{requirement}]")
+        if self.report_to is not None:
+            self.report_to(
+                {"event": "refused", "call_id": self.call_id, "event_name": event, "code": code, "requirement": requirement}
+            )
 
     def join_chunk(self, data):
         key = (data["party_id"], data["chunk"]["id"])

@@ -1,0 +1,272 @@
+//! Events a client must not act on: one that belongs to another call ([EVT-011]), one that
+//! repeats an old `seq` ([EVT-015]), and one on a presence channel without the sender's verified
+//! `user_id` or with another one ([EVT-014]). A forged event looks like the caller's in every
+//! other respect, so a client that skips the rule acts on it.
+//!
+//! Each case runs a call to media up, delivers one forged event as if the server had relayed it,
+//! and judges what follows: on the wire, the client must not react (no answer to a forged offer,
+//! no `call.ended`, no unsubscribe from the call channel), it must not report the call ended, and
+//! when the caller then really hangs up, the client must end the call for that reason: a client
+//! that took the forged event's `seq` as seen would drop the caller's real events after it.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::super::proxy::Way;
+use super::{ClientCase, Env, PROMPT, Step, connected_call, errored, failed};
+use crate::conform::verdict::Level;
+use crate::session::RunUntil;
+
+pub(super) fn all() -> Vec<ClientCase> {
+    vec![
+        ClientCase {
+            id: "client.ignore.other-call",
+            level: Level::Must,
+            requirements: &["EVT-011", "SEC-005"],
+            title: "An offer for another call on the call channel is not answered",
+            run: other_call,
+        },
+        ClientCase {
+            id: "client.ignore.old-seq",
+            level: Level::Must,
+            requirements: &["EVT-015"],
+            title: "A call.ended repeating a seq the caller already used does not end the call",
+            run: old_seq,
+        },
+        ClientCase {
+            id: "client.ignore.unverified-user",
+            level: Level::Must,
+            requirements: &["EVT-014", "CHAN-011"],
+            title: "On a presence channel, a call.ended without the server-added user_id does not end the call",
+            run: unverified_user,
+        },
+        ClientCase {
+            id: "client.ignore.impersonated-user",
+            level: Level::Must,
+            requirements: &["EVT-014", "CHAN-011"],
+            title: "On a presence channel, a call.ended whose user_id is not the one the server added does not end the call",
+            run: impersonated_user,
+        },
+    ]
+}
+
+/// A `seq` far above anything a party sends in a test call: a forged event with it cannot be
+/// mistaken for a repeat, and a client that records it drops the caller's real events after it.
+const FORGED_SEQ: u64 = 1 << 50;
+
+/// The live call as the client under test sees it, what forged events are made from.
+struct LiveCall {
+    channel: String,
+    /// The caller's party and every event of the caller the client received, in order.
+    caller_party: String,
+    caller_events: Vec<(String, Value)>,
+}
+
+impl LiveCall {
+    /// An event of the caller's with `data` changed by `edit`, as the server relays it on a
+    /// presence channel (`user_id` is the server-added member, `None` leaves it out).
+    fn forged(
+        &self,
+        name: &str,
+        data: Value,
+        edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+        member: Option<&str>,
+    ) -> Value {
+        let mut data = data.as_object().cloned().unwrap_or_default();
+        data.insert("party_id".into(), json!(self.caller_party));
+        data.insert("sent_at_ms".into(), json!(0));
+        edit(&mut data);
+        let mut frame = json!({
+            "event": name,
+            "channel": self.channel,
+            "data": Value::Object(data).to_string(),
+        });
+        if let Some(user) = member {
+            frame["user_id"] = json!(user);
+        }
+        frame
+    }
+
+    /// The caller's event named `name`, as received.
+    fn caller_event(&self, name: &str) -> Option<&Value> {
+        self.caller_events
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d)
+    }
+}
+
+/// What the proxy saw of call `id`: its channel and the caller's events to the client.
+fn live_call(env: &Env<'_>, id: &str) -> Step<LiveCall> {
+    let mut channel = None;
+    let mut caller_party = None;
+    let mut caller_events = Vec::new();
+    for t in env.proxy.frames() {
+        if t.way != Way::ToClient {
+            continue;
+        }
+        let Some(frame) = t.frame() else { continue };
+        if !frame.event.starts_with("client-call.") {
+            continue;
+        }
+        let data = frame
+            .data
+            .as_ref()
+            .and_then(|d| d.to_object().ok())
+            .map_or(Value::Null, Value::Object);
+        if data["call_id"] != id || data["user_id"] != "alice" {
+            continue;
+        }
+        channel = frame.channel.clone();
+        caller_party = data["party_id"].as_str().map(str::to_owned);
+        caller_events.push((frame.event.clone(), data));
+    }
+    match (channel, caller_party) {
+        (Some(channel), Some(caller_party)) => Ok(LiveCall {
+            channel,
+            caller_party,
+            caller_events,
+        }),
+        _ => Err(errored("the client received no event of the caller's")),
+    }
+}
+
+/// Runs a call to media up, delivers the event `forge` makes, and judges the client's reaction:
+/// none of the client events in `reactions`, no unsubscribe, no end, and the call still ends
+/// for the caller's real hang-up.
+async fn not_acted_on(
+    env: &mut Env<'_>,
+    forge: impl FnOnce(&LiveCall, &str) -> Step<Value>,
+    reactions: &[&str],
+) -> Step<Option<String>> {
+    let bob = env.client("bob").await?;
+    let (mut call, id) = connected_call(env, bob).await?;
+    let live = live_call(env, &id)?;
+    let frame = forge(&live, &id)?;
+    let injected = Instant::now();
+    env.proxy.inject(&frame);
+    let ended = json!({"event": "phase", "phase": "ended", "call_id": id});
+    if let Some(report) = env.at(bob).watch(&ended, Duration::from_secs(2)).await? {
+        return Err(failed(
+            "the client acted on the forged event: it ended the call",
+            "the call goes on",
+            report.to_string(),
+        ));
+    }
+    let reacted: Vec<String> = env
+        .sent_events()
+        .into_iter()
+        .filter(|(t, name, _)| *t >= injected && reactions.contains(&name.as_str()))
+        .map(|(_, name, _)| name)
+        .collect();
+    let left = env.proxy.frames().into_iter().any(|t| {
+        t.at >= injected
+            && t.way == Way::FromClient
+            && t.text.contains("pusher:unsubscribe")
+            && t.text.contains(&live.channel)
+    });
+    if !reacted.is_empty() || left {
+        return Err(failed(
+            "the client acted on the forged event",
+            "no reaction on the wire",
+            if left {
+                "it left the call channel".to_owned()
+            } else {
+                format!("it sent {reacted:?}")
+            },
+        ));
+    }
+    call.hang_up().await.map_err(errored)?;
+    let _ = call.run(RunUntil::Ended, PROMPT).await;
+    call.close().await;
+    let report = env.at(bob).expect(ended, PROMPT).await?;
+    if report["reason"] != "hangup" {
+        return Err(failed(
+            "the call did not end for the caller's hang-up",
+            "phase ended, reason hangup",
+            report.to_string(),
+        ));
+    }
+    Ok(Some(format!("forged {} ignored", frame["event"])))
+}
+
+fn other_call<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(not_acted_on(
+        env,
+        |live, id| {
+            let offer = live
+                .caller_event("client-call.offer")
+                .ok_or_else(|| errored("the client received no offer from the caller"))?;
+            if offer.get("chunk").is_some() {
+                return Err(errored(
+                    "the caller's offer came in chunks; the case needs it whole",
+                ));
+            }
+            // Another call's id of the same form: the same length, all zeros after the prefix.
+            let other: String = id
+                .char_indices()
+                .map(|(i, c)| if i == 0 { c } else { '0' })
+                .collect();
+            let negotiation = offer["negotiation_id"].as_u64().unwrap_or(1) + 1;
+            Ok(live.forged(
+                "client-call.offer",
+                offer.clone(),
+                |d| {
+                    d.insert("call_id".into(), json!(other));
+                    d.insert("seq".into(), json!(FORGED_SEQ));
+                    d.insert("negotiation_id".into(), json!(negotiation));
+                },
+                Some("alice"),
+            ))
+        },
+        &["client-call.answer", "client-call.ended"],
+    ))
+}
+
+/// The caller's hang-up, as it would send it, with `seq` and the member the server adds.
+fn forged_ended(live: &LiveCall, id: &str, seq: u64, member: Option<&str>) -> Value {
+    live.forged(
+        "client-call.ended",
+        json!({"v": 1, "call_id": id, "user_id": "alice", "reason": "hangup"}),
+        |d| {
+            d.insert("seq".into(), json!(seq));
+        },
+        member,
+    )
+}
+
+fn old_seq<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(not_acted_on(
+        env,
+        |live, id| {
+            let first = live
+                .caller_events
+                .iter()
+                .filter_map(|(_, d)| d["seq"].as_u64())
+                .min()
+                .ok_or_else(|| errored("the caller's events had no seq"))?;
+            Ok(forged_ended(live, id, first, Some("alice")))
+        },
+        &["client-call.ended"],
+    ))
+}
+
+fn unverified_user<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(not_acted_on(
+        env,
+        |live, id| Ok(forged_ended(live, id, FORGED_SEQ, None)),
+        &["client-call.ended"],
+    ))
+}
+
+fn impersonated_user<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(not_acted_on(
+        env,
+        // Sent by carol, a member of the room, claiming to be alice.
+        |live, id| Ok(forged_ended(live, id, FORGED_SEQ, Some("carol"))),
+        &["client-call.ended"],
+    ))
+}
