@@ -151,6 +151,10 @@ async fn the_reference_client_passes_the_client_role_cases_and_each_client_defec
             ClientDefect::TrustUnverifiedUser,
             "client.ignore.unverified-user",
         ),
+        (
+            ClientDefect::EndCandidatesTwice,
+            "client.candidates.end-once",
+        ),
     ] {
         let opts = ClientRoleOptions {
             only: vec![case.to_owned()],

@@ -444,6 +444,12 @@ impl CallEndpoint {
         self.candidates_due_ms = None;
         self.machine
             .add_local_candidates(batch, end_of_candidates, now_ms);
+        #[cfg(feature = "defects")]
+        if end_of_candidates
+            && self.defect == Some(crate::client_defect::ClientDefect::EndCandidatesTwice)
+        {
+            self.machine.add_local_candidates(Vec::new(), true, now_ms);
+        }
     }
 
     pub fn send_media_state(

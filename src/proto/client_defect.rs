@@ -23,16 +23,19 @@ pub enum ClientDefect {
     /// Takes a client event on a presence channel without the server-added `user_id` as coming
     /// from the user it names ([EVT-014]).
     TrustUnverifiedUser,
+    /// Ends an ICE generation's candidates twice ([EVT-053]).
+    EndCandidatesTwice,
 }
 
 impl ClientDefect {
-    pub const ALL: [ClientDefect; 6] = [
+    pub const ALL: [ClientDefect; 7] = [
         ClientDefect::NoPacing,
         ClientDefect::DropRateRefused,
         ClientDefect::ReconnectAfterFinalCode,
         ClientDefect::ReusePartyId,
         ClientDefect::ActOnOtherCall,
         ClientDefect::TrustUnverifiedUser,
+        ClientDefect::EndCandidatesTwice,
     ];
 
     /// The defect's name, as `DOMVIA_CLIENT_DEFECT` takes it.
@@ -44,6 +47,7 @@ impl ClientDefect {
             ClientDefect::ReusePartyId => "reuse-party-id",
             ClientDefect::ActOnOtherCall => "act-on-other-call",
             ClientDefect::TrustUnverifiedUser => "trust-unverified-user",
+            ClientDefect::EndCandidatesTwice => "end-candidates-twice",
         }
     }
 

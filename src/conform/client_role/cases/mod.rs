@@ -15,6 +15,7 @@ use crate::media::PeerOptions;
 use crate::session::{CallSession, RunUntil};
 
 mod ignored;
+mod negotiation;
 
 pub(super) fn all() -> Vec<ClientCase> {
     let mut cases = vec![
@@ -61,6 +62,13 @@ pub(super) fn all() -> Vec<ClientCase> {
             run: reconnect_4200,
         },
         ClientCase {
+            id: "client.reconnect.4100-backoff",
+            level: Level::Must,
+            requirements: &["TRN-010"],
+            title: "Closed with 4100, the client waits at least a second, then reconnects and subscribes to its inbox again",
+            run: reconnect_4100,
+        },
+        ClientCase {
             id: "client.reconnect.4001-never",
             level: Level::Must,
             requirements: &["TRN-010"],
@@ -75,6 +83,7 @@ pub(super) fn all() -> Vec<ClientCase> {
             run: ring_timeout,
         },
     ];
+    cases.extend(negotiation::all());
     cases.extend(ignored::all());
     cases
 }
@@ -397,60 +406,80 @@ fn rate_refusal<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>>
 }
 
 fn reconnect_4200<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
-    Box::pin(async move {
-        let bob = env.client("bob").await?;
-        let closed = Instant::now();
-        env.proxy.close_all(4200);
-        let deadline = closed + Duration::from_secs(10);
-        let inbox = "private-call-inbox.bob";
-        // The client's request is not enough: an invitation published before the server has
-        // confirmed the subscription is not delivered (Pusher semantics), so the case places the
-        // next call only once the server said `subscription_succeeded` on the new connection.
-        loop {
-            let frames = env.proxy.frames();
-            let new_conns = env.proxy.opened_since(closed);
-            let asked = frames.iter().any(|t| {
-                t.way == Way::FromClient
-                    && new_conns.contains(&t.conn)
-                    && t.text.contains("pusher:subscribe")
-                    && t.text.contains(inbox)
-            });
-            let confirmed = frames.iter().any(|t| {
-                t.way == Way::ToClient
-                    && new_conns.contains(&t.conn)
-                    && t.text.contains("pusher_internal:subscription_succeeded")
-                    && t.text.contains(inbox)
-            });
-            if confirmed {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(failed(
-                    "the client did not reconnect and subscribe to its inbox again",
-                    format!("a new connection subscribed to {inbox} within 10 s"),
-                    format!(
-                        "{} connections opened; subscription {}",
-                        env.proxy.openings().len(),
-                        if asked {
-                            "asked for but not confirmed"
-                        } else {
-                            "not asked for"
-                        }
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    Box::pin(reconnects_after(env, 4200, Duration::ZERO))
+}
+
+fn reconnect_4100<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(reconnects_after(env, 4100, Duration::from_secs(1)))
+}
+
+/// Closes the client's connection with `code` and judges its return: not sooner than
+/// `at_least` after the close, subscribed to its inbox again within 15 s, and reachable by the
+/// next call.
+async fn reconnects_after(
+    env: &mut Env<'_>,
+    code: u16,
+    at_least: Duration,
+) -> Step<Option<String>> {
+    let bob = env.client("bob").await?;
+    let closed = Instant::now();
+    env.proxy.close_all(code);
+    let deadline = closed + Duration::from_secs(15);
+    let inbox = "private-call-inbox.bob";
+    // The client's request is not enough: an invitation published before the server has
+    // confirmed the subscription is not delivered (Pusher semantics), so the case places the
+    // next call only once the server said `subscription_succeeded` on the new connection.
+    loop {
+        let frames = env.proxy.frames();
+        let new_conns = env.proxy.opened_since(closed);
+        let asked = frames.iter().any(|t| {
+            t.way == Way::FromClient
+                && new_conns.contains(&t.conn)
+                && t.text.contains("pusher:subscribe")
+                && t.text.contains(inbox)
+        });
+        let confirmed = frames.iter().any(|t| {
+            t.way == Way::ToClient
+                && new_conns.contains(&t.conn)
+                && t.text.contains("pusher_internal:subscription_succeeded")
+                && t.text.contains(inbox)
+        });
+        if confirmed {
+            break;
         }
-        let took = env
-            .proxy
-            .openings()
-            .get(1)
-            .map_or(0, |t| t.saturating_duration_since(closed).as_millis());
-        let (mut call, _) = call_client(env, bob, None).await?;
-        call.hang_up().await.map_err(errored)?;
-        call.close().await;
-        Ok(Some(format!("reconnected after {took} ms")))
-    })
+        if Instant::now() >= deadline {
+            return Err(failed(
+                "the client did not reconnect and subscribe to its inbox again",
+                format!("a new connection subscribed to {inbox} within 15 s"),
+                format!(
+                    "{} connections opened; subscription {}",
+                    env.proxy.openings().len(),
+                    if asked {
+                        "asked for but not confirmed"
+                    } else {
+                        "not asked for"
+                    }
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = env
+        .proxy
+        .openings()
+        .get(1)
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(closed));
+    if took < at_least {
+        return Err(failed(
+            &format!("the client reconnected too soon after {code}"),
+            format!("no new connection for {} ms", at_least.as_millis()),
+            format!("a new connection after {} ms", took.as_millis()),
+        ));
+    }
+    let (mut call, _) = call_client(env, bob, None).await?;
+    call.hang_up().await.map_err(errored)?;
+    call.close().await;
+    Ok(Some(format!("reconnected after {} ms", took.as_millis())))
 }
 
 fn no_reconnect_4001<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
