@@ -16,6 +16,10 @@ addresses (aioice's get_host_addresses). This script replaces that function so t
 address is 127.0.0.1: all test traffic stays on loopback. It never falls back to aiortc's default
 public STUN server: the ICE servers are exactly those the trusted server returned.
 
+With --driver it takes no other flag and speaks the client-driver contract instead
+(conformance/client-driver.md): commands as JSON lines on stdin, reports on stdout, any number of
+calls one after another; the conformance runner tests it that way (`conform --client aiortc`).
+
 Standard-privacy calls only; a strong-privacy invitation is declined as `incompatible`.
 """
 
