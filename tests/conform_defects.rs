@@ -155,6 +155,7 @@ async fn the_reference_client_passes_the_client_role_cases_and_each_client_defec
             ClientDefect::EndCandidatesTwice,
             "client.candidates.end-once",
         ),
+        (ClientDefect::AcceptDowngrade, "client.ignore.downgrade"),
     ] {
         let opts = ClientRoleOptions {
             only: vec![case.to_owned()],

@@ -1,8 +1,9 @@
 // The domvia-calls demo page: a call client for browsers. Signaling goes through the real
 // pusher-js client (client events on the call channel, channel authorization from the trusted
 // server); media goes through the browser's RTCPeerConnection. It follows spec/04-events.md for
-// standard-privacy, peer-to-peer calls; a strong-privacy call is declined as `incompatible`,
-// because browsers have no XChaCha20-Poly1305.
+// peer-to-peer calls. Strong privacy (spec/05-strong-privacy.md) seals the sensitive events with
+// XChaCha20-Poly1305 from libsodium-wrappers (src/demo/envelope.js, which passes the Rust core's
+// envelope vectors); without libsodium loaded, a strong-privacy call is declined as `incompatible`.
 //
 // Client events leave as src/proto/pusher_client.rs sends them: one at a time, paced under the
 // rate the server announces ([TRN-003] limits, read from the connection_established frame, which
@@ -63,7 +64,24 @@
     limits: { eventsPerSecond: CLIENT_EVENTS_PER_SECOND, maxEventBytes: MAX_EVENT_BYTES },
     // What a driver of this page reads (conformance/client-driver.md reports), oldest first.
     reports: [],
+    // Strong privacy: the envelope (once libsodium is ready) and the channel keys the auth
+    // endpoint gave, by channel name.
+    envelope: null,
+    secrets: new Map(),
   };
+
+  // libsodium-wrappers initialises asynchronously; sign-in waits for it.
+  const envelopeReady =
+    window.sodium && window.DomviaEnvelope
+      ? window.sodium.ready.then(() => {
+          page.envelope = window.DomviaEnvelope.create(window.sodium);
+        })
+      : Promise.resolve();
+
+  // Whether this page can take part in a call of this privacy and topology.
+  function canTake(privacy, topology) {
+    return topology === 'p2p' && (privacy === 'standard' || (privacy === 'strong' && !!page.envelope));
+  }
 
   function emit(report) {
     page.reports.push(report);
@@ -215,8 +233,9 @@
 
   // Splits an offer or answer whose data is over the limit into 2..8 chunk bodies with equal
   // members and one slice of the SDP each ([EVT-080]).
-  function chunkBodies(header, body) {
-    const fits = (b) => byteLength(JSON.stringify({ ...header, seq: Number.MAX_SAFE_INTEGER, ...b })) <= page.limits.maxEventBytes;
+  // `measure` gives the size of a body on the wire (header included, sealed in a strong call).
+  function chunkBodies(body, measure) {
+    const fits = (b) => measure(b) <= page.limits.maxEventBytes;
     if (fits(body)) return [body];
     const id = randomHex(8);
     for (let count = 2; count <= MAX_CHUNKS; count++) {
@@ -246,7 +265,7 @@
   }
 
   class Call {
-    constructor({ role, callId, channelName, caller, callees, media, iceServers }) {
+    constructor({ role, callId, channelName, caller, callees, media, iceServers, privacy }) {
       this.role = role;
       this.callId = callId;
       this.channelName = channelName;
@@ -256,7 +275,11 @@
       this.iceServers = iceServers || [];
       this.party = 'web-' + randomHex(8);
       this.seq = 0;
-      this.seen = new Map();
+      this.privacy = privacy || 'standard';
+      // The receiver's guard (downgrade, sealed in a standard call, replay) and, in a strong
+      // call, the channel key; both set once the channel is joined.
+      this.guard = null;
+      this.key = null;
       this.chunks = new Map();
       this.peerParty = null;
       this.peerUser = null;
@@ -291,7 +314,7 @@
         }
         channel.bind('pusher:subscription_succeeded', () => {
           log(`subscribed to ${this.channelName}`);
-          resolve();
+          this.installGuard().then(resolve, reject);
         });
         channel.bind('pusher:subscription_error', (e) => {
           reject(new Error(`cannot join ${this.channelName}: ${e.status || ''} ${e.error || e.type || ''}`.trim()));
@@ -299,12 +322,36 @@
       });
     }
 
+    async installGuard() {
+      const envelope = page.envelope;
+      if (this.privacy === 'strong') {
+        const secret = page.secrets.get(this.channelName);
+        if (!envelope || !secret) throw new Error(`no channel key for the strong-privacy call ${this.channelName}`);
+        await window.sodium.ready;
+        this.guard = new envelope.Guard(this.channelName, 'strong');
+        this.key = await this.guard.installKey(secret);
+      } else {
+        this.guard = envelope ? new envelope.Guard(this.channelName, 'standard') : null;
+      }
+    }
+
+    // The data of event `kind` as it goes on the wire: sealed when the call is strong and the
+    // event sensitive ([PRIV-010]).
+    wire(kind, data) {
+      const name = 'client-call.' + kind;
+      if (this.privacy === 'strong' && page.envelope.SENSITIVE.includes(kind)) {
+        return page.envelope.seal(name, this.channelName, data, this.key);
+      }
+      return data;
+    }
+
     send(kind, body) {
       const header = { v: 1, call_id: this.callId, party_id: this.party, user_id: page.user };
-      const bodies = kind === 'offer' || kind === 'answer' ? chunkBodies(header, body) : [body];
+      const measure = (b) => byteLength(JSON.stringify(this.wire(kind, { ...header, seq: Number.MAX_SAFE_INTEGER, sent_at_ms: Number.MAX_SAFE_INTEGER, ...b })));
+      const bodies = kind === 'offer' || kind === 'answer' ? chunkBodies(body, measure) : [body];
       for (const b of bodies) {
         // Seqs are taken now, so chunks get consecutive ones and order is kept by the pacer.
-        const data = { ...header, seq: ++this.seq, sent_at_ms: Date.now(), ...b };
+        const data = this.wire(kind, { ...header, seq: ++this.seq, sent_at_ms: Date.now(), ...b });
         const name = 'client-call.' + kind;
         page.pacer.push({ channel: this.channel, name, data });
         log(`sent ${name}${b.chunk ? ` (chunk ${b.chunk.index + 1}/${b.chunk.count})` : ''}${b.to_party_id ? ` to ${b.to_party_id}` : ''}`);
@@ -353,13 +400,24 @@
         this.refuse(name, 'event.user_id_mismatch', 'EVT-014', `user_id ${data.user_id} is not the verified ${meta.user_id}`);
         return;
       }
-      const last = this.seen.get(data.party_id) || 0;
-      if (data.seq <= last) {
-        log(`dropped ${kind} from ${data.party_id}: seq ${data.seq} already seen`);
-        return;
-      }
-      this.seen.set(data.party_id, data.seq);
+      // Addressed to another party: not this device's to open or act on.
       if (data.to_party_id && data.to_party_id !== this.party) return;
+      if (this.guard) {
+        try {
+          data = this.guard.receive(name, data);
+        } catch (e) {
+          if (e.code === 'envelope.refetch_key') {
+            // An unknown kid: the channel key once more from the auth endpoint ([PRIV-023]).
+            this.refetchKey().then(() => this.receive(kind, raw, meta));
+          } else if (e.code === 'envelope.replay') {
+            log(`dropped ${kind} from ${data.party_id}: seq ${data.seq} already seen`);
+          } else {
+            const requirement = { 'envelope.downgrade': 'PRIV-020', 'envelope.unexpected_sealed': 'PRIV-021', 'envelope.unsupported_alg': 'PRIV-022', 'envelope.bad_encoding': 'PRIV-022', 'envelope.unknown_kid': 'PRIV-023' }[e.code] || 'PRIV-013';
+            this.refuse(name, e.code || 'envelope.invalid', requirement, e.message);
+          }
+          return;
+        }
+      }
       if (data.chunk) {
         data = this.joinChunk(data);
         if (!data) return;
@@ -369,6 +427,15 @@
         this.handle(kind, data);
       } catch (e) {
         showError(`handling ${kind}: ${e.message}`);
+      }
+    }
+
+    async refetchKey() {
+      try {
+        const auth = await api('POST', '/realtime/auth', { socket_id: page.pusher.connection.socket_id, channel_name: this.channelName });
+        if (auth.shared_secret) await this.guard.installKey(auth.shared_secret);
+      } catch (e) {
+        log(`could not fetch the channel key again: ${e.message}`);
       }
     }
 
@@ -458,7 +525,7 @@
       this.caller = data.caller;
       this.callees = data.callees;
       this.media = data.media || { audio: true };
-      if (data.privacy !== 'standard' || data.topology !== 'p2p') {
+      if (!canTake(data.privacy, data.topology) || data.privacy !== this.privacy) {
         this.end('incompatible', true, `this page cannot take ${data.privacy} privacy / ${data.topology} calls`);
         return;
       }
@@ -719,6 +786,7 @@
       throw new Error('pusher-js did not load from /demo/pusher.min.js; start the server where it can find pusher-js (see the README, "The demo page")');
     }
     page.config = page.config || (await (await fetch('/demo/config')).json());
+    await envelopeReady;
     page.user = user;
     page.token = token;
     const rt = realtimeUrl ? realtimeFromUrl(realtimeUrl) : page.config.realtime;
@@ -735,7 +803,10 @@
       channelAuthorization: {
         customHandler: ({ socketId, channelName }, callback) => {
           api('POST', '/realtime/auth', { socket_id: socketId, channel_name: channelName })
-            .then((auth) => callback(null, auth))
+            .then((auth) => {
+              if (auth.shared_secret) page.secrets.set(channelName, auth.shared_secret);
+              callback(null, auth);
+            })
             .catch((e) => {
               showError(e.message);
               callback(e, null);
@@ -785,13 +856,15 @@
       caller: started.caller,
       callees: started.callees,
       media: started.media || { audio: true },
+      // A call this page cannot take is joined as standard, only to decline it in the clear.
+      privacy: canTake(started.privacy, started.topology) ? started.privacy : 'standard',
     });
     page.call = call;
     try {
       call.iceServers = (await api('GET', '/ice-servers')).ice_servers || [];
       await call.join();
       emit({ event: 'incoming', call_id: started.call_id, caller: started.caller });
-      if (started.privacy !== 'standard' || started.topology !== 'p2p') {
+      if (!canTake(started.privacy, started.topology)) {
         call.end('incompatible', true, `this page cannot take ${started.privacy} privacy / ${started.topology} calls`);
         return;
       }
@@ -828,6 +901,7 @@
   async function placeRequest(request) {
     const media = { audio: true, video: false, screen: false, ...(request.media || {}) };
     const body = { ...request, media };
+    if (request.privacy === 'strong' && !page.envelope) throw new Error('strong privacy needs libsodium, which did not load');
     const placed = await api('POST', '/calls', body);
     const callees = placed.callees || request.callees || [];
     emit({ event: 'placed', call_id: placed.call_id, channel: placed.channel });
@@ -839,6 +913,7 @@
       callees,
       media,
       iceServers: placed.ice_servers,
+      privacy: placed.privacy || 'standard',
     });
     page.call = call;
     call.setPhase('calling', `calling ${callees.join(', ')}`);
@@ -850,7 +925,7 @@
       callees,
       media,
       ring_timeout_ms: placed.ring_timeout_ms,
-      privacy: 'standard',
+      privacy: call.privacy,
       topology: 'p2p',
     });
     return placed.call_id;

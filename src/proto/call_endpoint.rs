@@ -273,6 +273,22 @@ impl CallEndpoint {
             }
             Err(_) => return,
         };
+        #[cfg(feature = "defects")]
+        let incoming = match incoming {
+            crate::event::Incoming::Clear(e)
+                if self.defect == Some(crate::client_defect::ClientDefect::AcceptDowngrade)
+                    && e.kind().is_sensitive() =>
+            {
+                // Taken as it came, as if the call were standard.
+                let whole = self.assembler.push(e, now_ms);
+                if let Ok(Some(whole)) = whole {
+                    self.machine.handle_event(&whole, now_ms);
+                    self.collect();
+                }
+                return;
+            }
+            other => other,
+        };
         let event = match self.guard.receive(incoming) {
             Ok(e) => e,
             Err(e) => {

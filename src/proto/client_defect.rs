@@ -25,10 +25,12 @@ pub enum ClientDefect {
     TrustUnverifiedUser,
     /// Ends an ICE generation's candidates twice ([EVT-053]).
     EndCandidatesTwice,
+    /// Acts on a sensitive event that arrived unsealed in a strong-privacy call ([PRIV-020]).
+    AcceptDowngrade,
 }
 
 impl ClientDefect {
-    pub const ALL: [ClientDefect; 7] = [
+    pub const ALL: [ClientDefect; 8] = [
         ClientDefect::NoPacing,
         ClientDefect::DropRateRefused,
         ClientDefect::ReconnectAfterFinalCode,
@@ -36,6 +38,7 @@ impl ClientDefect {
         ClientDefect::ActOnOtherCall,
         ClientDefect::TrustUnverifiedUser,
         ClientDefect::EndCandidatesTwice,
+        ClientDefect::AcceptDowngrade,
     ];
 
     /// The defect's name, as `DOMVIA_CLIENT_DEFECT` takes it.
@@ -48,6 +51,7 @@ impl ClientDefect {
             ClientDefect::ActOnOtherCall => "act-on-other-call",
             ClientDefect::TrustUnverifiedUser => "trust-unverified-user",
             ClientDefect::EndCandidatesTwice => "end-candidates-twice",
+            ClientDefect::AcceptDowngrade => "accept-downgrade",
         }
     }
 

@@ -149,7 +149,9 @@ impl TrustedConfig {
         }
     }
 
-    pub(super) fn master_key(&self) -> Result<Vec<u8>, String> {
+    /// The privacy master key's bytes (the conformance runner, playing the trusted server,
+    /// derives channel keys from it as the server does).
+    pub fn master_key(&self) -> Result<Vec<u8>, String> {
         use base64::Engine;
         let key = base64::engine::general_purpose::STANDARD
             .decode(self.privacy_master_key.expose())

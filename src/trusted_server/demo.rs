@@ -3,8 +3,9 @@
 //! script are compiled in; pusher-js is read from an npm install at request time, since it is not
 //! ours to ship.
 //!
-//! Invariant: the only file these routes read from disk is the pusher-js bundle at a configured
-//! or well-known path; no part of a request names a file.
+//! Invariant: the only files these routes read from disk are the pusher-js bundle at a configured
+//! or well-known path and the two libsodium bundles of the same npm install (for strong
+//! privacy); no part of a request names a file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::AppState;
 
 pub(crate) const PAGE: &str = include_str!("../demo/index.html");
 pub(crate) const SCRIPT: &str = include_str!("../demo/call.js");
+pub(crate) const ENVELOPE: &str = include_str!("../demo/envelope.js");
 
 /// Where an `npm ci` of the interop tests or of an app puts the browser bundle, relative to the
 /// working directory.
@@ -57,6 +59,43 @@ pub(super) async fn script() -> Response {
         SCRIPT,
     )
         .into_response()
+}
+
+pub(super) async fn envelope() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        ENVELOPE,
+    )
+        .into_response()
+}
+
+/// One of libsodium-wrappers' two browser files, from the `node_modules` that holds pusher-js
+/// (`npm ci --prefix tests/interop/pusher-js` installs both). Without them the page still works
+/// and declines strong-privacy calls as `incompatible`.
+fn libsodium_file(state: &AppState, package: &str) -> Response {
+    let path = pusher_js_path(state.config.pusher_js.as_ref())
+        .and_then(|p| p.ancestors().nth(4).map(PathBuf::from))
+        .map(|modules| modules.join(format!("{package}/dist/modules/{package}.js")));
+    match path.map(|p| std::fs::read(&p)) {
+        Some(Ok(bytes)) => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            bytes,
+        )
+            .into_response(),
+        _ => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            format!("// {package} not found beside pusher-js: strong-privacy calls are declined\n"),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) async fn libsodium(State(state): State<Arc<AppState>>) -> Response {
+    libsodium_file(&state, "libsodium")
+}
+
+pub(super) async fn libsodium_wrappers(State(state): State<Arc<AppState>>) -> Response {
+    libsodium_file(&state, "libsodium-wrappers")
 }
 
 pub(super) async fn pusher_js(State(state): State<Arc<AppState>>) -> Response {

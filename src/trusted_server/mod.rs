@@ -141,6 +141,9 @@ pub async fn start(
         .route("/demo/", get(demo::page))
         .route("/demo/call.js", get(demo::script))
         .route("/demo/pusher.min.js", get(demo::pusher_js))
+        .route("/demo/envelope.js", get(demo::envelope))
+        .route("/demo/libsodium.js", get(demo::libsodium))
+        .route("/demo/libsodium-wrappers.js", get(demo::libsodium_wrappers))
         .route("/demo/config", get(demo::config))
         .with_state(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();

@@ -132,6 +132,9 @@ struct Env<'a> {
     vars: &'a [(String, String)],
     clients: Vec<Client>,
     log: DriverLog,
+    /// The embedded trusted server's privacy master key: the runner derives channel keys as
+    /// that server does, to read and forge strong-privacy events.
+    master_key: &'a [u8],
 }
 
 impl Env<'_> {
@@ -256,6 +259,7 @@ pub async fn run(opts: &ClientRoleOptions) -> Result<Report, ToolError> {
     cfg.trusted.data_dir = data_dir.clone();
     cfg.trusted.watchdog_interval_ms = 50;
     cfg.realtime.webhook_batch_ms = 10;
+    let master_key = cfg.trusted.master_key().map_err(ToolError)?;
     let stack = stack::start(cfg).await?;
     let proxy = Proxy::start(stack.realtime.addr())
         .await
@@ -274,6 +278,7 @@ pub async fn run(opts: &ClientRoleOptions) -> Result<Report, ToolError> {
             vars: &opts.env,
             clients: Vec::new(),
             log: DriverLog::default(),
+            master_key: &master_key,
         };
         let outcome =
             match tokio::time::timeout(Duration::from_secs(90), (case.run)(&mut env)).await {

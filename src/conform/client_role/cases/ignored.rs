@@ -1,6 +1,7 @@
 //! Events a client must not act on: one that belongs to another call ([EVT-011]), one that
-//! repeats an old `seq` ([EVT-015]), and one on a presence channel without the sender's verified
-//! `user_id` or with another one ([EVT-014]). A forged event looks like the caller's in every
+//! repeats an old `seq` ([EVT-015]), one on a presence channel without the sender's verified
+//! `user_id` or with another one ([EVT-014]), and, in a strong-privacy call, a sensitive event
+//! sent in the clear ([PRIV-020]). A forged event looks like the caller's in every
 //! other respect, so a client that skips the rule acts on it.
 //!
 //! Each case runs a call to media up, delivers one forged event as if the server had relayed it,
@@ -16,7 +17,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::super::proxy::Way;
-use super::{ClientCase, Env, PROMPT, Step, connected_call, errored, failed};
+use super::{
+    ClientCase, Env, PROMPT, Step, answered, call_client_with, errored, failed, privacy, room_call,
+};
 use crate::conform::verdict::Level;
 use crate::session::RunUntil;
 
@@ -50,6 +53,13 @@ pub(super) fn all() -> Vec<ClientCase> {
             title: "On a presence channel, a call.ended whose user_id is not the one the server added does not end the call",
             run: impersonated_user,
         },
+        ClientCase {
+            id: "client.ignore.downgrade",
+            level: Level::Must,
+            requirements: &["PRIV-020"],
+            title: "In a strong-privacy call, an offer sent in the clear (a downgrade) is not answered",
+            run: downgrade,
+        },
     ]
 }
 
@@ -60,6 +70,8 @@ const FORGED_SEQ: u64 = 1 << 50;
 /// The live call as the client under test sees it, what forged events are made from.
 struct LiveCall {
     channel: String,
+    /// The channel key, in a strong-privacy call (derived as the trusted server does).
+    key: Option<crate::envelope::ChannelKey>,
     /// The caller's party and every event of the caller the client received, in order.
     caller_party: String,
     caller_events: Vec<(String, Value)>,
@@ -99,9 +111,12 @@ impl LiveCall {
     }
 }
 
-/// What the proxy saw of call `id`: its channel and the caller's events to the client.
-fn live_call(env: &Env<'_>, id: &str) -> Step<LiveCall> {
+/// What the proxy saw of call `id`: its channel and the caller's events to the client (opened,
+/// in a strong-privacy call).
+fn live_call(env: &Env<'_>, id: &str, strong: bool) -> Step<LiveCall> {
     let mut channel = None;
+    let mut key = None;
+    let mut parsed_channel = None;
     let mut caller_party = None;
     let mut caller_events = Vec::new();
     for t in env.proxy.frames() {
@@ -120,6 +135,20 @@ fn live_call(env: &Env<'_>, id: &str) -> Step<LiveCall> {
         if data["call_id"] != id || data["user_id"] != "alice" {
             continue;
         }
+        if channel.is_none() && strong {
+            let name = frame.channel.clone().unwrap_or_default();
+            let call_channel = crate::channel::CallChannel::parse(&name)
+                .map_err(|e| errored(format!("the call channel {name}: {e}")))?;
+            key = Some(crate::envelope::ChannelKey::derive(
+                env.master_key,
+                &call_channel,
+            ));
+            parsed_channel = Some(call_channel);
+        }
+        let data = match (&key, &parsed_channel, data.get("sealed")) {
+            (Some(k), Some(ch), Some(_)) => open_sealed(k, ch, &frame.event, &data)?,
+            _ => data,
+        };
         channel = frame.channel.clone();
         caller_party = data["party_id"].as_str().map(str::to_owned);
         caller_events.push((frame.event.clone(), data));
@@ -127,6 +156,7 @@ fn live_call(env: &Env<'_>, id: &str) -> Step<LiveCall> {
     match (channel, caller_party) {
         (Some(channel), Some(caller_party)) => Ok(LiveCall {
             channel,
+            key,
             caller_party,
             caller_events,
         }),
@@ -134,17 +164,41 @@ fn live_call(env: &Env<'_>, id: &str) -> Step<LiveCall> {
     }
 }
 
+/// The clear form of the sealed event `data` named `name`, as a receiver opens it.
+fn open_sealed(
+    key: &crate::envelope::ChannelKey,
+    channel: &crate::channel::CallChannel,
+    name: &str,
+    data: &Value,
+) -> Step<Value> {
+    let map = data.as_object().cloned().unwrap_or_default();
+    match crate::event::parse_event(name, &map) {
+        Ok(crate::event::Incoming::Sealed(sealed)) => crate::envelope::open(key, channel, &sealed)
+            .map(|e| Value::Object(e.to_data()))
+            .map_err(|e| errored(format!("the caller's sealed {name} did not open: {e}"))),
+        Ok(crate::event::Incoming::Clear(e)) => Ok(Value::Object(e.to_data())),
+        Err(e) => Err(errored(format!("the caller's {name}: {e}"))),
+    }
+}
+
 /// Runs a call to media up, delivers the event `forge` makes, and judges the client's reaction:
 /// none of the client events in `reactions`, no unsubscribe, no end, and the call still ends
-/// for the caller's real hang-up.
+/// for the caller's real hang-up. `strong`: a strong-privacy call, `unsupported` for a client
+/// that declines those.
 async fn not_acted_on(
     env: &mut Env<'_>,
+    strong: bool,
     forge: impl FnOnce(&LiveCall, &str) -> Step<Value>,
     reactions: &[&str],
 ) -> Step<Option<String>> {
     let bob = env.client("bob").await?;
-    let (mut call, id) = connected_call(env, bob).await?;
-    let live = live_call(env, &id)?;
+    let (mut call, id) = if strong {
+        privacy::strong_call(env, bob).await?
+    } else {
+        let (call, id) = call_client_with(env, bob, room_call("bob", None)).await?;
+        answered(env, bob, call, id).await?
+    };
+    let live = live_call(env, &id, strong)?;
     let frame = forge(&live, &id)?;
     let injected = Instant::now();
     env.proxy.inject(&frame);
@@ -196,6 +250,7 @@ async fn not_acted_on(
 fn other_call<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
     Box::pin(not_acted_on(
         env,
+        false,
         |live, id| {
             let offer = live
                 .caller_event("client-call.offer")
@@ -241,6 +296,7 @@ fn forged_ended(live: &LiveCall, id: &str, seq: u64, member: Option<&str>) -> Va
 fn old_seq<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
     Box::pin(not_acted_on(
         env,
+        false,
         |live, id| {
             let first = live
                 .caller_events
@@ -257,6 +313,7 @@ fn old_seq<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
 fn unverified_user<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
     Box::pin(not_acted_on(
         env,
+        false,
         |live, id| Ok(forged_ended(live, id, FORGED_SEQ, None)),
         &["client-call.ended"],
     ))
@@ -265,8 +322,42 @@ fn unverified_user<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String
 fn impersonated_user<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
     Box::pin(not_acted_on(
         env,
+        false,
         // Sent by carol, a member of the room, claiming to be alice.
         |live, id| Ok(forged_ended(live, id, FORGED_SEQ, Some("carol"))),
         &["client-call.ended"],
+    ))
+}
+
+fn downgrade<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(not_acted_on(
+        env,
+        true,
+        |live, _| {
+            if live.key.is_none() {
+                return Err(errored("no channel key for the strong-privacy call"));
+            }
+            // The caller's offer, opened, sent again in the clear as a renegotiation: what a
+            // realtime server that strips the seal could make of it.
+            let offer = live
+                .caller_event("client-call.offer")
+                .ok_or_else(|| errored("the client received no offer from the caller"))?;
+            if offer.get("chunk").is_some() {
+                return Err(errored(
+                    "the caller's offer came in chunks; the case needs it whole",
+                ));
+            }
+            let negotiation = offer["negotiation_id"].as_u64().unwrap_or(1) + 1;
+            Ok(live.forged(
+                "client-call.offer",
+                offer.clone(),
+                |d| {
+                    d.insert("seq".into(), json!(FORGED_SEQ));
+                    d.insert("negotiation_id".into(), json!(negotiation));
+                },
+                Some("alice"),
+            ))
+        },
+        &["client-call.answer", "client-call.ended"],
     ))
 }

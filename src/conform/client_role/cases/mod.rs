@@ -16,6 +16,7 @@ use crate::session::{CallSession, RunUntil};
 
 mod ignored;
 mod negotiation;
+mod privacy;
 
 pub(super) fn all() -> Vec<ClientCase> {
     let mut cases = vec![
@@ -85,6 +86,7 @@ pub(super) fn all() -> Vec<ClientCase> {
     ];
     cases.extend(negotiation::all());
     cases.extend(ignored::all());
+    cases.extend(privacy::all());
     cases
 }
 
@@ -131,14 +133,19 @@ async fn call_client(
     bob: usize,
     ring_timeout_ms: Option<u64>,
 ) -> Step<(CallSession, String)> {
+    call_client_with(env, bob, room_call("bob", ring_timeout_ms)).await
+}
+
+/// [`call_client`] with the `POST /calls` body `request`.
+async fn call_client_with(
+    env: &mut Env<'_>,
+    bob: usize,
+    request: Value,
+) -> Step<(CallSession, String)> {
     let alice = env.remote("alice")?;
-    let (call, placed) = CallSession::place(
-        &alice,
-        room_call("bob", ring_timeout_ms),
-        PeerOptions::default(),
-    )
-    .await
-    .map_err(|e| errored(format!("the remote party could not place the call: {e}")))?;
+    let (call, placed) = CallSession::place(&alice, request, PeerOptions::default())
+        .await
+        .map_err(|e| errored(format!("the remote party could not place the call: {e}")))?;
     let id = placed.call_id.to_string();
     env.at(bob)
         .expect(json!({"event": "incoming", "call_id": id}), PROMPT)
@@ -149,7 +156,17 @@ async fn call_client(
 /// Alice calls the client, the client answers, and media comes up both ways: alice's session
 /// and the call id.
 async fn connected_call(env: &mut Env<'_>, bob: usize) -> Step<(CallSession, String)> {
-    let (mut call, id) = call_client(env, bob, None).await?;
+    let (call, id) = call_client(env, bob, None).await?;
+    answered(env, bob, call, id).await
+}
+
+/// The client answers the ringing call `id` and media comes up both ways.
+async fn answered(
+    env: &mut Env<'_>,
+    bob: usize,
+    mut call: CallSession,
+    id: String,
+) -> Step<(CallSession, String)> {
     env.at(bob).send(json!({"cmd": "answer"})).await?;
     let remote = tokio::spawn(async move {
         let r = call.run(RunUntil::MediaUp, PROMPT).await;
