@@ -491,6 +491,7 @@
           break;
         case 'started':
           if (this.role === 'callee' && !this.caller && data.caller === data.user_id) this.onStartedOnChannel(data);
+          else if (this.role === 'callee' && data.user_id === this.caller) this.onLateStarted();
           break;
       }
     }
@@ -518,6 +519,19 @@
           .catch((e) => log(`media: ${e.message}`));
       }
       if (phase === 'ended') emit({ event: 'ready', user: page.user });
+    }
+
+    // The ringing race ([FLOW-012]): the caller's call.started came after this device rang, so
+    // the caller may have missed the ringing (and the acceptance): say it once more.
+    onLateStarted() {
+      if (this.repeatedForLateStart) return;
+      if (this.phase === 'ringing' && !this.accepted) {
+        this.repeatedForLateStart = true;
+        this.send('ringing', {});
+      } else if (this.accepted && !(this.pc && this.pc.remoteDescription)) {
+        this.repeatedForLateStart = true;
+        this.send('accepted', {});
+      }
     }
 
     // A call placed without a trusted server: the invitation arrives on the channel itself.

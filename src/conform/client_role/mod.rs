@@ -128,6 +128,9 @@ type DriverLog = std::sync::Arc<std::sync::Mutex<Vec<(Instant, usize, String)>>>
 struct Env<'a> {
     stack: &'a RunningStack,
     proxy: &'a Proxy,
+    /// The remote parties' way to the realtime server: a proxy of their own, so a case can hold
+    /// back one of their events (the ringing race).
+    remote_proxy: &'a Proxy,
     command: &'a [String],
     vars: &'a [(String, String)],
     clients: Vec<Client>,
@@ -141,7 +144,7 @@ impl Env<'_> {
     /// A device of demo user `user` that talks to the servers directly (the scripted party).
     fn remote(&self, user: &str) -> Step<Device> {
         Device::new(
-            &format!("ws://{}/app/{APP_KEY}", self.stack.realtime.addr()),
+            &self.remote_proxy.url(APP_KEY),
             &format!("http://{}", self.stack.trusted.addr()),
             &format!("{user}-token"),
             user,
@@ -264,16 +267,21 @@ pub async fn run(opts: &ClientRoleOptions) -> Result<Report, ToolError> {
     let proxy = Proxy::start(stack.realtime.addr())
         .await
         .map_err(|e| ToolError(format!("the runner's proxy: {e}")))?;
+    let remote_proxy = Proxy::start(stack.realtime.addr())
+        .await
+        .map_err(|e| ToolError(format!("the runner's proxy: {e}")))?;
     let mut results = Vec::new();
     for case in cases()
         .into_iter()
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
     {
         proxy.reset();
+        remote_proxy.reset();
         let case_began = Instant::now();
         let mut env = Env {
             stack: &stack,
             proxy: &proxy,
+            remote_proxy: &remote_proxy,
             command: &opts.command,
             vars: &opts.env,
             clients: Vec::new(),

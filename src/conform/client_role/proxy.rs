@@ -58,6 +58,10 @@ struct State {
     announce_rate: Option<f64>,
     /// The event size limit to announce instead of the server's.
     announce_max_event_bytes: Option<usize>,
+    /// Client events with this name are held back instead of relayed, until released.
+    hold: Option<String>,
+    /// What is held: `(connection, frame)`, in order.
+    held: Vec<(u64, String)>,
     controls: HashMap<u64, mpsc::UnboundedSender<Control>>,
 }
 
@@ -67,6 +71,8 @@ enum Control {
     Close(u16),
     /// Deliver this frame to the client as if the server had sent it.
     Inject(String),
+    /// Relay this held frame of the client's to the server now.
+    Release(String),
 }
 
 /// A running proxy; it stops when dropped.
@@ -140,6 +146,8 @@ impl Proxy {
             s.refuse = 0;
             s.announce_rate = None;
             s.announce_max_event_bytes = None;
+            s.hold = None;
+            s.held.clear();
         }
     }
 
@@ -162,6 +170,30 @@ impl Proxy {
     pub fn announce_max_event_bytes(&self, bytes: usize) {
         if let Ok(mut s) = self.state.lock() {
             s.announce_max_event_bytes = Some(bytes);
+        }
+    }
+
+    /// Holds back the client events named `event` from now on instead of relaying them.
+    pub fn hold(&self, event: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.hold = Some(event.to_owned());
+        }
+    }
+
+    /// How many client events are held back.
+    pub fn held(&self) -> usize {
+        self.state.lock().map(|s| s.held.len()).unwrap_or(0)
+    }
+
+    /// Relays everything held, in order, and holds nothing more.
+    pub fn release(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.hold = None;
+            for (conn, text) in std::mem::take(&mut s.held) {
+                if let Some(control) = s.controls.get(&conn) {
+                    let _ = control.send(Control::Release(text));
+                }
+            }
         }
     }
 
@@ -253,6 +285,19 @@ async fn relay(stream: tokio::net::TcpStream, upstream: SocketAddr, state: Arc<M
                         s.refuse = s.refuse.saturating_sub(1);
                         refuse
                     });
+                    let held = state.lock().is_ok_and(|mut s| {
+                        let hold = s.hold.as_ref().is_some_and(|name| {
+                            Frame::parse(text.as_bytes(), &FrameLimits::default())
+                                .is_ok_and(|f| &f.event == name)
+                        });
+                        if hold {
+                            s.held.push((conn, text.to_string()));
+                        }
+                        hold
+                    });
+                    if held {
+                        continue;
+                    }
                     if refuse {
                         let error = json!({"event": ProtocolEvent::Error.name(), "data": {
                             "code": PusherCode::CLIENT_EVENT_RATE_LIMIT.0,
@@ -317,6 +362,11 @@ async fn relay(stream: tokio::net::TcpStream, upstream: SocketAddr, state: Arc<M
                 Control::Inject(text) => {
                     tap(&state, conn, Way::ToClient, &text);
                     if client.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Control::Release(text) => {
+                    if server.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
                 }

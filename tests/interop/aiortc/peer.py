@@ -49,6 +49,8 @@ CLIENT_EVENTS_PER_SECOND = 10
 # Pace at this share of the announced rate, and pause this long after a 4301 (as the Rust client).
 PACING_SAFETY = 0.9
 THROTTLE_PAUSE_S = 1.0
+# Media not connected this long after the call was accepted counts as ICE failure ([MEDIA-007]).
+CONNECT_TIMEOUT_S = 20.0
 KINDS = ["started", "ringing", "accepted", "offer", "answer", "ice_candidate", "media_state", "ended"]
 
 
@@ -313,6 +315,7 @@ class Call:
         # Driver mode: called with each report of conformance/client-driver.md.
         self.report_to = None
         self.phase = None
+        self.repeated_for_late_start = False
         servers = [
             RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
             for s in ice_servers
@@ -494,6 +497,7 @@ class Call:
                 self.accepted = True
                 self.mark("accepted")
                 self.set_phase("connecting")
+                self.start_connect_timer()
                 self.watch(self.pc.createDataChannel("domvia"), echo=False)
                 await self.pc.setLocalDescription(await self.pc.createOffer())
                 await self.send(
@@ -522,6 +526,16 @@ class Call:
                 await self.pc.addIceCandidate(candidate)
             if data.get("end_of_candidates"):
                 await self.pc.addIceCandidate(None)
+        elif kind == "started" and self.role == "callee" and self.caller is not None and data.get("user_id") == self.caller:
+            # The ringing race [FLOW-012]: the caller's call.started came after this device rang,
+            # so the caller may have missed the ringing (or the acceptance): say it once more.
+            if not self.repeated_for_late_start:
+                if self.phase == "alerting" and not self.accepted:
+                    self.repeated_for_late_start = True
+                    await self.send("ringing", {})
+                elif self.accepted and self.pc.remoteDescription is None:
+                    self.repeated_for_late_start = True
+                    await self.send("accepted", {})
         elif kind == "started" and self.role == "callee" and self.caller is None and data.get("caller") == data.get("user_id"):
             # A call placed without a trusted server: the invitation arrives on the channel.
             self.caller = data["caller"]
@@ -555,6 +569,15 @@ class Call:
         self.set_phase("ended", reason)
         self.done.set()
 
+    def start_connect_timer(self):
+        async def expire():
+            await asyncio.sleep(CONNECT_TIMEOUT_S)
+            if self.end_reason is None and "connected" not in self.times:
+                log(f"media did not connect within {CONNECT_TIMEOUT_S:.0f} s")
+                await self.end("ice_failed", notify=True)
+
+        asyncio.ensure_future(expire())
+
     async def ring(self):
         self.set_phase("alerting")
         await self.send("ringing", {})
@@ -563,6 +586,7 @@ class Call:
         self.accepted = True
         self.mark("accepted")
         self.set_phase("connecting")
+        self.start_connect_timer()
         await self.send("accepted", {})
 
     async def mute(self, muted):

@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use super::super::proxy::Way;
 use super::{
-    ClientCase, Env, PROMPT, Step, call_client, connected_call, errored, failed, room_call,
+    ClientCase, Env, PROMPT, Step, answered, call_client, connected_call, errored, failed,
+    room_call, sent,
 };
 use crate::conform::verdict::Level;
 use crate::media::PeerOptions;
@@ -41,6 +42,20 @@ pub(super) fn all() -> Vec<ClientCase> {
             requirements: &["EVT-080", "TRN-003"],
             title: "Told a maximum event size of 1024 bytes, the client keeps every event under it (splitting its offer or answer) and the call connects",
             run: chunking,
+        },
+        ClientCase {
+            id: "client.ringing-race.rings-again",
+            level: Level::Must,
+            requirements: &["FLOW-012"],
+            title: "A callee that sees the caller's call.started only after it rang (the caller subscribed late) sends call.ringing once more",
+            run: ringing_race,
+        },
+        ClientCase {
+            id: "client.vanished-peer.ends",
+            level: Level::Should,
+            requirements: &["MEDIA-007", "MEDIA-005"],
+            title: "After answering a caller that then goes silent (no offer ever arrives), the client ends the call with ice_failed within the 20 s connect timeout",
+            run: vanished_peer,
         },
         ClientCase {
             id: "client.answered-elsewhere",
@@ -329,5 +344,96 @@ fn answered_elsewhere<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<Str
         caller.close().await;
         other.close().await;
         Ok(None)
+    })
+}
+
+fn ringing_race<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(async move {
+        let bob = env.client("bob").await?;
+        // The caller's call.started on the channel is held back until the client has rung: as
+        // if the caller's subscription were confirmed only after the client's ringing went out.
+        env.remote_proxy.hold("client-call.started");
+        let (call, id) = call_client(env, bob, None).await?;
+        sent(env, "client-call.ringing", None, PROMPT).await?;
+        if env.remote_proxy.held() == 0 {
+            return Err(errored("the caller's call.started was not held back"));
+        }
+        let released = Instant::now();
+        env.remote_proxy.release();
+        sent(
+            env,
+            "client-call.ringing",
+            Some(released),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|_| {
+            failed(
+                "the client did not ring again after the caller's late call.started",
+                "client-call.ringing once more",
+                "no second ringing within 5 s",
+            )
+        })?;
+        let (mut call, _) = answered(env, bob, call, id).await?;
+        call.hang_up().await.map_err(errored)?;
+        let _ = call.run(RunUntil::Ended, PROMPT).await;
+        call.close().await;
+        Ok(None)
+    })
+}
+
+fn vanished_peer<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
+    Box::pin(async move {
+        let bob = env.client("bob").await?;
+        // The caller's offer never leaves: from the client's side the caller vanished the
+        // moment the call was answered.
+        env.remote_proxy.hold("client-call.offer");
+        let (mut call, id) = call_client(env, bob, None).await?;
+        env.at(bob).send(json!({"cmd": "answer"})).await?;
+        let answered_at = sent(env, "client-call.accepted", None, PROMPT)
+            .await
+            .map(|_| Instant::now())?;
+        let caller = tokio::spawn(async move {
+            let _ = call.run(RunUntil::Elapsed, Duration::from_secs(1)).await;
+            call
+        });
+        // The connect timeout, and some slack for a slow machine.
+        let limit =
+            Duration::from_millis(crate::limits::MEDIA_CONNECT_TIMEOUT_MS) + Duration::from_secs(8);
+        let ended = json!({"event": "phase", "phase": "ended", "call_id": id});
+        let report = env.at(bob).watch(&ended, limit).await?;
+        let mut call = caller.await.map_err(errored)?;
+        call.hang_up().await.map_err(errored)?;
+        call.close().await;
+        let Some(report) = report else {
+            return Err(failed(
+                "the call stayed open with no media",
+                format!("ended within {} s of answering", limit.as_secs()),
+                "still open",
+            ));
+        };
+        let took = answered_at.elapsed().as_millis();
+        let said = sent(
+            env,
+            "client-call.ended",
+            Some(answered_at),
+            Duration::from_secs(3),
+        )
+        .await;
+        match said {
+            Ok(data) if data["reason"] == "ice_failed" && report["reason"] == "ice_failed" => Ok(
+                Some(format!("ended with ice_failed {took} ms after answering")),
+            ),
+            Ok(data) => Err(failed(
+                "the client ended the call, but not as ice_failed",
+                "client-call.ended {reason: ice_failed}",
+                format!("sent {data}, reported {report}"),
+            )),
+            Err(_) => Err(failed(
+                "the client ended the call without telling the caller",
+                "client-call.ended {reason: ice_failed}",
+                format!("reported {report}, sent nothing"),
+            )),
+        }
     })
 }
