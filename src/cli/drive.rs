@@ -22,14 +22,14 @@ use super::CliResult;
 const SLICE: Duration = Duration::from_millis(20);
 
 /// Writes one report line and flushes it: the runner reads line by line.
-fn report(r: &DriverReport) {
+pub(super) fn report(r: &impl serde::Serialize) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer(&mut out, r);
     let _ = out.write_all(b"\n");
     let _ = out.flush();
 }
 
-fn error(command: &str, message: impl std::fmt::Display) {
+pub(super) fn error(command: &str, message: impl std::fmt::Display) {
     report(&DriverReport::Error {
         command: command.to_owned(),
         message: message.to_string(),
@@ -112,6 +112,21 @@ async fn wait_for_call(
     let _ = calls.send(call);
 }
 
+/// The driver's stdin, line by line. Reading stdin blocks; a thread of its own keeps it out of
+/// the runtime.
+pub(super) fn command_lines() -> mpsc::UnboundedReceiver<String> {
+    let (lines_tx, lines) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 pub fn run() -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -121,16 +136,7 @@ pub fn run() -> CliResult {
 }
 
 async fn drive() -> CliResult {
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
-    // Reading stdin blocks; a thread of its own keeps it out of the runtime.
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { return };
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let mut lines = command_lines();
     let (calls_tx, mut incoming) = mpsc::unbounded_channel::<Result<CallSession, SessionError>>();
     let mut device: Option<Device> = None;
     let mut listener: Option<JoinHandle<()>> = None;

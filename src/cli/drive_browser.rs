@@ -8,35 +8,19 @@
 //! URL of the command, so the page talks to whatever server the runner put there (its proxy);
 //! `quit` closes the browser. Everything else is forwarded as it came.
 
-use std::io::Write;
 use std::time::Duration;
 
-use domvia_calls::conform::driver::{DriverCommand, DriverReport};
+use domvia_calls::conform::driver::DriverCommand;
 use domvia_calls::interop::chromium::{self, Chromium, Page};
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::CliResult;
+use super::drive::{command_lines, error, report as line};
 
 /// How often the page's reports are collected.
 const POLL: Duration = Duration::from_millis(20);
 /// How long the page may take to sign in (load pusher-js, connect, subscribe to the inbox).
 const SIGN_IN: Duration = Duration::from_secs(20);
-
-/// Writes one line to stdout and flushes it: the runner reads line by line.
-fn line(value: &impl serde::Serialize) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer(&mut out, value);
-    let _ = out.write_all(b"\n");
-    let _ = out.flush();
-}
-
-fn error(command: &str, message: impl std::fmt::Display) {
-    line(&DriverReport::Error {
-        command: command.to_owned(),
-        message: message.to_string(),
-    });
-}
 
 pub fn run() -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -131,16 +115,7 @@ async fn forward_reports(page: &Page) -> bool {
 }
 
 async fn drive() -> CliResult {
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
-    // Reading stdin blocks; a thread of its own keeps it out of the runtime.
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { return };
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let mut lines = command_lines();
     let mut open: Option<(Chromium, Page)> = None;
     let mut tick = tokio::time::interval(POLL);
     loop {

@@ -252,32 +252,43 @@ fn other_call<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
         env,
         false,
         |live, id| {
-            let offer = live
-                .caller_event("client-call.offer")
-                .ok_or_else(|| errored("the client received no offer from the caller"))?;
-            if offer.get("chunk").is_some() {
-                return Err(errored(
-                    "the caller's offer came in chunks; the case needs it whole",
-                ));
-            }
             // Another call's id of the same form: the same length, all zeros after the prefix.
             let other: String = id
                 .char_indices()
                 .map(|(i, c)| if i == 0 { c } else { '0' })
                 .collect();
-            let negotiation = offer["negotiation_id"].as_u64().unwrap_or(1) + 1;
-            Ok(live.forged(
-                "client-call.offer",
-                offer.clone(),
-                |d| {
-                    d.insert("call_id".into(), json!(other));
-                    d.insert("seq".into(), json!(FORGED_SEQ));
-                    d.insert("negotiation_id".into(), json!(negotiation));
-                },
-                Some("alice"),
-            ))
+            offer_again(live, |d| {
+                d.insert("call_id".into(), json!(other));
+            })
         },
         &["client-call.answer", "client-call.ended"],
+    ))
+}
+
+/// The caller's offer (opened, in a strong-privacy call) as a renegotiation with a new `seq`,
+/// changed by `edit`: a client that acts on it answers.
+fn offer_again(
+    live: &LiveCall,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> Step<Value> {
+    let offer = live
+        .caller_event("client-call.offer")
+        .ok_or_else(|| errored("the client received no offer from the caller"))?;
+    if offer.get("chunk").is_some() {
+        return Err(errored(
+            "the caller's offer came in chunks; the case needs it whole",
+        ));
+    }
+    let negotiation = offer["negotiation_id"].as_u64().unwrap_or(1) + 1;
+    Ok(live.forged(
+        "client-call.offer",
+        offer.clone(),
+        |d| {
+            d.insert("seq".into(), json!(FORGED_SEQ));
+            d.insert("negotiation_id".into(), json!(negotiation));
+            edit(d);
+        },
+        Some("alice"),
     ))
 }
 
@@ -339,24 +350,7 @@ fn downgrade<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
             }
             // The caller's offer, opened, sent again in the clear as a renegotiation: what a
             // realtime server that strips the seal could make of it.
-            let offer = live
-                .caller_event("client-call.offer")
-                .ok_or_else(|| errored("the client received no offer from the caller"))?;
-            if offer.get("chunk").is_some() {
-                return Err(errored(
-                    "the caller's offer came in chunks; the case needs it whole",
-                ));
-            }
-            let negotiation = offer["negotiation_id"].as_u64().unwrap_or(1) + 1;
-            Ok(live.forged(
-                "client-call.offer",
-                offer.clone(),
-                |d| {
-                    d.insert("seq".into(), json!(FORGED_SEQ));
-                    d.insert("negotiation_id".into(), json!(negotiation));
-                },
-                Some("alice"),
-            ))
+            offer_again(live, |_| {})
         },
         &["client-call.answer", "client-call.ended"],
     ))
