@@ -156,6 +156,8 @@ async fn the_reference_client_passes_the_client_role_cases_and_each_client_defec
             "client.candidates.end-once",
         ),
         (ClientDefect::AcceptDowngrade, "client.ignore.downgrade"),
+        (ClientDefect::IgnoreGlare, "client.glare.yields"),
+        (ClientDefect::AlwaysYieldGlare, "client.glare.keeps"),
     ] {
         let opts = ClientRoleOptions {
             only: vec![case.to_owned()],

@@ -4,15 +4,16 @@
 //!
 //! One loop: commands are read by a task and queued; a call in progress runs in short slices
 //! between them (a slice always runs to its end, so no media operation is cut in half); while
-//! idle, an inbox task waits for the next invitation.
+//! idle or calling out, an inbox task waits for the next invitation.
 
 use std::io::Write;
 use std::time::Duration;
 
+use domvia_calls::call::{Crossing, Role};
 use domvia_calls::conform::driver::{DriverCommand, DriverReport, phase_name};
 use domvia_calls::event::{AudioState, MediaStateBody, ScreenState, VideoState};
 use domvia_calls::media::PeerOptions;
-use domvia_calls::session::{CallSession, Device, Inbox, RunUntil, SessionError};
+use domvia_calls::session::{CallSession, Device, Inbox, Invitation, RunUntil, SessionError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -101,15 +102,16 @@ fn in_call<'a>(call: &'a mut Option<Call>, command: &str) -> Option<&'a mut Call
     session
 }
 
-/// The next invitation on an open inbox, joined with the reference WebRTC peer.
-async fn wait_for_call(
-    inbox: Inbox,
-    calls: mpsc::UnboundedSender<Result<CallSession, SessionError>>,
-) {
-    let call = inbox
-        .next_call(PeerOptions::default(), Duration::from_secs(24 * 3600))
+/// What the inbox listener hands the main loop: an invitation not answered yet, with the inbox
+/// it came on (joining the call uses that inbox's connection).
+type Heard = Result<(Inbox, Invitation), SessionError>;
+
+/// Waits for the next invitation on an open inbox.
+async fn listen(mut inbox: Inbox, heard: mpsc::UnboundedSender<Heard>) {
+    let invitation = inbox
+        .wait_for_invitation(Duration::from_secs(24 * 3600))
         .await;
-    let _ = calls.send(call);
+    let _ = heard.send(invitation.map(|i| (inbox, i)));
 }
 
 /// The driver's stdin, line by line. Reading stdin blocks; a thread of its own keeps it out of
@@ -135,51 +137,56 @@ pub fn run() -> CliResult {
     runtime.block_on(drive())
 }
 
+/// The driver's state. The device listens for invitations whenever it is idle or calling out
+/// (an invitation then may cross its own call: glare, [FLOW-008]); `ready` is reported once per
+/// idle spell, when the listener is subscribed.
+struct Driver {
+    device: Option<Device>,
+    listener: Option<JoinHandle<()>>,
+    heard: mpsc::UnboundedSender<Heard>,
+    call: Option<Call>,
+    /// After the inbox itself failed (its connection closed for good, e.g. with 4001), it is
+    /// not opened again: reconnecting is the client's decision, and it made it.
+    listening_failed: bool,
+    ready_reported: bool,
+}
+
 async fn drive() -> CliResult {
     let mut lines = command_lines();
-    let (calls_tx, mut incoming) = mpsc::unbounded_channel::<Result<CallSession, SessionError>>();
-    let mut device: Option<Device> = None;
-    let mut listener: Option<JoinHandle<()>> = None;
-    let mut call: Option<Call> = None;
-    // After a call the inbox is opened again; after the inbox itself failed (its connection
-    // closed for good, e.g. with 4001), it is not: reconnecting is the client's decision, and
-    // it made it.
-    let mut listening_failed = false;
+    let (heard, mut invitations) = mpsc::unbounded_channel::<Heard>();
+    let mut d = Driver {
+        device: None,
+        listener: None,
+        heard,
+        call: None,
+        listening_failed: false,
+        ready_reported: false,
+    };
     loop {
         // Run the call for one slice, or wait for a command or an invitation.
         let mut pending: Vec<String> = Vec::new();
-        if let Some(c) = call.as_mut() {
+        if let Some(c) = d.call.as_mut() {
             if let Err(e) = c.session.run(RunUntil::Elapsed, SLICE).await {
                 error("run", e);
             }
             c.report_changes();
+            while let Ok(h) = invitations.try_recv() {
+                d.heard(h).await;
+            }
         } else {
             tokio::select! {
                 line = lines.recv() => match line {
                     Some(l) => pending.push(l),
                     None => return Ok(true),
                 },
-                Some(result) = incoming.recv() => {
-                    listener = None;
-                    match result {
-                        Ok(session) => {
-                            let caller = session.started().map(|s| s.caller.to_string()).unwrap_or_default();
-                            report(&DriverReport::Incoming { call_id: session.call_id().to_string(), caller });
-                            call = Some(Call::new(session));
-                        }
-                        Err(e) => {
-                            listening_failed = true;
-                            error("listen", e);
-                        }
-                    }
-                }
+                Some(h) = invitations.recv() => d.heard(h).await,
             }
         }
         while let Ok(line) = lines.try_recv() {
             pending.push(line);
         }
-        if call.as_ref().is_some_and(Call::ended)
-            && let Some(c) = call.take()
+        if d.call.as_ref().is_some_and(Call::ended)
+            && let Some(c) = d.call.take()
         {
             c.session.close().await;
         }
@@ -192,128 +199,179 @@ async fn drive() -> CliResult {
                 }
             };
             if command == DriverCommand::Quit {
-                if let Some(c) = call.take() {
+                if let Some(c) = d.call.take() {
                     c.session.close().await;
                 }
                 return Ok(true);
             }
-            handle(command, &mut device, &mut call, &mut listener, &calls_tx).await;
+            d.handle(command).await;
         }
-        // Idle with a device: listen for the next invitation.
-        if call.is_none()
-            && listener.is_none()
-            && !listening_failed
-            && let Some(d) = &device
+        d.keep_listening().await;
+    }
+}
+
+impl Driver {
+    /// Opens the inbox again when the device should listen and does not, and reports `ready`
+    /// when idle and listening.
+    async fn keep_listening(&mut self) {
+        let calling_out = self
+            .call
+            .as_ref()
+            .is_none_or(|c| c.session.role() == Role::Caller);
+        if calling_out
+            && self.listener.is_none()
+            && !self.listening_failed
+            && let Some(device) = &self.device
         {
             // Subscribed before `ready`, so an invitation sent after it is never missed.
-            match Inbox::open(d).await {
-                Ok(inbox) => {
-                    listener = Some(tokio::spawn(wait_for_call(inbox, calls_tx.clone())));
-                    report(&DriverReport::Ready {
-                        user: d.user.to_string(),
-                    });
-                }
+            match Inbox::open(device).await {
+                Ok(inbox) => self.listener = Some(tokio::spawn(listen(inbox, self.heard.clone()))),
                 Err(e) => {
-                    listening_failed = true;
+                    self.listening_failed = true;
                     error("listen", e);
                 }
             }
         }
+        if self.call.is_none() && self.listener.is_some() && !self.ready_reported {
+            self.ready_reported = true;
+            if let Some(device) = &self.device {
+                report(&DriverReport::Ready {
+                    user: device.user.to_string(),
+                });
+            }
+        }
     }
-}
 
-async fn handle(
-    command: DriverCommand,
-    device: &mut Option<Device>,
-    call: &mut Option<Call>,
-    listener: &mut Option<JoinHandle<()>>,
-    calls: &mpsc::UnboundedSender<Result<CallSession, SessionError>>,
-) {
-    match command {
-        DriverCommand::Connect {
-            realtime_url,
-            trusted_url,
-            token,
-            user,
-        } => match Device::new(&realtime_url, &trusted_url, &token, &user) {
-            #[allow(unused_mut)]
-            Ok(mut d) => {
-                // Test-only: a deliberate defect, so the client-role cases can be seen to catch it.
-                #[cfg(feature = "defects")]
-                if let Ok(name) = std::env::var("DOMVIA_CLIENT_DEFECT") {
-                    d.defect = domvia_calls::client_defect::ClientDefect::from_name(&name);
-                }
-                // Connected means listening: the inbox is subscribed before `ready`.
-                match Inbox::open(&d).await {
-                    Ok(inbox) => {
-                        *listener = Some(tokio::spawn(wait_for_call(inbox, calls.clone())));
-                        *device = Some(d);
-                        report(&DriverReport::Ready { user });
+    /// An invitation arrived: ring for it, unless this device's own call wins the glare or is
+    /// another call altogether (then it is set aside; the listener opens again).
+    async fn heard(&mut self, heard: Heard) {
+        self.listener = None;
+        let (inbox, invitation) = match heard {
+            Ok(h) => h,
+            Err(e) => {
+                self.listening_failed = true;
+                return error("listen", e);
+            }
+        };
+        if let Some(c) = self.call.as_mut() {
+            match c.session.crossing(&invitation) {
+                Crossing::YieldToTheirs => {
+                    // The crossing call has the lower id: ours ends with `replaced`.
+                    let _ = c.session.replaced().await;
+                    c.report_changes();
+                    if let Some(c) = self.call.take() {
+                        c.session.close().await;
                     }
-                    Err(e) => error("connect", e),
+                }
+                Crossing::KeepMine | Crossing::Unrelated => {
+                    inbox.close().await;
+                    return;
                 }
             }
-            Err(e) => error("connect", e),
-        },
-        DriverCommand::Place { request } => {
-            let Some(d) = device.as_ref() else {
-                return error("place", "connect first");
-            };
-            if call.is_some() {
-                return error("place", "already in a call");
-            }
-            // One call at a time: stop listening while this one runs.
-            if let Some(l) = listener.take() {
-                l.abort();
-            }
-            match CallSession::place(d, request, PeerOptions::default()).await {
-                Ok((session, placed)) => {
-                    report(&DriverReport::Placed {
-                        call_id: placed.call_id.to_string(),
-                        channel: placed.channel.to_string(),
-                    });
-                    *call = Some(Call::new(session));
-                }
-                Err(e) => error("place", e),
-            }
         }
-        DriverCommand::Answer => {
-            if let Some(s) = in_call(call, "answer")
-                && let Err(e) = s.accept().await
-            {
-                error("answer", e);
+        match inbox.join_call(invitation, PeerOptions::default()).await {
+            Ok(session) => {
+                let caller = session
+                    .started()
+                    .map(|s| s.caller.to_string())
+                    .unwrap_or_default();
+                report(&DriverReport::Incoming {
+                    call_id: session.call_id().to_string(),
+                    caller,
+                });
+                self.ready_reported = false;
+                self.call = Some(Call::new(session));
             }
+            Err(e) => error("listen", e),
         }
-        DriverCommand::Decline { busy } => {
-            if let Some(s) = in_call(call, "decline")
-                && let Err(e) = s.decline(busy).await
-            {
-                error("decline", e);
-            }
-        }
-        DriverCommand::HangUp => {
-            if let Some(s) = in_call(call, "hang_up")
-                && let Err(e) = s.hang_up().await
-            {
-                error("hang_up", e);
-            }
-        }
-        DriverCommand::Mute { muted } => {
-            let state = MediaStateBody {
-                audio: AudioState { muted },
-                video: VideoState { enabled: false },
-                screen: ScreenState { sharing: false },
-                on_hold: false,
-            };
-            if let Some(s) = in_call(call, "mute")
-                && let Err(e) = s.send_media_state(state)
-            {
-                error("mute", e);
-            }
-        }
-        DriverCommand::Quit => {}
     }
-    if let Some(c) = call.as_mut() {
-        c.report_changes();
+
+    async fn handle(&mut self, command: DriverCommand) {
+        let call = &mut self.call;
+        match command {
+            DriverCommand::Connect {
+                realtime_url,
+                trusted_url,
+                token,
+                user,
+            } => match Device::new(&realtime_url, &trusted_url, &token, &user) {
+                #[allow(unused_mut)]
+                Ok(mut d) => {
+                    // Test-only: a deliberate defect, so the client-role cases can be seen to
+                    // catch it.
+                    #[cfg(feature = "defects")]
+                    if let Ok(name) = std::env::var("DOMVIA_CLIENT_DEFECT") {
+                        d.defect = domvia_calls::client_defect::ClientDefect::from_name(&name);
+                    }
+                    // Connected means listening: the inbox is subscribed before `ready`.
+                    match Inbox::open(&d).await {
+                        Ok(inbox) => {
+                            self.listener = Some(tokio::spawn(listen(inbox, self.heard.clone())));
+                            self.device = Some(d);
+                        }
+                        Err(e) => error("connect", e),
+                    }
+                }
+                Err(e) => error("connect", e),
+            },
+            DriverCommand::Place { request } => {
+                let Some(d) = self.device.as_ref() else {
+                    return error("place", "connect first");
+                };
+                if call.is_some() {
+                    return error("place", "already in a call");
+                }
+                // The listener goes on: an invitation from the callee may cross this call.
+                match CallSession::place(d, request, PeerOptions::default()).await {
+                    Ok((session, placed)) => {
+                        report(&DriverReport::Placed {
+                            call_id: placed.call_id.to_string(),
+                            channel: placed.channel.to_string(),
+                        });
+                        self.ready_reported = false;
+                        *call = Some(Call::new(session));
+                    }
+                    Err(e) => error("place", e),
+                }
+            }
+            DriverCommand::Answer => {
+                if let Some(s) = in_call(call, "answer")
+                    && let Err(e) = s.accept().await
+                {
+                    error("answer", e);
+                }
+            }
+            DriverCommand::Decline { busy } => {
+                if let Some(s) = in_call(call, "decline")
+                    && let Err(e) = s.decline(busy).await
+                {
+                    error("decline", e);
+                }
+            }
+            DriverCommand::HangUp => {
+                if let Some(s) = in_call(call, "hang_up")
+                    && let Err(e) = s.hang_up().await
+                {
+                    error("hang_up", e);
+                }
+            }
+            DriverCommand::Mute { muted } => {
+                let state = MediaStateBody {
+                    audio: AudioState { muted },
+                    video: VideoState { enabled: false },
+                    screen: ScreenState { sharing: false },
+                    on_hold: false,
+                };
+                if let Some(s) = in_call(call, "mute")
+                    && let Err(e) = s.send_media_state(state)
+                {
+                    error("mute", e);
+                }
+            }
+            DriverCommand::Quit => {}
+        }
+        if let Some(c) = self.call.as_mut() {
+            c.report_changes();
+        }
     }
 }

@@ -170,7 +170,44 @@ pub fn glare_winner<'a>(a: &'a CallId, b: &'a CallId) -> &'a CallId {
     }
 }
 
+/// What a device with a call of its own does with an invitation to another call ([FLOW-008]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crossing {
+    /// Not the two calls of a glare: the invitation is another call altogether.
+    Unrelated,
+    /// The calls cross and this device's call has the lower id: it goes on, and the invitation
+    /// is set aside without ringing (its caller ends it with `replaced`).
+    KeepMine,
+    /// The calls cross and the invitation's call has the lower id: this device ends its own
+    /// call with `replaced` and treats the invitation as an incoming call.
+    YieldToTheirs,
+}
+
 impl CallMachine {
+    /// Whether `invitation` crosses this call: this device placed a call that nobody accepted
+    /// yet, and the invitation comes from one of the users it calls, in the same scope, to this
+    /// device's user. The lower call id wins ([FLOW-008], [`glare_winner`]).
+    pub fn crossing(&self, invitation: &StartedBody) -> Crossing {
+        let Some(mine) = self.started.as_ref() else {
+            return Crossing::Unrelated;
+        };
+        let theirs = &invitation.channel;
+        let calling = self.role == Role::Caller
+            && matches!(self.phase, Phase::Outgoing | Phase::Ringing)
+            && theirs.scope() == self.channel.scope()
+            && theirs.scope_id() == self.channel.scope_id()
+            && theirs.call_id() != self.channel.call_id()
+            && (mine.callees.is_empty() || mine.callees.contains(&invitation.caller))
+            && (invitation.callees.is_empty() || invitation.callees.contains(&self.user));
+        if !calling {
+            Crossing::Unrelated
+        } else if glare_winner(self.channel.call_id(), theirs.call_id()) == self.channel.call_id() {
+            Crossing::KeepMine
+        } else {
+            Crossing::YieldToTheirs
+        }
+    }
+
     /// A caller device about to start `channel`'s call.
     pub fn caller(channel: CallChannel, party: DevicePartyId, user: UserId) -> Self {
         Self::new(Role::Caller, channel, party, user)

@@ -242,6 +242,24 @@ impl CallEndpoint {
         self.machine.started()
     }
 
+    /// See [`CallMachine::crossing`].
+    pub fn crossing(&self, invitation: &crate::event::StartedBody) -> crate::call::Crossing {
+        let crossing = self.machine.crossing(invitation);
+        #[cfg(feature = "defects")]
+        {
+            use crate::call::Crossing;
+            use crate::client_defect::ClientDefect;
+            match (self.defect, crossing) {
+                (Some(ClientDefect::IgnoreGlare), _) => return Crossing::Unrelated,
+                (Some(ClientDefect::AlwaysYieldGlare), Crossing::KeepMine) => {
+                    return Crossing::YieldToTheirs;
+                }
+                _ => {}
+            }
+        }
+        crossing
+    }
+
     /// The channel's name, as the client subscribes to it and triggers on it.
     pub fn channel_name(&self) -> &str {
         &self.channel_name

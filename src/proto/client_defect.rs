@@ -27,10 +27,15 @@ pub enum ClientDefect {
     EndCandidatesTwice,
     /// Acts on a sensitive event that arrived unsealed in a strong-privacy call ([PRIV-020]).
     AcceptDowngrade,
+    /// Takes an invitation that crosses its own call as another call, so its call never gives
+    /// way ([FLOW-008]).
+    IgnoreGlare,
+    /// Gives way to a crossing call even when its own call has the lower id ([FLOW-008]).
+    AlwaysYieldGlare,
 }
 
 impl ClientDefect {
-    pub const ALL: [ClientDefect; 8] = [
+    pub const ALL: [ClientDefect; 10] = [
         ClientDefect::NoPacing,
         ClientDefect::DropRateRefused,
         ClientDefect::ReconnectAfterFinalCode,
@@ -39,6 +44,8 @@ impl ClientDefect {
         ClientDefect::TrustUnverifiedUser,
         ClientDefect::EndCandidatesTwice,
         ClientDefect::AcceptDowngrade,
+        ClientDefect::IgnoreGlare,
+        ClientDefect::AlwaysYieldGlare,
     ];
 
     /// The defect's name, as `DOMVIA_CLIENT_DEFECT` takes it.
@@ -52,6 +59,8 @@ impl ClientDefect {
             ClientDefect::TrustUnverifiedUser => "trust-unverified-user",
             ClientDefect::EndCandidatesTwice => "end-candidates-twice",
             ClientDefect::AcceptDowngrade => "accept-downgrade",
+            ClientDefect::IgnoreGlare => "ignore-glare",
+            ClientDefect::AlwaysYieldGlare => "always-yield-glare",
         }
     }
 

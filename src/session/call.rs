@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Device, Inbox, Outcome, PlacedCall, RunUntil, SessionError, Signaling, Timeline};
+use super::{
+    Device, Inbox, Invitation, Outcome, PlacedCall, RunUntil, SessionError, Signaling, Timeline,
+};
 use crate::call::{Action, Phase, Role};
 use crate::channel::CallChannel;
 use crate::event::{EndReason, Refusal};
@@ -23,12 +25,22 @@ impl Inbox {
     /// Waits for an invitation and joins it with the reference WebRTC peer, adding the ICE
     /// servers (TURN credentials included) the trusted server gives this user.
     pub async fn next_call(
-        self,
+        mut self,
         peer_options: PeerOptions,
         within: Duration,
     ) -> Result<CallSession, SessionError> {
+        let invitation = self.wait_for_invitation(within).await?;
+        self.join_call(invitation, peer_options).await
+    }
+
+    /// [`Inbox::join`] with the reference WebRTC peer and the trusted server's ICE servers.
+    pub async fn join_call(
+        self,
+        invitation: Invitation,
+        peer_options: PeerOptions,
+    ) -> Result<CallSession, SessionError> {
         let device = self.device.clone();
-        let mut sig = self.next_invitation(within).await?;
+        let mut sig = self.join(invitation).await?;
         let mut options = peer_options;
         match device.ice_servers().await {
             Ok(list) => options.ice_servers.extend(list.ice_servers),
@@ -76,6 +88,9 @@ impl CallSession {
         Ok((CallSession::new(sig, options).await?, placed))
     }
 
+    pub fn role(&self) -> Role {
+        self.sig.role()
+    }
     pub fn phase(&self) -> Phase {
         self.sig.phase()
     }
@@ -88,6 +103,10 @@ impl CallSession {
     /// See [`Signaling::started`].
     pub fn started(&self) -> Option<&crate::event::StartedBody> {
         self.sig.started()
+    }
+    /// See [`Signaling::crossing`].
+    pub fn crossing(&self, invitation: &Invitation) -> crate::call::Crossing {
+        self.sig.crossing(invitation)
     }
     /// Whether media flows both ways: the data channel carried the ping and its echo, and RTP
     /// arrived.

@@ -24,7 +24,7 @@ pub use crate::trusted::api::PlacedCall;
 #[cfg(feature = "media")]
 pub use call::CallSession;
 pub use device::Device;
-pub use signaling::{Inbox, Signaling};
+pub use signaling::{Inbox, Invitation, Signaling};
 
 /// Why a session operation failed, by whose doing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

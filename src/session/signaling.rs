@@ -16,8 +16,8 @@ use crate::call_endpoint::{ActionReport, CallEndpoint, EndpointError, EndpointOu
 use crate::channel::{CallChannel, ChannelName, InboxChannel};
 use crate::client::{ClientEvent, RealtimeClient};
 use crate::event::{
-    EndReason, EventBody, IceCandidate, Incoming, MediaSelection, MediaStateBody, Privacy, Refusal,
-    RingTimeoutMs, parse_frame,
+    CallEvent, EndReason, EventBody, IceCandidate, Incoming, MediaSelection, MediaStateBody,
+    Privacy, Refusal, RingTimeoutMs, parse_frame,
 };
 use crate::ids::{CallId, UserId};
 use crate::pusher::Frame;
@@ -202,6 +202,11 @@ impl Signaling {
     /// The call's invitation, once known (who calls whom, with which media and privacy).
     pub fn started(&self) -> Option<&crate::event::StartedBody> {
         self.endpoint.started()
+    }
+
+    /// Whether `invitation` crosses this call, and which of the two goes on ([FLOW-008]).
+    pub fn crossing(&self, invitation: &Invitation) -> crate::call::Crossing {
+        self.endpoint.crossing(invitation.started())
     }
 
     /// The call's id.
@@ -400,9 +405,19 @@ impl Inbox {
     /// Waits for an invitation, then joins its call channel as a callee device that is ringing;
     /// signaling only (see [`Inbox::next_call`] for the reference media peer too).
     pub async fn next_invitation(mut self, within: Duration) -> Result<Signaling, SessionError> {
+        let invitation = self.wait_for_invitation(within).await?;
+        self.join(invitation).await
+    }
+
+    /// Waits for the next invitation without answering it, so that a device already in a call
+    /// can first ask that call whether the two cross ([`Signaling::crossing`]).
+    pub async fn wait_for_invitation(
+        &mut self,
+        within: Duration,
+    ) -> Result<Invitation, SessionError> {
         let mut timeline = Timeline::begin();
         let client = &mut self.client;
-        let invitation = tokio::time::timeout(within, async {
+        let event = tokio::time::timeout(within, async {
             loop {
                 match client.next_event().await {
                     Some(ClientEvent::Event {
@@ -435,13 +450,19 @@ impl Inbox {
         .await
         .map_err(|_| SessionError::TimedOut("no invitation arrived".into()))??;
         timeline.note("invitation received");
-        let EventBody::Started(started) = invitation.body() else {
+        Ok(Invitation { event, timeline })
+    }
+
+    /// Joins the call `invitation` names on this inbox's connection and rings.
+    pub async fn join(self, invitation: Invitation) -> Result<Signaling, SessionError> {
+        let Invitation { event, timeline } = invitation;
+        let EventBody::Started(started) = event.body() else {
             unreachable!("the inbox carries call.started only")
         };
         let privacy = started.privacy;
         let now = self.epoch.elapsed().as_millis() as u64;
         let machine = CallMachine::callee(
-            &invitation,
+            &event,
             self.device.new_party(),
             self.device.user.clone(),
             now,
@@ -454,5 +475,26 @@ impl Inbox {
         sig.endpoint.ring(now)?;
         sig.flush();
         Ok(sig)
+    }
+
+    /// Stops listening: closes this inbox's connection.
+    pub async fn close(self) {
+        self.client.close().await;
+    }
+}
+
+/// An invitation read from an inbox and not answered yet ([`Inbox::wait_for_invitation`]).
+pub struct Invitation {
+    event: CallEvent,
+    timeline: Timeline,
+}
+
+impl Invitation {
+    /// The call it invites to: who calls whom, on which channel, with which media and privacy.
+    pub fn started(&self) -> &crate::event::StartedBody {
+        let EventBody::Started(started) = self.event.body() else {
+            unreachable!("the inbox carries call.started only")
+        };
+        started
     }
 }

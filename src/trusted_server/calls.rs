@@ -63,12 +63,7 @@ pub(super) async fn create_call(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "call.bad_request", e),
     };
-    let call_id = CallId::parse(&format!(
-        "c{:016x}{:08x}",
-        rand::random::<u64>(),
-        rand::random::<u32>()
-    ))
-    .expect("hex is in the id charset");
+    let call_id = state.call_ids.next();
     let planned = match plan_call(&state.directory, &user.id, req, call_id, now) {
         Ok(p) => p,
         Err(e) => {
@@ -412,4 +407,33 @@ pub(super) async fn call_action(
         "log": outcome.log.iter().map(|l| l.kind.as_str()).collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+/// Where call ids come from: fresh random ones, unless an id was queued with
+/// [`RunningTrusted::use_next_call_id`].
+#[derive(Clone, Default)]
+pub(super) struct CallIds(Arc<std::sync::Mutex<std::collections::VecDeque<CallId>>>);
+
+impl CallIds {
+    pub(super) fn preset(&self, id: CallId) {
+        self.queued().push_back(id);
+    }
+
+    pub(super) fn next(&self) -> CallId {
+        self.queued().pop_front().unwrap_or_else(|| {
+            CallId::parse(&format!(
+                "c{:016x}{:08x}",
+                rand::random::<u64>(),
+                rand::random::<u32>()
+            ))
+            .expect("hex is in the id charset")
+        })
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<CallId>> {
+        // A poisoned queue still holds valid ids.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

@@ -55,6 +55,7 @@ struct AppState {
     outbox_wake: Notify,
     http: reqwest::Client,
     call_limiter: Mutex<crate::trusted::rate::CallRateLimiter>,
+    call_ids: calls::CallIds,
 }
 
 /// A trusted server running in the background.
@@ -64,6 +65,7 @@ pub struct RunningTrusted {
     stop: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
     http: JoinHandle<std::io::Result<()>>,
+    call_ids: calls::CallIds,
 }
 
 impl RunningTrusted {
@@ -74,6 +76,13 @@ impl RunningTrusted {
     /// The store, for tests and tools that inspect records.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Makes the next `POST /calls` use `id` instead of a random call id. The client-role
+    /// runner plays this server and needs to know which of two crossing calls wins the glare
+    /// rule (the lower call id); nothing else sets it.
+    pub fn use_next_call_id(&self, id: CallId) {
+        self.call_ids.preset(id);
     }
 
     pub async fn shutdown(mut self) {
@@ -126,6 +135,7 @@ pub async fn start(
             config_calls.0,
             config_calls.1,
         )),
+        call_ids: calls::CallIds::default(),
     });
     let router = Router::new()
         .route("/realtime/auth", post(realtime_auth))
@@ -168,6 +178,7 @@ pub async fn start(
         stop: Some(stop),
         tasks,
         http,
+        call_ids: state.call_ids.clone(),
     })
 }
 

@@ -536,6 +536,56 @@ fn glare_keeps_the_lower_call_id() {
     );
 }
 
+/// Bob's invitation to alice on `channel`, as alice's inbox would carry it.
+fn bobs_invitation(channel: &str, callees: &[&str]) -> StartedBody {
+    let mut bob = CallMachine::caller(
+        CallChannel::parse(channel).unwrap(),
+        party("bob-phone-1"),
+        user("bob"),
+    );
+    bob.start(
+        callees.iter().map(|u| user(u)).collect(),
+        media(),
+        RingTimeoutMs::new(30_000).unwrap(),
+        Privacy::Standard,
+        T0,
+    )
+    .unwrap();
+    bob.started().unwrap().clone()
+}
+
+#[test]
+fn crossing_calls_are_decided_by_the_lower_call_id() {
+    // Alice calls bob on call-1 (the setup's channel).
+    let mut net = setup(&["bob"], &[]);
+    let alice = &net.machines[0];
+    let lower = bobs_invitation("presence-call.room.chat-room-42.call-0", &["alice"]);
+    let higher = bobs_invitation("private-call.room.chat-room-42.call-2", &["alice"]);
+    assert_eq!(alice.crossing(&lower), Crossing::YieldToTheirs);
+    assert_eq!(alice.crossing(&higher), Crossing::KeepMine);
+    // Not a glare: another scope, a call to someone else, from someone alice does not call.
+    let elsewhere = bobs_invitation("presence-call.room.chat-room-43.call-0", &["alice"]);
+    let to_carol = bobs_invitation("presence-call.room.chat-room-42.call-0", &["carol"]);
+    assert_eq!(alice.crossing(&elsewhere), Crossing::Unrelated);
+    assert_eq!(alice.crossing(&to_carol), Crossing::Unrelated);
+    let mut dave = bobs_invitation("presence-call.room.chat-room-42.call-0", &["alice"]);
+    dave.caller = user("dave");
+    assert_eq!(alice.crossing(&dave), Crossing::Unrelated);
+    // Once someone accepted, an invitation no longer crosses the call.
+    let mut bob =
+        CallMachine::callee(&net.sent[0][0], party("bob-phone-1"), user("bob"), T0).unwrap();
+    bob.accept(T0).unwrap();
+    while let Some(a) = bob.poll_action() {
+        if let Action::Send(e) = a {
+            net.machines[0].handle_event(&e, T0);
+        }
+    }
+    assert_eq!(net.machines[0].phase(), Phase::Connecting);
+    assert_eq!(net.machines[0].crossing(&lower), Crossing::Unrelated);
+    // A callee's call never crosses an invitation.
+    assert_eq!(bob.crossing(&lower), Crossing::Unrelated);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Ring(usize),

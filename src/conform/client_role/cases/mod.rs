@@ -12,8 +12,9 @@ use super::proxy::Way;
 use super::{ClientCase, Env, PROMPT, Step, errored, failed};
 use crate::conform::verdict::Level;
 use crate::media::PeerOptions;
-use crate::session::{CallSession, RunUntil};
+use crate::session::{CallSession, Inbox, RunUntil};
 
+mod glare;
 mod ignored;
 mod negotiation;
 mod privacy;
@@ -85,6 +86,7 @@ pub(super) fn all() -> Vec<ClientCase> {
         },
     ];
     cases.extend(negotiation::all());
+    cases.extend(glare::all());
     cases.extend(ignored::all());
     cases.extend(privacy::all());
     cases
@@ -96,6 +98,22 @@ fn room_call(callee: &str, ring_timeout_ms: Option<u64>) -> Value {
         request["ring_timeout_ms"] = json!(ms);
     }
     request
+}
+
+/// The client's call events in call `id`: `(time, name, data)`.
+fn sent_in(env: &Env<'_>, id: &str) -> Vec<(Instant, String, Value)> {
+    env.sent_events()
+        .into_iter()
+        .filter(|(_, name, data)| name.starts_with("client-call.") && data["call_id"] == id)
+        .collect()
+}
+
+/// A device of the remote user `user` listening on its inbox.
+async fn remote_inbox(env: &Env<'_>, user: &str) -> Step<Inbox> {
+    let device = env.remote(user)?;
+    Inbox::open(&device)
+        .await
+        .map_err(|e| errored(format!("a remote device of {user} could not listen: {e}")))
 }
 
 /// Waits until the client has sent an event named `name`; its data.

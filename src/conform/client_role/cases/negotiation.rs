@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::super::proxy::Way;
 use super::{
     ClientCase, Env, PROMPT, Step, answered, call_client, connected_call, errored, failed,
-    room_call, sent,
+    remote_inbox, room_call, sent, sent_in,
 };
 use crate::conform::verdict::Level;
 use crate::media::PeerOptions;
@@ -67,14 +67,6 @@ pub(super) fn all() -> Vec<ClientCase> {
     ]
 }
 
-/// The client's call events in call `id`: `(time, name, data)`.
-fn sent_in(env: &Env<'_>, id: &str) -> Vec<(Instant, String, Value)> {
-    env.sent_events()
-        .into_iter()
-        .filter(|(_, name, data)| name.starts_with("client-call.") && data["call_id"] == id)
-        .collect()
-}
-
 /// When the client received the first `client-call.accepted` of call `id`, and its party.
 fn acceptance_seen(env: &Env<'_>, id: &str) -> Option<(Instant, String)> {
     env.proxy.frames().into_iter().find_map(|t| {
@@ -86,14 +78,6 @@ fn acceptance_seen(env: &Env<'_>, id: &str) -> Option<(Instant, String)> {
         (frame.event == "client-call.accepted" && data.get("call_id")? == id)
             .then(|| Some((t.at, data.get("party_id")?.as_str()?.to_owned())))?
     })
-}
-
-/// A device of the remote user `user` listening on its inbox.
-async fn remote_inbox(env: &Env<'_>, user: &str) -> Step<Inbox> {
-    let device = env.remote(user)?;
-    Inbox::open(&device)
-        .await
-        .map_err(|e| errored(format!("a remote device of {user} could not listen: {e}")))
 }
 
 /// The next invitation of a remote device, joined.
