@@ -156,6 +156,35 @@ fn every_must_requirement_has_a_case_or_a_reason() {
 }
 
 #[test]
+fn a_client_rule_the_client_role_suite_checks_names_its_cases() {
+    let reasons = conform::cases::not_over_the_wire();
+    let reasons = reasons["requirements"].as_object().unwrap();
+    for case in conform::client_role::cases() {
+        for r in case.requirements {
+            assert!(
+                spec_ids().contains(*r),
+                "client case {} cites {r}, which spec/ does not define",
+                case.id
+            );
+            if let Some(reason) = reasons.get(*r).and_then(Value::as_str) {
+                assert!(
+                    reason.contains(&format!("`{}`", case.id)),
+                    "the not-over-the-wire reason of {r} does not name the client case {}",
+                    case.id
+                );
+            }
+        }
+    }
+}
+
+fn spec_ids() -> BTreeSet<String> {
+    requirements()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
 fn case_ids_are_unique_and_well_formed() {
     let cases = conform::cases::all();
     let mut seen = BTreeSet::new();

@@ -83,10 +83,7 @@ pub fn run(kind: BenchKind) -> CliResult {
     if let BenchKind::Interop(args) = kind {
         return super::bench_interop::run(args);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = super::runtime()?;
     match kind {
         BenchKind::EchoServer => runtime.block_on(echo_server()),
         BenchKind::Realtime(args) => runtime.block_on(realtime(args)),

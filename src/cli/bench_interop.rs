@@ -293,10 +293,7 @@ pub fn run(args: InteropBenchArgs) -> CliResult {
         let again: Vec<OsString> = std::env::args_os().skip(1).collect();
         return Ok(netns::run_self_isolated(&again).map(|s| s.success())?);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = super::runtime()?;
     runtime.block_on(measure(args))
 }
 

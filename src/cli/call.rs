@@ -99,10 +99,7 @@ fn check_realtime_url(url: &str) -> Result<(), String> {
 }
 
 pub fn run(args: CallArgs) -> CliResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = super::runtime()?;
     runtime.block_on(async move {
         match args.realtime_url.clone() {
             None => demo(&args).await,

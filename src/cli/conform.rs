@@ -439,10 +439,7 @@ pub fn run(a: ConformArgs) -> CliResult {
     for stale in opts.known_failing.unmatched(&ids) {
         eprintln!("warning: known-failing entry {stale:?} matches no case");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         if a.targets.is_empty() && a.config.is_none() {
             #[allow(unused_mut)]
@@ -612,10 +609,7 @@ fn client_role(a: &ConformArgs, client: &str) -> Result<conform::Report, String>
         only: a.only.clone(),
         env: Vec::new(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = super::runtime()?;
     eprintln!("testing the client {client:?} through the client-driver contract");
     let report = runtime
         .block_on(conform::client_role::run(&opts))

@@ -130,10 +130,7 @@ pub(super) fn command_lines() -> mpsc::UnboundedReceiver<String> {
 }
 
 pub fn run() -> CliResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = super::runtime()?;
     runtime.block_on(drive())
 }
 

@@ -23,10 +23,7 @@ const POLL: Duration = Duration::from_millis(20);
 const SIGN_IN: Duration = Duration::from_secs(20);
 
 pub fn run() -> CliResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = super::runtime()?;
     runtime.block_on(drive())
 }
 

@@ -297,6 +297,15 @@ pub const EMBEDDED_VECTORS: [(&str, &str); 5] = [
     ),
 ];
 
+/// The multi-threaded runtime every async command runs on.
+#[cfg(any(feature = "server", feature = "client"))]
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 fn read(path: &Path) -> Result<String, String> {
     fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }

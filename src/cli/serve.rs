@@ -282,10 +282,7 @@ pub fn run(args: ServeArgs) -> CliResult {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = super::runtime()?;
     runtime.block_on(async move {
         let development = realtime.apps == vec![AppConfig::development()];
         let (ws, http) = if realtime.tls() { ("wss", "https") } else { ("ws", "http") };

@@ -855,13 +855,33 @@
     $('dial').classList.remove('hidden');
   }
 
+  // Whether an invitation crosses this device's own call ([FLOW-008]): a call it placed that
+  // nobody accepted yet, and an invitation in the same scope from a user it calls, to this
+  // user. Then the lower call_id (byte order; ids are ASCII, so string order) goes on: 'keep'
+  // this call or 'yield' to the invitation's; null when the calls do not cross.
+  function crossingOf(call, started) {
+    if (call.role !== 'caller' || call.accepted || !['calling', 'ringing'].includes(call.phase)) return null;
+    const [, scope, scopeId] = call.channelName.split('.');
+    const theirs = String(started.channel || '').split('.');
+    if (theirs.length !== 4 || theirs[1] !== scope || theirs[2] !== scopeId || started.call_id === call.callId) return null;
+    if (call.callees.length && !call.callees.includes(started.caller)) return null;
+    if ((started.callees || []).length && !started.callees.includes(page.user)) return null;
+    return call.callId < started.call_id ? 'keep' : 'yield';
+  }
+
   async function onInvitation(started) {
     if (!started || page.invitations.has(started.call_id)) return;
     page.invitations.add(started.call_id);
     log(`invitation to ${started.channel} from ${started.caller}`);
     if (page.call && page.call.phase !== 'ended') {
-      log('busy with another call: the invitation is ignored');
-      return;
+      const crossing = crossingOf(page.call, started);
+      if (crossing !== 'yield') {
+        log(crossing === 'keep'
+          ? `glare: ${started.caller}'s call crosses this one, which has the lower call_id and goes on`
+          : 'busy with another call: the invitation is ignored');
+        return;
+      }
+      page.call.end('replaced', true, `${started.caller}'s crossing call has the lower call_id`);
     }
     const call = new Call({
       role: 'callee',

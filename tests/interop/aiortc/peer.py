@@ -316,6 +316,8 @@ class Call:
         self.report_to = None
         self.phase = None
         self.repeated_for_late_start = False
+        # Caller: the users called (empty: anyone in the scope).
+        self.callees = []
         servers = [
             RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
             for s in ice_servers
@@ -569,6 +571,23 @@ class Call:
         self.set_phase("ended", reason)
         self.done.set()
 
+    def crossing(self, started):
+        """Whether an invitation crosses this call ([FLOW-008]): this device placed it and nobody
+        accepted yet, and the invitation comes in the same scope from a user it calls, to this
+        user. The lower call_id (byte order) goes on: "keep" this call, "yield" to the other, or
+        None when the calls do not cross."""
+        if self.role != "caller" or self.accepted or self.phase not in ("outgoing", "ringing"):
+            return None
+        mine = self.channel.split(".")
+        theirs = str(started.get("channel", "")).split(".")
+        if len(theirs) != 4 or theirs[1:3] != mine[1:3] or started.get("call_id") == self.call_id:
+            return None
+        if self.callees and started.get("caller") not in self.callees:
+            return None
+        if started.get("callees") and self.user not in started["callees"]:
+            return None
+        return "keep" if self.call_id.encode() < str(started.get("call_id")).encode() else "yield"
+
     def start_connect_timer(self):
         async def expire():
             await asyncio.sleep(CONNECT_TIMEOUT_S)
@@ -710,6 +729,7 @@ class Driver:
         report({"event": "placed", "call_id": placed["call_id"], "channel": placed["channel"]})
         callees = placed.get("callees") or request.get("callees") or []
         call = self.new_call("caller", placed["channel"], placed["call_id"], self.user, placed.get("ice_servers", []))
+        call.callees = callees
         call.set_phase("outgoing")
         await self.rt.subscribe(call.channel)
         await call.send(
@@ -727,8 +747,15 @@ class Driver:
 
     async def invited(self, started):
         if self.call is not None and self.call.end_reason is None:
-            log("busy with another call: the invitation is ignored")
-            return
+            crossing = self.call.crossing(started)
+            if crossing != "yield":
+                log(
+                    f"glare: {started.get('caller')}'s call crosses this one, which has the lower call_id and goes on"
+                    if crossing == "keep"
+                    else "busy with another call: the invitation is ignored"
+                )
+                return
+            await self.call.end("replaced", notify=True)
         log(f"invitation to {started['channel']} from {started['caller']}")
         servers = await asyncio.to_thread(http, "GET", f"{self.trusted_url}/ice-servers", self.token)
         call = self.new_call("callee", started["channel"], started["call_id"], started["caller"], servers["ice_servers"])

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::super::Outcome;
 use super::{
-    ClientCase, Env, PROMPT, Step, answered, errored, failed, remote_inbox, room_call, sent_in,
+    ClientCase, Env, PROMPT, Step, answered, errored, failed, hang_up_remote, remote_inbox,
+    room_call, sent_in,
 };
 use crate::conform::verdict::Level;
 use crate::ids::CallId;
@@ -89,18 +90,21 @@ async fn cross(env: &mut Env<'_>, bob: usize, pick: fn(&str) -> String) -> Step<
     })
 }
 
-/// The first `client-call.ended` the client sends in call `id` within `within`, if any.
-async fn ended_in(env: &Env<'_>, id: &str, within: Duration) -> Option<Value> {
+/// The first event named `name` the client sends in call `id` within `within`, if any.
+async fn first_in(env: &Env<'_>, id: &str, name: &str, within: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let ended = sent_in(env, id)
-            .into_iter()
-            .find(|(_, name, _)| name == "client-call.ended");
-        if ended.is_some() || tokio::time::Instant::now() >= deadline {
-            return ended.map(|(_, _, data)| data);
+        let found = sent_in(env, id).into_iter().find(|(_, n, _)| n == name);
+        if found.is_some() || tokio::time::Instant::now() >= deadline {
+            return found.map(|(_, _, data)| data);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The first `client-call.ended` the client sends in call `id` within `within`, if any.
+async fn ended_in(env: &Env<'_>, id: &str, within: Duration) -> Option<Value> {
+    first_in(env, id, "client-call.ended", within).await
 }
 
 /// The verdict on a client that ended its own call `mine` (with `ended`) though it won.
@@ -144,9 +148,9 @@ fn yields<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
             .at(bob)
             .watch(&json!({"event": "incoming", "call_id": theirs}), PROMPT)
             .await?;
-        let rang_on_wire = sent_in(env, &theirs)
-            .iter()
-            .any(|(_, name, _)| name == "client-call.ringing");
+        let rang_on_wire = first_in(env, &theirs, "client-call.ringing", PROMPT)
+            .await
+            .is_some();
         if rang.is_none() || !rang_on_wire {
             return Err(failed(
                 "the client did not ring for the call that won",
@@ -162,10 +166,8 @@ fn yields<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
                 ),
             ));
         }
-        let (mut call, theirs) = answered(env, bob, call, theirs).await?;
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        let (call, theirs) = answered(env, bob, call, theirs).await?;
+        hang_up_remote(call).await?;
         Ok(Some(format!("ended {mine} as replaced, answered {theirs}")))
     })
 }

@@ -18,10 +18,10 @@ use tokio::time::Instant;
 
 use super::super::proxy::Way;
 use super::{
-    ClientCase, Env, PROMPT, Step, answered, call_client_with, errored, failed, privacy, room_call,
+    ClientCase, Env, PROMPT, Step, answered, call_client_with, errored, failed, hang_up_remote,
+    privacy, room_call,
 };
 use crate::conform::verdict::Level;
-use crate::session::RunUntil;
 
 pub(super) fn all() -> Vec<ClientCase> {
     vec![
@@ -192,7 +192,7 @@ async fn not_acted_on(
     reactions: &[&str],
 ) -> Step<Option<String>> {
     let bob = env.client("bob").await?;
-    let (mut call, id) = if strong {
+    let (call, id) = if strong {
         privacy::strong_call(env, bob).await?
     } else {
         let (call, id) = call_client_with(env, bob, room_call("bob", None)).await?;
@@ -233,9 +233,7 @@ async fn not_acted_on(
             },
         ));
     }
-    call.hang_up().await.map_err(errored)?;
-    let _ = call.run(RunUntil::Ended, PROMPT).await;
-    call.close().await;
+    hang_up_remote(call).await?;
     let report = env.at(bob).expect(ended, PROMPT).await?;
     if report["reason"] != "hangup" {
         return Err(failed(

@@ -116,6 +116,14 @@ async fn remote_inbox(env: &Env<'_>, user: &str) -> Step<Inbox> {
         .map_err(|e| errored(format!("a remote device of {user} could not listen: {e}")))
 }
 
+/// The remote party hangs up, lets the end go out, and closes.
+async fn hang_up_remote(mut call: CallSession) -> Step<()> {
+    call.hang_up().await.map_err(errored)?;
+    let _ = call.run(RunUntil::Ended, PROMPT).await;
+    call.close().await;
+    Ok(())
+}
+
 /// Waits until the client has sent an event named `name`; its data.
 async fn sent(env: &Env<'_>, name: &str, after: Option<Instant>, within: Duration) -> Step<Value> {
     let deadline = Instant::now() + within;
@@ -207,7 +215,7 @@ async fn answered(
 /// A whole call: alice calls, the client answers, media comes up both ways, the client toggles
 /// mute `muted_toggles` times, alice hangs up and the client reports the end.
 async fn full_call(env: &mut Env<'_>, bob: usize, muted_toggles: usize) -> Step<String> {
-    let (mut call, id) = connected_call(env, bob).await?;
+    let (call, id) = connected_call(env, bob).await?;
     for n in 0..muted_toggles {
         env.at(bob)
             .send(json!({"cmd": "mute", "muted": n % 2 == 0}))
@@ -233,9 +241,7 @@ async fn full_call(env: &mut Env<'_>, bob: usize, muted_toggles: usize) -> Step<
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    call.hang_up().await.map_err(errored)?;
-    let _ = call.run(RunUntil::Ended, PROMPT).await;
-    call.close().await;
+    hang_up_remote(call).await?;
     env.at(bob)
         .expect(
             json!({"event": "phase", "phase": "ended", "call_id": id}),
@@ -254,7 +260,7 @@ async fn full_call(env: &mut Env<'_>, bob: usize, muted_toggles: usize) -> Step<
 async fn media_up_then_hang_up(
     env: &mut Env<'_>,
     bob: usize,
-    mut call: CallSession,
+    call: CallSession,
     id: &str,
     up: Result<crate::session::Outcome, crate::session::SessionError>,
     failure: &str,
@@ -263,9 +269,7 @@ async fn media_up_then_hang_up(
     env.at(bob)
         .expect(json!({"event": "media_up", "call_id": id}), PROMPT)
         .await?;
-    call.hang_up().await.map_err(errored)?;
-    let _ = call.run(RunUntil::Ended, PROMPT).await;
-    call.close().await;
+    hang_up_remote(call).await?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::super::proxy::Way;
 use super::{
     ClientCase, Env, PROMPT, Step, answered, call_client, connected_call, errored, failed,
-    remote_inbox, room_call, sent, sent_in,
+    hang_up_remote, remote_inbox, room_call, sent, sent_in,
 };
 use crate::conform::verdict::Level;
 use crate::media::PeerOptions;
@@ -162,7 +162,7 @@ fn offer_to_accepting_party<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Opti
 fn candidates_end_once<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
     Box::pin(async move {
         let bob = env.client("bob").await?;
-        let (mut call, id) = connected_call(env, bob).await?;
+        let (call, id) = connected_call(env, bob).await?;
         // Candidates trickle on after media is up; give the last batch time to leave.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let batches: Vec<Value> = sent_in(env, &id)
@@ -170,9 +170,7 @@ fn candidates_end_once<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<St
             .filter(|(_, n, _)| n == "client-call.ice_candidate")
             .map(|(_, _, d)| d)
             .collect();
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        hang_up_remote(call).await?;
         let counts: Vec<usize> = batches
             .iter()
             .map(|b| b["candidates"].as_array().map_or(0, Vec::len))
@@ -225,10 +223,8 @@ fn chunking<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
         env.proxy
             .announce_max_event_bytes(ANNOUNCED_MAX_EVENT_BYTES);
         let bob = env.client("bob").await?;
-        let (mut call, id) = connected_call(env, bob).await?;
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        let (call, id) = connected_call(env, bob).await?;
+        hang_up_remote(call).await?;
         // The size a server checks: the data as the client serialized it on the wire.
         let sizes: Vec<(String, usize)> = env
             .proxy
@@ -358,10 +354,8 @@ fn ringing_race<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>>
                 "no second ringing within 5 s",
             )
         })?;
-        let (mut call, _) = answered(env, bob, call, id).await?;
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        let (call, _) = answered(env, bob, call, id).await?;
+        hang_up_remote(call).await?;
         Ok(None)
     })
 }

@@ -9,10 +9,10 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 
 use super::{
-    ClientCase, Env, PROMPT, Step, answered, call_client_with, errored, failed, room_call,
+    ClientCase, Env, PROMPT, Step, answered, call_client_with, failed, hang_up_remote, room_call,
 };
 use crate::conform::verdict::{Level, Outcome};
-use crate::session::{CallSession, RunUntil};
+use crate::session::CallSession;
 
 pub(super) fn all() -> Vec<ClientCase> {
     vec![ClientCase {
@@ -37,12 +37,10 @@ const SENSITIVE: [&str; 4] = [
 pub(super) async fn strong_call(env: &mut Env<'_>, bob: usize) -> Step<(CallSession, String)> {
     let mut request = room_call("bob", None);
     request["privacy"] = json!("strong");
-    let (mut call, id) = call_client_with(env, bob, request).await?;
+    let (call, id) = call_client_with(env, bob, request).await?;
     let ended = json!({"event": "phase", "phase": "ended", "call_id": id});
     if let Some(report) = env.at(bob).watch(&ended, Duration::from_secs(1)).await? {
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        hang_up_remote(call).await?;
         return Err(if report["reason"] == "incompatible" {
             Outcome::Unsupported("the client declines strong-privacy calls (incompatible)".into())
         } else {
@@ -59,7 +57,7 @@ pub(super) async fn strong_call(env: &mut Env<'_>, bob: usize) -> Step<(CallSess
 fn sealed<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
     Box::pin(async move {
         let bob = env.client("bob").await?;
-        let (mut call, id) = strong_call(env, bob).await?;
+        let (call, id) = strong_call(env, bob).await?;
         env.at(bob)
             .send(json!({"cmd": "mute", "muted": true}))
             .await?;
@@ -83,9 +81,7 @@ fn sealed<'a>(env: &'a mut Env<'_>) -> BoxFuture<'a, Step<Option<String>>> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        call.hang_up().await.map_err(errored)?;
-        let _ = call.run(RunUntil::Ended, PROMPT).await;
-        call.close().await;
+        hang_up_remote(call).await?;
         // Members that must never show in the clear of a sealed event.
         let secret_members = ["sdp", "candidates", "audio", "video", "screen", "on_hold"];
         let mut sealed = 0;
