@@ -701,3 +701,25 @@ fn example_configs_start_the_servers_and_test_them() {
     let _ = serve.wait();
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_client_role_cases_are_listed_and_an_empty_selection_is_refused() {
+    let out = bin()
+        .args(["conform", "--list", "--client", "rust"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(listed.contains("client.glare.yields"), "{listed}");
+    assert!(!listed.contains("connection.established"), "{listed}");
+    let out = bin()
+        .args(["conform", "--client", "rust", "--only", "client.glare.*x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no client-role case matches") && stderr.contains("--list --client rust"),
+        "{stderr}"
+    );
+}

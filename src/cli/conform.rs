@@ -341,6 +341,20 @@ fn build_target(a: &ConformArgs) -> Result<Target, String> {
     Ok(t)
 }
 
+/// The client-role cases (`--list --client ...`).
+fn list_client_role() -> CliResult {
+    for c in conform::client_role::cases() {
+        println!(
+            "{:<44} {:<6} {:<40} {}",
+            c.id,
+            c.level.name(),
+            c.requirements.join(","),
+            c.title
+        );
+    }
+    Ok(true)
+}
+
 fn list() -> CliResult {
     for c in conform::cases::all() {
         let needs: Vec<&str> = c.info.needs.iter().map(|f| f.name()).collect();
@@ -392,7 +406,11 @@ pub fn run(a: ConformArgs) -> CliResult {
         return matrix(reports, output);
     }
     if a.list {
-        return list();
+        return if a.client.is_some() {
+            list_client_role()
+        } else {
+            list()
+        };
     }
     if let Some(client) = &a.client {
         let report = client_role(&a, client)?;
@@ -609,6 +627,16 @@ fn client_role(a: &ConformArgs, client: &str) -> Result<conform::Report, String>
         only: a.only.clone(),
         env: Vec::new(),
     };
+    if !conform::client_role::cases()
+        .iter()
+        .any(|c| opts.selects(c.id))
+    {
+        return Err(format!(
+            "no client-role case matches --only {:?}: each --only is one id, group (`client.glare`) \
+             or `*` pattern (repeat the flag for more); see --list --client rust",
+            opts.only
+        ));
+    }
     let runtime = super::runtime()?;
     eprintln!("testing the client {client:?} through the client-driver contract");
     let report = runtime

@@ -44,6 +44,18 @@ pub struct ClientRoleOptions {
     pub env: Vec<(String, String)>,
 }
 
+impl ClientRoleOptions {
+    /// Whether the case `id` is selected: no `only`, or an id, group or `*` pattern that
+    /// matches it, as in the server-role runner.
+    pub fn selects(&self, id: &str) -> bool {
+        self.only.is_empty()
+            || self
+                .only
+                .iter()
+                .any(|p| crate::conform::verdict::pattern_matches(p, id))
+    }
+}
+
 /// How a case ends early: with its outcome.
 type Step<T> = Result<T, Outcome>;
 
@@ -271,10 +283,7 @@ pub async fn run(opts: &ClientRoleOptions) -> Result<Report, ToolError> {
         .await
         .map_err(|e| ToolError(format!("the runner's proxy: {e}")))?;
     let mut results = Vec::new();
-    for case in cases()
-        .into_iter()
-        .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
-    {
+    for case in cases().into_iter().filter(|c| opts.selects(c.id)) {
         proxy.reset();
         remote_proxy.reset();
         let case_began = Instant::now();
