@@ -44,6 +44,8 @@ pub mod client;
 pub mod conform;
 #[cfg(feature = "conform")]
 pub mod interop;
+#[cfg(feature = "client")]
+pub mod load;
 #[cfg(feature = "media")]
 pub mod media;
 #[cfg(any(feature = "client", feature = "server"))]

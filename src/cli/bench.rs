@@ -126,13 +126,19 @@ async fn echo_server() -> CliResult {
 }
 
 /// A child server process and its address.
-struct ChildServer {
+pub(super) struct ChildServer {
     child: Child,
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
 }
 
 impl ChildServer {
-    fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Result<ChildServer, String> {
+    /// The child's process id (`load` samples its CPU and memory).
+    #[cfg(feature = "client")]
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(super) fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Result<ChildServer, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .args(args)

@@ -16,6 +16,8 @@ mod diff;
 mod drive;
 #[cfg(feature = "conform")]
 mod drive_browser;
+#[cfg(all(feature = "server", feature = "client"))]
+mod load;
 #[cfg(feature = "trusted")]
 mod serve;
 mod sign;
@@ -95,6 +97,13 @@ enum Command {
         #[command(subcommand)]
         kind: bench::BenchKind,
     },
+    /// Call-shaped load against any Pusher-compatible realtime server (the reference server, started
+    /// as a child process, when no --target is given): calls placed open-loop at a rate, latency
+    /// per event kind from the scheduled and the actual send, losses, 4301 refusals, call setup
+    /// time, server and generator CPU and memory; `--find-saturation` searches the highest rate
+    /// that holds.
+    #[cfg(all(feature = "server", feature = "client"))]
+    Load(Box<load::LoadArgs>),
     /// Make a real call: with no flags, alice calls bob through embedded servers and the timeline
     /// and stored record are printed; with flags, join a deployment as one party.
     #[cfg(all(feature = "media", feature = "trusted"))]
@@ -270,6 +279,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Call(args) => call::run(args),
         #[cfg(feature = "server")]
         Command::Bench { kind } => bench::run(kind),
+        #[cfg(all(feature = "server", feature = "client"))]
+        Command::Load(args) => load::run(*args),
     }
 }
 
