@@ -142,9 +142,19 @@ pub type WebSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub async fn connect_websocket(
     url: &str,
 ) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
+    connect_websocket_with(url, None).await
+}
+
+/// [`connect_websocket`] with a WebSocket configuration of its own (a smaller read buffer for
+/// many connections, say: tungstenite zeroes up to `read_buffer_size` bytes on every read).
+pub async fn connect_websocket_with(
+    url: &str,
+    config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
     let connector = tokio_tungstenite::Connector::Rustls(tls_client_config());
     let (ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector)).await?;
+        tokio_tungstenite::connect_async_tls_with_config(url, config, true, Some(connector))
+            .await?;
     Ok(ws)
 }
 

@@ -14,8 +14,25 @@ use serde_json::{Value, json};
 use super::CliResult;
 use super::bench::ChildServer;
 
+#[derive(Debug, clap::Subcommand)]
+pub enum LoadAction {
+    /// Put several `--report-json` files side by side: one row per implementation, each figure
+    /// also as a ratio to the first report's (the baseline, measured in the same run).
+    Compare {
+        /// Report files; the first is the baseline.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Write the comparison as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LoadArgs {
+    #[command(subcommand)]
+    action: Option<LoadAction>,
     /// WebSocket base URL of the target node (`ws://host:port` or `wss://host:port`). Without it,
     /// a reference realtime server is started as a child process and loaded.
     #[arg(long)]
@@ -120,6 +137,9 @@ const OWN_KEY: &str = "load-key";
 const OWN_SECRET: &str = "load-secret";
 
 pub fn run(a: LoadArgs) -> CliResult {
+    if let Some(LoadAction::Compare { reports, json }) = &a.action {
+        return compare(reports, json.as_deref());
+    }
     if let Some(ca) = &a.ca_file {
         domvia_calls::net::trust_ca_file(ca).map_err(|e| format!("--ca-file: {e}"))?;
     }
@@ -722,4 +742,117 @@ fn percentile_svg(by_kind: &Value) -> String {
         h - 8.0
     ));
     svg
+}
+
+/// The figures `compare` puts side by side, read from one report: `(name, value, higher is
+/// better)`.
+fn headline(report: &Value) -> Vec<(&'static str, Option<f64>, bool)> {
+    let results = &report["results"];
+    if let Some(sat) = results.get("saturation") {
+        let held = &sat["highest_rate_held"];
+        return vec![
+            (
+                "saturation calls/s",
+                held["calls_per_second"].as_f64(),
+                true,
+            ),
+            (
+                "saturation events/s",
+                held["events_per_second"].as_f64(),
+                true,
+            ),
+            ("p99 at saturation ms", held["p99_ms"].as_f64(), false),
+        ];
+    }
+    let run = &results["run"];
+    let ev = &run["events"];
+    let lat = &ev["latency_from_scheduled_ms"];
+    vec![
+        ("events/s", ev["per_second"].as_f64(), true),
+        ("lost", ev["lost"].as_f64(), false),
+        ("latency p50 ms", lat["p50"].as_f64(), false),
+        ("latency p99 ms", lat["p99"].as_f64(), false),
+        ("latency p99.9 ms", lat["p999"].as_f64(), false),
+        (
+            "setup p50 ms",
+            run["calls"]["setup_ms"]["p50"].as_f64(),
+            false,
+        ),
+        (
+            "setup p99 ms",
+            run["calls"]["setup_ms"]["p99"].as_f64(),
+            false,
+        ),
+        ("server CPU %", run["server"]["cpu_percent"].as_f64(), false),
+        (
+            "server RSS peak MiB",
+            run["server"]["rss_bytes_peak"]
+                .as_f64()
+                .map(|b| b / 1048576.0),
+            false,
+        ),
+    ]
+}
+
+fn compare(paths: &[PathBuf], out: Option<&std::path::Path>) -> CliResult {
+    let mut reports = Vec::new();
+    for p in paths {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        if v["benchmark"] != "load" {
+            return Err(format!(
+                "{} is not a `load --report-json` file",
+                p.display()
+            ));
+        }
+        reports.push(v);
+    }
+    let base = headline(&reports[0]);
+    let mut rows = Vec::new();
+    println!(
+        "{:<34} {}",
+        "",
+        reports
+            .iter()
+            .map(|r| format!("{:>24}", truncate(r["label"].as_str().unwrap_or("?"), 24)))
+            .collect::<String>()
+    );
+    for (i, (name, base_value, _)) in base.iter().enumerate() {
+        let mut line = format!("{name:<34}");
+        let mut cells = Vec::new();
+        for r in &reports {
+            let value = headline(r).get(i).and_then(|h| h.1);
+            let ratio = match (value, base_value) {
+                (Some(v), Some(b)) if *b != 0.0 => Some(v / b),
+                _ => None,
+            };
+            line.push_str(&format!(
+                "{:>24}",
+                match (value, ratio) {
+                    (Some(v), Some(q)) => format!("{v:.2} ({q:.2}×)"),
+                    (Some(v), None) => format!("{v:.2}"),
+                    _ => "-".into(),
+                }
+            ));
+            cells.push(json!({"label": r["label"], "value": value, "ratio_to_first": ratio}));
+        }
+        println!("{line}");
+        rows.push(json!({"figure": name, "higher_is_better": base[i].2, "values": cells}));
+    }
+    println!("(ratios are to the first report, {})", reports[0]["label"]);
+    if let Some(path) = out {
+        let text = serde_json::to_string_pretty(&json!({"comparison": rows}))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(true)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
 }

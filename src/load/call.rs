@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::LoadOptions;
@@ -24,7 +23,7 @@ use crate::event::{
     RingTimeoutMs, ScreenState, SdpMid, VideoState, parse_frame,
 };
 use crate::ids::{DevicePartyId, UserId};
-use crate::pusher::Frame;
+use crate::pusher::{Frame, FrameData};
 
 /// The two connections a call runs on.
 pub struct Pair {
@@ -55,9 +54,29 @@ impl Clock {
     }
 }
 
+/// What every call of a run sends alike, built once.
+pub struct Template {
+    offer: String,
+    answer: String,
+    caller_candidates: Vec<IceCandidate>,
+    callee_candidates: Vec<IceCandidate>,
+}
+
+impl Template {
+    pub fn new(opts: &LoadOptions) -> Template {
+        Template {
+            offer: sdp_of(opts.sdp_bytes, "caller"),
+            answer: sdp_of(opts.sdp_bytes, "callee"),
+            caller_candidates: candidates(opts.candidates, 1),
+            callee_candidates: candidates(opts.candidates, 2),
+        }
+    }
+}
+
 /// A call's state as this task drives it.
 struct Run<'a> {
     opts: &'a LoadOptions,
+    template: &'a Template,
     clock: Clock,
     channel: String,
     ledger: Ledger,
@@ -81,6 +100,7 @@ pub async fn run_call(
     scheduled: Instant,
     clock: Clock,
     opts: &LoadOptions,
+    template: &Template,
 ) -> (Option<Pair>, Totals) {
     let started = Instant::now();
     let kind = if opts.presence { "presence" } else { "private" };
@@ -122,6 +142,7 @@ pub async fn run_call(
         CallEndpoint::new(machine, Privacy::Standard, None).expect("a standard call needs no key");
     let mut run = Run {
         opts,
+        template,
         clock,
         channel: channel.clone(),
         ledger: Ledger::default(),
@@ -233,15 +254,10 @@ impl Run<'_> {
         if f.channel.as_deref() != Some(self.channel.as_str()) || !f.event.starts_with("client-") {
             return false;
         }
-        let Some(data) = f.data.as_ref().and_then(|d| d.to_object().ok()) else {
+        let Some((party, seq)) = f.data.as_ref().and_then(header_of) else {
             return false;
         };
-        let (Some(party), Some(seq)) = (
-            data.get("party_id").and_then(Value::as_str),
-            data.get("seq").and_then(Value::as_u64),
-        ) else {
-            return false;
-        };
+        let party = party.as_ref();
         let at_us = self.clock.at_us(at);
         let kind = self.ledger.kind_of(party, seq).map(str::to_owned);
         match (self.ledger.received(party, seq, at_us), kind) {
@@ -345,12 +361,14 @@ impl Run<'_> {
         while let Some(out) = self.caller.poll_output() {
             match out {
                 EndpointOutput::Action(Action::CreateOffer { .. }) => {
-                    let sdp = sdp_of(self.opts.sdp_bytes, "caller");
                     self.caller
-                        .send_offer(&sdp, false, ms)
+                        .send_offer(&self.template.offer, false, ms)
                         .map_err(|e| format!("offer: {e}"))?;
-                    self.caller
-                        .add_local_candidates(candidates(self.opts.candidates, 1), true, ms);
+                    self.caller.add_local_candidates(
+                        self.template.caller_candidates.clone(),
+                        true,
+                        ms,
+                    );
                 }
                 EndpointOutput::Action(Action::RemoteAnswer { .. }) => {
                     self.answered_at = Some(at);
@@ -420,11 +438,10 @@ impl Run<'_> {
         while let Some(out) = callee.poll_output() {
             match out {
                 EndpointOutput::Action(Action::RemoteOffer { negotiation_id, .. }) => {
-                    let sdp = sdp_of(self.opts.sdp_bytes, "callee");
                     callee
-                        .send_answer(&sdp, negotiation_id, ms)
+                        .send_answer(&self.template.answer, negotiation_id, ms)
                         .map_err(|e| format!("answer: {e}"))?;
-                    callee.add_local_candidates(candidates(self.opts.candidates, 2), true, ms);
+                    callee.add_local_candidates(self.template.callee_candidates.clone(), true, ms);
                     callee.media_connected();
                 }
                 EndpointOutput::Action(Action::Ended { .. }) => self.callee_ended = true,
@@ -460,6 +477,23 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// The sender's party and `seq` of an event's data, read without building the whole object
+/// (the generator reads every event twice: here, and in the receiving endpoint).
+fn header_of(data: &FrameData) -> Option<(std::borrow::Cow<'_, str>, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Header<'a> {
+        #[serde(borrow)]
+        party_id: std::borrow::Cow<'a, str>,
+        seq: u64,
+    }
+    let text = match data {
+        FrameData::Text(s) => s.as_str(),
+        FrameData::Json(raw) => raw.get(),
+    };
+    let h: Header = serde_json::from_str(text).ok()?;
+    Some((h.party_id, h.seq))
 }
 
 fn media_state(muted: bool) -> MediaStateBody {

@@ -138,7 +138,7 @@ pub async fn run(
     let server = opts.server_pid.map(Sampler::start);
     let generator = Sampler::start(std::process::id());
     let interval = Duration::from_secs_f64(1.0 / opts.calls_per_second.max(0.001));
-    let shared = std::sync::Arc::new(opts.clone());
+    let shared = std::sync::Arc::new((opts.clone(), call::Template::new(opts)));
     let mut tasks: JoinSet<Totals> = JoinSet::new();
     let mut totals = Totals::default();
     let (mut placed, mut done) = (0u64, 0u64);
@@ -172,7 +172,8 @@ pub async fn run(
         };
         let (call_opts, free_tx, k) = (shared.clone(), free_tx.clone(), placed);
         tasks.spawn(async move {
-            let (pair, totals) = call::run_call(pair, k, scheduled, clock, &call_opts).await;
+            let (opts, template) = &*call_opts;
+            let (pair, totals) = call::run_call(pair, k, scheduled, clock, opts, template).await;
             if let Some(p) = pair {
                 let _ = free_tx.send(p);
             }

@@ -103,6 +103,11 @@ impl Proxy {
         Ok(Proxy { addr, state, task })
     }
 
+    /// The proxy's own address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `ws://` URL of app `key` through the proxy.
     pub fn url(&self, key: &str) -> String {
         format!("ws://{}/app/{key}", self.addr)
