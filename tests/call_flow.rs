@@ -80,8 +80,9 @@ async fn full_call(privacy: &str) {
     let (a, b) = media_up(&mut caller, &mut callee).await;
     for t in [&caller.timeline(), &callee.timeline()] {
         for step in [
-            "ICE connected, DTLS up",
-            "data channel open",
+            "ICE connected",
+            "DTLS up: media can flow",
+            "data channel open (SCTP up)",
             "first RTP packet",
         ] {
             assert!(t.at(step).is_some(), "missing {step}: {:?}", t.entries);

@@ -252,7 +252,9 @@ fn call_with_no_flags_makes_a_real_call_and_shows_the_record() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
-        "alice ICE connected, DTLS up",
+        "alice ICE connected",
+        "alice DTLS up: media can flow",
+        "alice data channel open (SCTP up)",
         "bob   first RTP packet",
         "echo:ping",
         "\"end_reason\": \"hangup\"",

@@ -445,6 +445,20 @@ mod call_bench {
 
     use super::{CallBenchArgs, CliResult};
 
+    /// The phases of call setup: name, whose timeline (0 caller, 1 callee) and the step that
+    /// ends the phase there.
+    const PHASES: &[(&str, usize, &str)] = &[
+        ("1 invitation at the callee", 1, "invitation received"),
+        ("2 callee subscribed (auth round trip)", 1, "subscribed to"),
+        ("3 acceptance at the caller", 0, "accepted by"),
+        ("4 answer at the caller", 0, "answer received"),
+        ("5 ICE connected", 0, "ICE connected"),
+        ("6 DTLS up", 0, "DTLS up"),
+        ("7 first RTP packet", 0, "first RTP packet"),
+        ("8 data channel open (SCTP)", 0, "data channel open"),
+        ("9 data channel echo", 0, "data channel message"),
+    ];
+
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -516,6 +530,7 @@ mod call_bench {
         };
         let (mut to_echo, mut to_rtp, mut caller_events, mut callee_events) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut phases: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
         for _ in 0..runs {
             let (alice, bob) = (device("alice")?, device("bob")?);
             let inbox = Inbox::open(&bob).await?;
@@ -540,6 +555,28 @@ mod call_bench {
                 d.map(|d| (d - t0).as_secs_f64() * 1e3)
                     .ok_or("missing step")
             };
+            // Where the time went: each phase's end as the caller saw it (the callee's
+            // invitation and acceptance as the callee saw them), from call.started.
+            let started_at = caller.timeline().began().map(|b| b + t0);
+            for (phase, timeline, step) in PHASES {
+                let tl = if *timeline == 0 {
+                    caller.timeline()
+                } else {
+                    callee.timeline()
+                };
+                // Each timeline has its own start: both are put on the caller's clock.
+                let at = tl
+                    .began()
+                    .zip(tl.at(step))
+                    .zip(started_at)
+                    .map(|((began, d), t)| (began + d).saturating_duration_since(t));
+                if let Some(at) = at {
+                    phases
+                        .entry(*phase)
+                        .or_default()
+                        .push(at.as_secs_f64() * 1e3);
+                }
+            }
             to_echo.push(ms(caller.timeline().at("data channel message"))?);
             to_rtp.push(ms(caller.timeline().at("first RTP packet"))?);
             let sent = |tl: &domvia_calls::session::Timeline| {
@@ -578,6 +615,10 @@ mod call_bench {
             "call_started_to_data_channel_echo_ms": { "median": echo, "direct_handshake_median": base_echo, "ratio": echo / base_echo },
             "call_started_to_first_rtp_ms": { "median": rtp, "direct_handshake_median": base_rtp, "ratio": rtp / base_rtp },
             "client_events_until_media": { "caller_median": median(caller_events), "callee_median": median(callee_events) },
+            "phase_end_medians_ms_from_call_started": phases
+                .into_iter()
+                .map(|(name, v)| (name.to_owned(), json!(median(v))))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
             "note": "the call path includes the trusted server creating the call, the inbox invitation, ringing, acceptance and the late offer; the direct handshake hands SDP and candidates across in memory",
         });
         super::super::bench_output::emit(&result, args.json.as_deref())

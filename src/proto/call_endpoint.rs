@@ -500,7 +500,7 @@ impl CallEndpoint {
     pub fn media_connected(&mut self) {
         self.machine.media_connected();
         self.outputs
-            .push_back(EndpointOutput::Note("ICE connected, DTLS up".into()));
+            .push_back(EndpointOutput::Note("DTLS up: media can flow".into()));
     }
 
     /// How long media may take to connect after the answer.

@@ -206,7 +206,8 @@ impl CallSession {
                 self.sig.media_connected();
                 self.peer.start_audio(Duration::from_secs(30));
             }
-            PeerSignal::DataChannelOpen => self.sig.timeline.note("data channel open"),
+            PeerSignal::IceConnected => self.sig.timeline.note("ICE connected"),
+            PeerSignal::DataChannelOpen => self.sig.timeline.note("data channel open (SCTP up)"),
             PeerSignal::DataMessage(m) => {
                 self.sig
                     .timeline
