@@ -622,7 +622,7 @@ fn html(result: &Value) -> String {
             "<h2>{} calls/s for {} s</h2><table><tr><th>calls</th><td>{} placed, {} completed, {} failed</td></tr>\
              <tr><th>call setup</th><td>p50 {:.1} · p99 {:.1} · max {:.1}</td></tr>\
              <tr><th>events</th><td>{:.0}/s delivered · {} lost · {} duplicated · {} out of order · {} refused (4301)</td></tr>\
-             <tr><th>server</th><td>{}</td></tr><tr><th>generator</th><td class={}>{:.0}% CPU · schedule lag p99 {:.2}{}</td></tr></table>",
+             <tr><th>server</th><td>{}</td></tr><tr><th>generator</th><td class={}>{:.0}% CPU · schedule lag p99 {:.2} ms{}</td></tr></table>",
             plan["calls_per_second"], plan["duration_s"], calls["placed"], calls["completed"], calls["failed"],
             f(&calls["setup_ms"]["p50"]), f(&calls["setup_ms"]["p99"]), f(&calls["setup_ms"]["max"]),
             f(&ev["per_second"]), ev["lost"], ev["duplicated"], ev["out_of_order"], ev["rate_refused_4301"],
@@ -678,7 +678,7 @@ fn timeline_svg(timeline: &Value) -> String {
          <line x1={pad} y1={b} x2={r} y2={b} stroke=#999 /><line x1={pad} y1={pad} x2={pad} y2={b} stroke=#999 />\
          <text x={pad} y={t}>{max_y:.1} ms</text><text x={pad} y={bl}>0</text><text x={r} y={bl} text-anchor=end>{max_x:.0} s</text>\
          <polyline fill=none stroke=#1f77b4 stroke-width=2 points='{p50}' /><polyline fill=none stroke=#d62728 stroke-width=2 points='{p99}' />\
-         <text x={lx} y={t} fill=#1f77b4>p50</text><text x={lx2} y={t} fill=#d62728>p99</text></svg>",
+         <text x={lx} y={t} style='fill:#1f77b4;font-weight:600'>p50</text><text x={lx2} y={t} style='fill:#d62728;font-weight:600'>p99</text></svg>",
         b = h - pad,
         r = w - pad,
         t = pad - 8.0,
@@ -711,7 +711,7 @@ fn percentile_svg(by_kind: &Value) -> String {
     let (w, row_h, label_w) = (900.0, 26.0, 220.0);
     let h = row_h * rows.len() as f64 + 40.0;
     let max = rows.iter().map(|r| r.1[3]).fold(0.1, f64::max) * 1.05;
-    let scale = |ms: f64| ms / max * (w - label_w - 20.0);
+    let scale = |ms: f64| ms / max * (w - label_w - 80.0);
     let colours = ["#1f77b4", "#ff7f0e", "#d62728", "#7f7f7f"];
     let mut svg =
         format!("<svg width={w} height={h} role=img aria-label='percentiles per event kind'>");
@@ -731,14 +731,23 @@ fn percentile_svg(by_kind: &Value) -> String {
             ));
         }
         svg.push_str(&format!(
-            "<text x={:.1} y={:.1}>{:.2}</text>",
+            "<text x={:.1} y={:.1}>{:.2} ms</text>",
             label_w + scale(ps[3]) + 4.0,
             top + 14.0,
             ps[2]
         ));
     }
+    // The legend: one coloured word per bar.
+    let mut x = label_w;
+    for (name, colour) in ["p50", "p90", "p99", "max"].iter().zip(colours) {
+        svg.push_str(&format!(
+            "<text x={x:.1} y={:.1} style='fill:{colour};font-weight:600'>{name}</text>",
+            h - 8.0
+        ));
+        x += 40.0;
+    }
     svg.push_str(&format!(
-        "<text x={label_w} y={:.1}>bars: p50, p90, p99, max (ms); the number is p99</text></svg>",
+        "<text x={x:.1} y={:.1}>(ms; the number is p99)</text></svg>",
         h - 8.0
     ));
     svg
