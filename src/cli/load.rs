@@ -458,13 +458,7 @@ fn run_json(opts: &LoadOptions, o: &Outcome) -> Value {
 
 fn print_summary(result: &Value) {
     let results = &result["results"];
-    let runs: Vec<&Value> = match results.get("run") {
-        Some(r) => vec![r],
-        None => results["runs"]
-            .as_array()
-            .map(|v| v.iter().collect())
-            .unwrap_or_default(),
-    };
+    let runs = runs_of(results);
     println!("load: {}", result["label"].as_str().unwrap_or_default());
     for run in runs {
         let plan = &run["plan"];
@@ -570,6 +564,17 @@ fn print_summary(result: &Value) {
     }
 }
 
+/// The measured runs of a result: the one run, or every step of a saturation search.
+fn runs_of(results: &Value) -> Vec<&Value> {
+    match results.get("run") {
+        Some(r) => vec![r],
+        None => results["runs"]
+            .as_array()
+            .map(|v| v.iter().collect())
+            .unwrap_or_default(),
+    }
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
@@ -583,13 +588,7 @@ fn html(result: &Value) -> String {
             .replace('>', "&gt;")
     };
     let results = &result["results"];
-    let runs: Vec<&Value> = match results.get("run") {
-        Some(r) => vec![r],
-        None => results["runs"]
-            .as_array()
-            .map(|v| v.iter().collect())
-            .unwrap_or_default(),
-    };
+    let runs = runs_of(results);
     let mut body = format!(
         "<h1>Load: {}</h1><p>domvia-calls {}; latencies in milliseconds, measured from when each event was meant to leave.</p>",
         esc(result["label"].as_str().unwrap_or_default()),

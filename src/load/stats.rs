@@ -172,6 +172,18 @@ pub struct KindTotals {
     pub from_sent: Samples,
 }
 
+impl KindTotals {
+    fn add(&mut self, o: &KindTotals) {
+        self.sent += o.sent;
+        self.delivered += o.delivered;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.out_of_order += o.out_of_order;
+        self.from_scheduled.extend(&o.from_scheduled);
+        self.from_sent.extend(&o.from_sent);
+    }
+}
+
 /// Everything a run (or one step of a saturation search) measured.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
@@ -210,14 +222,7 @@ impl Totals {
 
     pub fn merge(&mut self, other: Totals) {
         for (kind, o) in other.kinds {
-            let k = self.kinds.entry(kind).or_default();
-            k.sent += o.sent;
-            k.delivered += o.delivered;
-            k.lost += o.lost;
-            k.duplicated += o.duplicated;
-            k.out_of_order += o.out_of_order;
-            k.from_scheduled.extend(&o.from_scheduled);
-            k.from_sent.extend(&o.from_sent);
+            self.kinds.entry(kind).or_default().add(&o);
         }
         self.setup_from_scheduled
             .extend(&other.setup_from_scheduled);
@@ -238,13 +243,7 @@ impl Totals {
     pub fn all(&self) -> KindTotals {
         let mut all = KindTotals::default();
         for k in self.kinds.values() {
-            all.sent += k.sent;
-            all.delivered += k.delivered;
-            all.lost += k.lost;
-            all.duplicated += k.duplicated;
-            all.out_of_order += k.out_of_order;
-            all.from_scheduled.extend(&k.from_scheduled);
-            all.from_sent.extend(&k.from_sent);
+            all.add(k);
         }
         all
     }
