@@ -132,6 +132,25 @@ pub(super) struct ChildServer {
 }
 
 impl ChildServer {
+    /// The reference realtime server (`serve --role realtime`) with the TOML `config`, written
+    /// to a temporary file named after `tag` and removed once the server listens.
+    pub(super) fn realtime(config: &str, tag: &str) -> Result<ChildServer, String> {
+        let path = std::env::temp_dir().join(format!("domvia-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let server = ChildServer::spawn(
+            &[
+                "serve",
+                "--role",
+                "realtime",
+                "--config",
+                path.to_str().unwrap_or_default(),
+            ],
+            &[],
+        );
+        let _ = std::fs::remove_file(&path);
+        server
+    }
+
     /// The child's process id (`load` samples its CPU and memory).
     #[cfg(feature = "client")]
     pub(super) fn pid(&self) -> u32 {
@@ -371,21 +390,8 @@ async fn realtime(args: RealtimeArgs) -> CliResult {
     let config = format!(
         "[realtime]\nbind = \"127.0.0.1:0\"\noutbound_queue = 65536\n[[realtime.apps]]\nid = \"bench\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events_per_second = 1000000000\nclient_event_burst = 1000000000\nmax_connections = 100000\nmax_connections_per_address = 100000\n"
     );
-    let config_path =
-        std::env::temp_dir().join(format!("domvia-bench-{}.toml", std::process::id()));
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let domvia = ChildServer::spawn(
-        &[
-            "serve",
-            "--role",
-            "realtime",
-            "--config",
-            config_path.to_str().unwrap_or_default(),
-        ],
-        &[],
-    )?;
+    let domvia = ChildServer::realtime(&config, "bench")?;
     let echo = ChildServer::spawn(&["bench", "echo-server"], &[])?;
-    let _ = std::fs::remove_file(&config_path);
     eprintln!(
         "domvia server {} and echo baseline {} started",
         domvia.addr, echo.addr

@@ -244,20 +244,7 @@ fn start_reference() -> Result<ChildServer, String> {
         "[realtime]\nbind = \"127.0.0.1:0\"\n[[realtime.apps]]\nid = \"load\"\nkey = \"{OWN_KEY}\"\n\
          secret = \"{OWN_SECRET}\"\nmax_connections = 100000\nmax_connections_per_address = 100000\n"
     );
-    let path = std::env::temp_dir().join(format!("domvia-load-{}.toml", std::process::id()));
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let server = ChildServer::spawn(
-        &[
-            "serve",
-            "--role",
-            "realtime",
-            "--config",
-            path.to_str().unwrap_or_default(),
-        ],
-        &[],
-    );
-    let _ = std::fs::remove_file(&path);
-    server
+    ChildServer::realtime(&config, "load")
 }
 
 /// One measured run with a progress bar on a terminal.
