@@ -60,6 +60,20 @@ async fn relay_only_call_connects_through_coturn() {
     let took = began.elapsed();
     assert_eq!(a.unwrap().phase, Phase::Active);
     assert_eq!(b.unwrap().phase, Phase::Active);
+    // Through TURN, webrtc-rs 0.21 as released sends DTLS and SCTP flights only at its next
+    // protocol deadline: ≥ 1 s from ICE connected to the data channel (DTLS retransmission).
+    // The peer's runtime makes the driver send them at once (docs/webrtc-rs-driver-passes.md).
+    let timeline = alice.timeline();
+    let ice = timeline.at("ICE connected").expect("ICE connected");
+    let open = timeline
+        .at("data channel open")
+        .expect("data channel open");
+    assert!(
+        open.saturating_sub(ice) < Duration::from_millis(500),
+        "ICE connected to data channel open took {:?} through TURN: {:?}",
+        open.saturating_sub(ice),
+        timeline.entries
+    );
     let alice_pair = alice.selected_pair().await.expect("alice selected a pair");
     let bob_pair = bob.selected_pair().await.expect("bob selected a pair");
     // The relay-only side sends from its relayed address; the other side's pair ends at that

@@ -43,6 +43,10 @@ pub struct InteropBenchArgs {
     /// by default).
     #[arg(long)]
     pusher_js: Option<PathBuf>,
+    /// Measure only the pairings whose name contains this text (repeatable; e.g. `relay`).
+    /// Rust calling Rust is always measured: it is the baseline of the ratios.
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +338,13 @@ async fn measure(args: InteropBenchArgs) -> CliResult {
     let mut skipped = Map::new();
     let mut baseline = None;
     for (caller, callee, name) in PAIRINGS {
+        let baseline_pairing = (caller, callee) == (Side::Rust, Side::Rust);
+        if !baseline_pairing
+            && !args.only.is_empty()
+            && !args.only.iter().any(|text| name.contains(text.as_str()))
+        {
+            continue;
+        }
         if let Some(why) = bench.missing(caller).or_else(|| bench.missing(callee)) {
             eprintln!("{name:<36} skipped: {why}");
             skipped.insert(name.to_owned(), json!(why));

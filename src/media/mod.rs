@@ -29,7 +29,10 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
-use webrtc::runtime::TokioRuntime;
+use webrtc::runtime::Runtime;
+
+mod flushing_runtime;
+pub use flushing_runtime::FlushingRuntime;
 
 use crate::event::{CandidateLine, IceCandidate, SdpMid, UsernameFragment};
 
@@ -271,6 +274,9 @@ impl MediaPeer {
                 credential: server.credential.clone().unwrap_or_default(),
             })
             .collect();
+        // webrtc-rs 0.21's driver sleeps on packets that events and relayed reads make the core
+        // write; this runtime makes the passes that send them (see `flushing_runtime`).
+        let runtime: Arc<dyn Runtime> = Arc::new(FlushingRuntime::new());
         let mut config = RTCConfigurationBuilder::new().with_ice_servers(servers);
         if options.relay_only {
             config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
@@ -280,7 +286,7 @@ impl MediaPeer {
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
-            .with_runtime(Arc::new(TokioRuntime))
+            .with_runtime(runtime)
             .with_handler(Arc::new(Handler {
                 signals: signal_tx.clone(),
             }))
