@@ -3,49 +3,16 @@
 //! API, and the trusted server's own calls to it), trusting that CA the way `--ca-file` does. The
 //! verdicts must equal those over plain `ws://`. A server whose CA is not trusted is refused.
 
-use std::path::PathBuf;
+mod common;
 
 use domvia_calls::conform::embedded::{Embedded, EmbeddedOptions};
 use domvia_calls::conform::expected::Expected;
 use domvia_calls::conform::verdict::diff_expected;
 use domvia_calls::conform::{self, RunOptions};
 
-/// A private CA, and a certificate for 127.0.0.1 signed by it, written to a fresh directory:
-/// `(ca.pem, cert.pem, key.pem)`.
-fn private_ca() -> (String, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "domvia-calls test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "domvia-tls-{}-{:x}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, leaf_cert.pem() + &ca_cert.pem()).unwrap();
-    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
-    (ca_cert.pem(), cert, key)
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_servers_pass_over_wss_with_a_private_ca() {
-    let (ca, cert, key) = private_ca();
+    let (ca, cert, key) = common::tls::private_ca();
     domvia_calls::net::trust_ca_pem(ca.as_bytes(), "the test CA").unwrap();
     let embedded = Embedded::start(EmbeddedOptions {
         tls: Some((cert, key)),
@@ -95,7 +62,7 @@ async fn the_reference_servers_pass_over_wss_with_a_private_ca() {
 #[tokio::test]
 async fn a_server_whose_ca_is_not_trusted_is_refused() {
     // A CA this process never trusts: the handshake must fail, not fall back to plain text.
-    let (_, cert, key) = private_ca();
+    let (_, cert, key) = common::tls::private_ca();
     let server = domvia_calls::server::start(domvia_calls::server::ServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         tls_cert: Some(cert),

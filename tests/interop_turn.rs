@@ -65,9 +65,7 @@ async fn relay_only_call_connects_through_coturn() {
     // The peer's runtime makes the driver send them at once (docs/webrtc-rs-driver-passes.md).
     let timeline = alice.timeline();
     let ice = timeline.at("ICE connected").expect("ICE connected");
-    let open = timeline
-        .at("data channel open")
-        .expect("data channel open");
+    let open = timeline.at("data channel open").expect("data channel open");
     assert!(
         open.saturating_sub(ice) < Duration::from_millis(500),
         "ICE connected to data channel open took {:?} through TURN: {:?}",

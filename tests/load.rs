@@ -1,7 +1,8 @@
 //! `domvia-calls load` against the reference realtime server on loopback: every event of a
 //! short run is delivered exactly once and counted; refusals and losses injected by a proxy are
 //! counted as such; a server that drops the verified user id fails presence calls with the rule
-//! named; the command writes its text, JSON and HTML. Every run is a few seconds at most.
+//! named; a run over `wss://` (a private CA) delivers every event too; the command writes its
+//! text, JSON and HTML. Every run is a few seconds at most.
 
 mod common;
 
@@ -67,6 +68,34 @@ async fn every_event_of_a_short_run_is_delivered_once_and_counted() {
     // The generator measured itself.
     assert!(out.generator.cpu_percent > 0.0);
     assert!(out.server.is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_wss_delivers_every_event() {
+    let (ca, cert, key) = common::tls::private_ca();
+    domvia_calls::net::trust_ca_pem(ca.as_bytes(), "the test CA").unwrap();
+    let server = domvia_calls::server::start(domvia_calls::server::ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        apps: vec![common::app()],
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let opts = options(format!("wss://{}", server.addr()), 10.0, 1.0);
+    let out = load::run(&opts, &|_| {}).await.unwrap();
+    let t = &out.totals;
+    assert_eq!(
+        (t.calls_completed, t.calls_failed),
+        (10, 0),
+        "{:?}",
+        t.failures
+    );
+    let all = t.all();
+    assert!(all.sent >= 10 * 8, "{all:?}");
+    assert_eq!((all.delivered, all.lost, all.duplicated), (all.sent, 0, 0));
     server.shutdown().await;
 }
 

@@ -212,7 +212,12 @@ pub fn run(a: LoadArgs) -> CliResult {
         event_timeout: Duration::from_millis(a.event_timeout_ms),
         server_pid: pid,
     };
-    let runtime = super::runtime()?;
+    // One thread: measured here, the multi-threaded runtime spent a third of the generator's CPU
+    // on waking its workers, which stole CPU from the server under test on a small machine.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let result = runtime.block_on(async {
         if a.find_saturation {
             saturation_search(&a, base).await
@@ -376,7 +381,6 @@ fn run_json(opts: &LoadOptions, o: &Outcome) -> Value {
     }
     let all = t.all();
     let lag = t.schedule_lag.percentiles();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut why_not = Vec::new();
     if lag.p99 > 20.0 {
         why_not.push(format!(
@@ -384,9 +388,10 @@ fn run_json(opts: &LoadOptions, o: &Outcome) -> Value {
             lag.p99
         ));
     }
-    if o.generator.cpu_percent > 85.0 * cores {
+    // The generator runs on one thread: near a full core it is the bottleneck.
+    if o.generator.cpu_percent > 85.0 {
         why_not.push(format!(
-            "it used {:.0}% CPU of {cores} cores",
+            "it used {:.0}% of the one core it runs on",
             o.generator.cpu_percent
         ));
     }

@@ -225,16 +225,14 @@ impl Run<'_> {
             let stall = last_progress + self.opts.event_timeout;
             let wake = deadline.map_or(stall, |d| d.min(stall));
             tokio::select! {
-                f = pair.caller.next_frame() => {
-                    let f = f.map_err(|e| format!("connection (caller): {e}"))?;
-                    let at = Instant::now();
+                f = pair.caller.next_frame_at() => {
+                    let (f, at) = f.map_err(|e| format!("connection (caller): {e}"))?;
                     if self.arrived(&f, at) { last_progress = at; }
                     self.caller.handle_frame(&f, self.clock.ms());
                     self.after_caller_input(pair, at, scheduled, started).await?;
                 }
-                f = pair.callee.next_frame() => {
-                    let f = f.map_err(|e| format!("connection (callee): {e}"))?;
-                    let at = Instant::now();
+                f = pair.callee.next_frame_at() => {
+                    let (f, at) = f.map_err(|e| format!("connection (callee): {e}"))?;
                     if self.arrived(&f, at) { last_progress = at; }
                     self.callee_input(&f, pair, at).await?;
                 }
@@ -462,7 +460,9 @@ impl Run<'_> {
             },
         };
         let ms = self.clock.ms();
+        let mut queued = false;
         while let Some(t) = endpoint.poll_transmit([0; 24], ms) {
+            queued = true;
             let party = t.data["party_id"].as_str().unwrap_or_default().to_owned();
             let seq = t.data["seq"].as_u64().unwrap_or_default();
             let meant_us = self.clock.at_us(meant);
@@ -471,9 +471,12 @@ impl Run<'_> {
                 .schedule_lag
                 .push(sent_us.saturating_sub(meant_us));
             self.ledger.sent(&party, seq, &t.event, meant_us, sent_us);
-            conn.trigger(&self.channel, &t.event, &t.data)
+            conn.queue_trigger(&self.channel, &t.event, &t.data)
                 .await
                 .map_err(|e| format!("connection: {e}"))?;
+        }
+        if queued {
+            conn.flush().await.map_err(|e| format!("connection: {e}"))?;
         }
         Ok(())
     }

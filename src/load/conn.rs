@@ -121,15 +121,38 @@ impl Conn {
             .await
     }
 
-    /// Triggers client event `event` on `channel`.
-    pub async fn trigger(
+    /// Queues client event `event` on `channel`; it leaves with the next [`Conn::flush`] (so the
+    /// events one step of a call produces share a write).
+    pub async fn queue_trigger(
         &mut self,
         channel: &str,
         event: &str,
         data: &Value,
     ) -> Result<(), String> {
-        self.send_json(&json!({"event": event, "channel": channel, "data": data}))
+        // Serialized from borrows: `json!` would deep-copy the data (an SDP is kilobytes).
+        #[derive(serde::Serialize)]
+        struct ClientEvent<'a> {
+            event: &'a str,
+            channel: &'a str,
+            data: &'a Value,
+        }
+        let frame = serde_json::to_string(&ClientEvent {
+            event,
+            channel,
+            data,
+        })
+        .map_err(|e| format!("cannot encode {event}: {e}"))?;
+        self.ws
+            .feed(Message::Text(frame.into()))
             .await
+            .map_err(|e| format!("send failed: {e}"))
+    }
+
+    /// Writes out what was queued.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        SinkExt::flush(&mut self.ws)
+            .await
+            .map_err(|e| format!("send failed: {e}"))
     }
 
     async fn send_json(&mut self, v: &Value) -> Result<(), String> {
@@ -141,6 +164,12 @@ impl Conn {
 
     /// The next frame for the app: pings are answered and 4301 refusals counted on the way.
     pub async fn next_frame(&mut self) -> Result<Frame, String> {
+        self.next_frame_at().await.map(|(frame, _)| frame)
+    }
+
+    /// The next frame for the app and when its message was read off the socket (before parsing,
+    /// so the generator's own parsing is not counted as the server's latency).
+    pub async fn next_frame_at(&mut self) -> Result<(Frame, tokio::time::Instant), String> {
         loop {
             let msg = self
                 .ws
@@ -148,6 +177,7 @@ impl Conn {
                 .await
                 .ok_or("the connection closed")?
                 .map_err(|e| format!("the connection failed: {e}"))?;
+            let read_at = tokio::time::Instant::now();
             let text = match msg {
                 Message::Text(t) => t,
                 Message::Close(c) => {
@@ -169,7 +199,7 @@ impl Conn {
                 "pusher:error" if ErrorData::from_frame(&frame).code == Some(4301) => {
                     self.rate_refused += 1;
                 }
-                _ => return Ok(frame),
+                _ => return Ok((frame, read_at)),
             }
         }
     }

@@ -5,6 +5,7 @@
 #[cfg(feature = "media")]
 pub mod calls;
 pub mod interop;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
