@@ -340,7 +340,12 @@ async fn run(
                 match output {
                     ClientOutput::Connect { url } => {
                         config.trace(WireDirection::Note, &format!("connect {url}"));
-                        match crate::net::connect_websocket(&url).await {
+                        match crate::net::connect_websocket_with(
+                            &url,
+                            Some(crate::net::call_signaling_config()),
+                        )
+                        .await
+                        {
                             Ok(ws) => {
                                 socket = Some(ws);
                                 machine.handle_connected(now());

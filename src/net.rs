@@ -145,6 +145,13 @@ pub async fn connect_websocket(
     connect_websocket_with(url, None).await
 }
 
+/// The WebSocket configuration of the reference client and the load generator: call events are
+/// a few KiB, so a 16 KiB read buffer instead of tungstenite's 128 KiB, which it zeroes on every
+/// read and which every open connection holds (larger messages are still read, in more reads).
+pub fn call_signaling_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)
+}
+
 /// [`connect_websocket`] with a WebSocket configuration of its own (a smaller read buffer for
 /// many connections, say: tungstenite zeroes up to `read_buffer_size` bytes on every read).
 pub async fn connect_websocket_with(

@@ -4,7 +4,6 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::ids::SocketId;
 use crate::net::{WebSocket, connect_websocket_with};
@@ -28,9 +27,7 @@ pub struct Conn {
 impl Conn {
     /// Connects to `url` (`ws://host:port/app/KEY?protocol=7...`) as `user`.
     pub async fn open(url: &str, user: &str) -> Result<Conn, String> {
-        // Call events are a few KiB: a 16 KiB read buffer instead of tungstenite's 128 KiB,
-        // which it zeroes on every read and which thousands of connections would each hold.
-        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let config = crate::net::call_signaling_config();
         let ws = tokio::time::timeout(HANDSHAKE, connect_websocket_with(url, Some(config)))
             .await
             .map_err(|_| format!("connecting to {url} timed out"))?

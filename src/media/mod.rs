@@ -7,6 +7,8 @@
 //! written before DTLS completes is dropped.
 //!
 //! Host candidates are exactly the addresses bound, so tests bind 127.0.0.1 only; mDNS is off.
+//! Peers run on [`FlushingRuntime`], so webrtc-rs sends what its events and relayed reads queue
+//! without waiting for its next protocol deadline (see that module).
 
 use std::sync::Arc;
 use std::time::Duration;
