@@ -232,6 +232,24 @@ impl From<MediaError> for String {
     }
 }
 
+async fn ice_transport_of(
+    pc: &Arc<dyn PeerConnection>,
+) -> Option<Arc<dyn webrtc::peer_connection::transport::IceTransport>> {
+    Some(pc.sctp().await?.transport().ice_transport())
+}
+
+async fn selected_pair_of(pc: &Arc<dyn PeerConnection>) -> Option<SelectedPair> {
+    let pair = ice_transport_of(pc)
+        .await?
+        .get_selected_candidate_pair()
+        .await
+        .ok()??;
+    Some(SelectedPair {
+        local: CandidateAddress::of(pair.local()),
+        remote: CandidateAddress::of(pair.remote()),
+    })
+}
+
 /// One side of a call's media.
 pub struct MediaPeer {
     pc: Arc<dyn PeerConnection>,
@@ -241,6 +259,7 @@ pub struct MediaPeer {
     remote_set: Mutex<bool>,
     audio: Arc<TrackLocalStaticSample>,
     ssrc: u32,
+    runtime: FlushingRuntime,
 }
 
 impl MediaPeer {
@@ -278,7 +297,7 @@ impl MediaPeer {
             .collect();
         // webrtc-rs 0.21's driver sleeps on packets that events and relayed reads make the core
         // write; this runtime makes the passes that send them (see `flushing_runtime`).
-        let runtime: Arc<dyn Runtime> = Arc::new(FlushingRuntime::new());
+        let runtime = FlushingRuntime::new();
         let mut config = RTCConfigurationBuilder::new().with_ice_servers(servers);
         if options.relay_only {
             config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
@@ -288,7 +307,7 @@ impl MediaPeer {
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
-            .with_runtime(runtime)
+            .with_runtime(Arc::new(runtime.clone()) as Arc<dyn Runtime>)
             .with_handler(Arc::new(Handler {
                 signals: signal_tx.clone(),
             }))
@@ -332,12 +351,29 @@ impl MediaPeer {
             remote_set: Mutex::new(false),
             audio,
             ssrc,
+            runtime,
         })
     }
 
     /// The next signal of the peer.
+    /// Cancel-safe: a signal is only taken when this returns it.
     pub async fn next_signal(&mut self) -> Option<PeerSignal> {
-        self.signals.recv().await
+        let signal = self.signals.recv().await;
+        if signal == Some(PeerSignal::DataChannelOpen) {
+            // Setup is over. Only a local relay candidate routes writes through the TURN client,
+            // which needs the runtime's prompt passes for as long as the call lasts. Looked up
+            // on a task of its own, so that no await follows taking the signal.
+            let (pc, runtime) = (self.pc.clone(), self.runtime.clone());
+            tokio::spawn(async move {
+                let local_relay = selected_pair_of(&pc)
+                    .await
+                    .is_none_or(|pair| pair.local.kind == "relay");
+                if !local_relay {
+                    runtime.settle();
+                }
+            });
+        }
+        signal
     }
 
     /// Caller: opens the data channel and creates the offer (set as local description).
@@ -458,21 +494,12 @@ impl MediaPeer {
     async fn ice_transport(
         &self,
     ) -> Option<Arc<dyn webrtc::peer_connection::transport::IceTransport>> {
-        Some(self.pc.sctp().await?.transport().ice_transport())
+        ice_transport_of(&self.pc).await
     }
 
     /// The candidate pair ICE selected, once it has selected one.
     pub async fn selected_pair(&self) -> Option<SelectedPair> {
-        let pair = self
-            .ice_transport()
-            .await?
-            .get_selected_candidate_pair()
-            .await
-            .ok()??;
-        Some(SelectedPair {
-            local: CandidateAddress::of(pair.local()),
-            remote: CandidateAddress::of(pair.remote()),
-        })
+        selected_pair_of(&self.pc).await
     }
 
     /// The local candidates gathered so far (after the transport policy: relay-only keeps relay
